@@ -1,0 +1,101 @@
+#include "ops/matmul.h"
+
+#include "ops/elementwise.h"
+#include "ops/gemm.h"
+#include "ops/reduce.h"
+#include "tinymoe/autograd.h"
+
+namespace tinymoe {
+namespace {
+
+// out[rows, n] = x[rows, k] op(w), with op(w) = w [k, n] or w^T (w [n, k]).
+Tensor product(const Tensor& x, const Tensor& w, bool trans_w, const char* op) {
+  int64_t k = x.shape().back();
+  int64_t rows = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  int64_t n = trans_w ? w.size(0) : w.size(1);
+  Shape out_shape = x.shape();
+  out_shape.back() = n;
+  Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
+  dispatch_floating(x.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    gemm<T>(false, trans_w, rows, n, k, T(1), x.data<T>(), k, w.data<T>(), w.size(1), T(0), out.data<T>(), n);
+  });
+  return out;
+}
+
+// dw = x^T g ([k, n]) or g^T x ([n, k] when trans_w).
+Tensor weight_gradient(const Tensor& x, const Tensor& g, bool trans_w, const char* op) {
+  int64_t k = x.shape().back();
+  int64_t n = g.shape().back();
+  int64_t rows = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  Tensor dw = Tensor::empty(trans_w ? Shape{n, k} : Shape{k, n}, x.dtype(), x.device());
+  dispatch_floating(x.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if (trans_w) gemm<T>(true, false, n, k, rows, T(1), g.data<T>(), n, x.data<T>(), k, T(0), dw.data<T>(), k);
+    else gemm<T>(true, false, k, n, rows, T(1), x.data<T>(), k, g.data<T>(), n, T(0), dw.data<T>(), n);
+  });
+  return dw;
+}
+
+// dx = g op(w)^T.
+Tensor input_gradient(const Tensor& g, const Tensor& w, bool trans_w, const char* op) {
+  int64_t n = g.shape().back();
+  int64_t k = trans_w ? w.size(1) : w.size(0);
+  int64_t rows = shape_numel(Shape(g.shape().begin(), g.shape().end() - 1));
+  Shape shape = g.shape();
+  shape.back() = k;
+  Tensor dx = Tensor::empty(shape, g.dtype(), g.device());
+  dispatch_floating(g.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    gemm<T>(false, !trans_w, rows, k, n, T(1), g.data<T>(), n, w.data<T>(), w.size(1), T(0), dx.data<T>(), k);
+  });
+  return dx;
+}
+
+Tensor recorded_product(const Tensor& x, const Tensor& w, bool trans_w, const char* op) {
+  Tensor out = product(x, w, trans_w, op);
+  if (needs_record({&x, &w})) {
+    bool grad_x = x.requires_grad(), grad_w = w.requires_grad();
+    Tensor saved_x = grad_w ? x.detach() : Tensor();
+    Tensor saved_w = grad_x ? w.detach() : Tensor();
+    record(op, {x, w}, {out}, [=](const TensorList& grads) -> TensorList {
+      return {grad_x ? input_gradient(grads[0], saved_w, trans_w, op) : Tensor(),
+              grad_w ? weight_gradient(saved_x, grads[0], trans_w, op) : Tensor()};
+    });
+  }
+  return out;
+}
+
+void check_operands(const Tensor& x, const Tensor& w, const char* op, const char* w_name) {
+  check_floating(x, op, "x");
+  check_floating(w, op, w_name);
+  check_same_device(x, w, op);
+  check_cpu(x, op);
+  TINYMOE_CHECK(x.dtype() == w.dtype(), op, "expected operands of one dtype, got ", dtype_name(x.dtype()),
+                " and ", dtype_name(w.dtype()));
+  TINYMOE_CHECK(x.dim() >= 1, op, "expected x with at least 1 dimension, got a scalar");
+  check_dim(w, 2, op, w_name);
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  check_operands(a, b, "matmul", "b");
+  TINYMOE_CHECK(a.shape().back() == b.size(0), "matmul", "inner dimensions differ: a ", shape_str(a.shape()),
+                " times b ", shape_str(b.shape()));
+  return recorded_product(a, b, false, "matmul");
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_operands(x, weight, "linear", "weight");
+  TINYMOE_CHECK(x.shape().back() == weight.size(1), "linear", "x has ", x.shape().back(),
+                " features but weight ", shape_str(weight.shape()), " expects ", weight.size(1));
+  Tensor out = recorded_product(x, weight, true, "linear");
+  if (!bias.defined()) return out;
+  check_floating(bias, "linear", "bias");
+  TINYMOE_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear", "expected bias of shape [",
+                weight.size(0), "], got ", shape_str(bias.shape()));
+  return add(out, bias);
+}
+
+}  // namespace tinymoe

@@ -1,0 +1,25 @@
+# Builds and runs tests/consumer against tinymoe. MODE is find_package (installs the already
+# built tree into WORK_DIR/prefix first) or add_subdirectory (builds tinymoe from SOURCE_DIR).
+file(REMOVE_RECURSE ${WORK_DIR})
+set(consumer_args -DTINYMOE_MODE=${MODE} -DTINYMOE_SOURCE_DIR=${SOURCE_DIR} -DCMAKE_BUILD_TYPE=Release)
+if(MODE STREQUAL "find_package")
+  execute_process(COMMAND ${CMAKE_COMMAND} --install ${BINARY_DIR} --prefix ${WORK_DIR}/prefix
+                  RESULT_VARIABLE status)
+  if(NOT status EQUAL 0)
+    message(FATAL_ERROR "cmake --install failed")
+  endif()
+  list(APPEND consumer_args -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/consumer -B ${WORK_DIR}/build ${consumer_args}
+                RESULT_VARIABLE status)
+if(NOT status EQUAL 0)
+  message(FATAL_ERROR "configuring the consumer (${MODE}) failed")
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} --build ${WORK_DIR}/build --parallel 2 RESULT_VARIABLE status)
+if(NOT status EQUAL 0)
+  message(FATAL_ERROR "building the consumer (${MODE}) failed")
+endif()
+execute_process(COMMAND ${WORK_DIR}/build/consumer RESULT_VARIABLE status)
+if(NOT status EQUAL 0)
+  message(FATAL_ERROR "the consumer (${MODE}) ran and failed")
+endif()

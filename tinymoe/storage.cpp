@@ -1,0 +1,46 @@
+#include "tinymoe/storage.h"
+
+#include <cstdlib>
+#include <new>
+
+namespace tinymoe {
+namespace {
+
+// 64-byte alignment suits AVX-512 loads and cache lines.
+class CpuAllocator final : public Allocator {
+ public:
+  void* allocate(size_t nbytes) override {
+    if (nbytes == 0) return nullptr;
+    size_t rounded = (nbytes + 63) / 64 * 64;
+    void* pointer = std::aligned_alloc(64, rounded);
+    if (pointer == nullptr) fail("allocate", "out of memory allocating ", nbytes, " bytes on cpu");
+    return pointer;
+  }
+  void deallocate(void* pointer, size_t) override { std::free(pointer); }
+};
+
+CpuAllocator cpu_allocator;
+Allocator* cuda_allocator = nullptr;
+
+}  // namespace
+
+void register_allocator(DeviceKind kind, Allocator* allocator) {
+  if (kind == DeviceKind::cuda) cuda_allocator = allocator;
+}
+
+Allocator& allocator_for(Device device) {
+  if (device.is_cpu()) return cpu_allocator;
+  TINYMOE_CHECK(cuda_allocator != nullptr, "allocate",
+                "device ", device.str(), " requested but tinymoe was built without CUDA");
+  return *cuda_allocator;
+}
+
+Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
+  data_ = allocator_for(device).allocate(nbytes);
+}
+
+Storage::~Storage() {
+  if (data_ != nullptr) allocator_for(device_).deallocate(data_, nbytes_);
+}
+
+}  // namespace tinymoe

@@ -1,0 +1,41 @@
+// Storage: one reference-counted buffer on one device. Tensors share it through shared_ptr,
+// so reshape/view are free and a Tensor handle is cheap to copy.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+
+#include "tinymoe/dtype.h"
+
+namespace tinymoe {
+
+// Where a device's memory comes from. The CPU allocator is built in; the CUDA backend
+// registers its caching allocator when it is compiled in.
+class Allocator {
+ public:
+  virtual ~Allocator() = default;
+  virtual void* allocate(size_t nbytes) = 0;
+  virtual void deallocate(void* pointer, size_t nbytes) = 0;
+};
+
+void register_allocator(DeviceKind kind, Allocator* allocator);
+Allocator& allocator_for(Device device);
+
+class Storage {
+ public:
+  Storage(size_t nbytes, Device device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() const { return data_; }
+  size_t nbytes() const { return nbytes_; }
+  Device device() const { return device_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t nbytes_ = 0;
+  Device device_;
+};
+
+}  // namespace tinymoe
