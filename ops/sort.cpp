@@ -1,0 +1,98 @@
+#include "ops/sort.h"
+
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include "ops/index.h"
+#include "tinymoe/autograd.h"
+
+namespace tinymoe {
+namespace {
+
+// A counting sort needs one bucket per key in [min, max]; above this many buckets per key it
+// would cost more than a comparison sort.
+constexpr int64_t kBucketsPerKey = 4;
+constexpr int64_t kBucketsAlways = 1024;
+
+// Stable counting sort of small-range integer keys (expert ids): O(n + range). Scanning the
+// keys in position order and dealing each into its bucket keeps equal keys in position order.
+bool counting_sort(const std::vector<int64_t>& keys, bool descending, std::vector<int64_t>& order) {
+  auto [lowest, highest] = std::minmax_element(keys.begin(), keys.end());
+  // Unsigned: the difference of two extreme i64 keys overflows a signed range.
+  uint64_t span = static_cast<uint64_t>(*highest) - static_cast<uint64_t>(*lowest);
+  if (span >= static_cast<uint64_t>(kBucketsPerKey * static_cast<int64_t>(keys.size()) + kBucketsAlways)) return false;
+  uint64_t range = span + 1;
+  int64_t low = *lowest;
+  std::vector<int64_t> bucket_start(range + 1, 0);
+  for (int64_t key : keys) {
+    uint64_t bucket = static_cast<uint64_t>(key - low);
+    ++bucket_start[(descending ? range - 1 - bucket : bucket) + 1];
+  }
+  std::partial_sum(bucket_start.begin(), bucket_start.end(), bucket_start.begin());
+  for (size_t position = 0; position < keys.size(); ++position) {
+    uint64_t bucket = static_cast<uint64_t>(keys[position] - low);
+    order[bucket_start[descending ? range - 1 - bucket : bucket]++] = static_cast<int64_t>(position);
+  }
+  return true;
+}
+
+template <typename T>
+void sort_row(const std::vector<T>& keys, bool descending, std::vector<int64_t>& order) {
+  if constexpr (std::is_same_v<T, int64_t>) {
+    if (counting_sort(keys, descending, order)) return;
+  }
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    return ranks_before(keys[a], a, keys[b], b, descending);
+  });
+}
+
+// Writes the stable sorting permutation of every row of x along dim into `indices`; returns the
+// smallest gap between neighbours in sorted order (+inf when there is none).
+template <typename T>
+double sort_rows(const Tensor& x, int64_t dim, bool descending, const Tensor& indices) {
+  DimSplit split = split_at_dim(x.shape(), dim);
+  const T* in = x.data<T>();
+  int64_t* out = indices.data<int64_t>();
+  std::vector<T> keys(split.extent);
+  std::vector<int64_t> order(split.extent);
+  double margin = std::numeric_limits<double>::infinity();
+  if (split.extent == 0) return margin;
+  for (int64_t o = 0; o < split.outer; ++o)
+    for (int64_t i = 0; i < split.inner; ++i) {
+      int64_t first = o * split.extent * split.inner + i;
+      for (int64_t e = 0; e < split.extent; ++e) keys[e] = in[first + e * split.inner];
+      sort_row(keys, descending, order);
+      for (int64_t e = 0; e < split.extent; ++e) out[first + e * split.inner] = order[e];
+      for (int64_t e = 0; e + 1 < split.extent; ++e)
+        margin = std::min(margin, ordering_gap(keys[order[e]], keys[order[e + 1]]));
+    }
+  return margin;
+}
+
+// The sorting permutation of x along dim; floating input reports it as a choice of `op`.
+Tensor sorting_permutation(const char* op, const Tensor& x, int64_t dim, bool descending) {
+  check_defined(x, op, "x");
+  check_cpu(x, op);
+  dim = normalize_dim(dim, x.dim(), op);
+  Tensor indices = Tensor::empty(x.shape(), DType::i64, x.device());
+  double margin = dispatch_all(x.dtype(), [&](auto tag) {
+    return sort_rows<typename decltype(tag)::type>(x, dim, descending, indices);
+  });
+  if (is_floating(x.dtype())) note_choice(op, indices.data<int64_t>(), indices.numel(), margin);
+  return indices;
+}
+
+}  // namespace
+
+SortResult sort(const Tensor& x, int64_t dim, bool descending) {
+  Tensor indices = sorting_permutation("sort", x, dim, descending);
+  return {gather_values("sort", x, dim, indices), indices};
+}
+
+Tensor argsort(const Tensor& x, int64_t dim, bool descending) {
+  return sorting_permutation("argsort", x, dim, descending);
+}
+
+}  // namespace tinymoe

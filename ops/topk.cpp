@@ -1,0 +1,85 @@
+#include "ops/topk.h"
+
+#include <algorithm>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "ops/index.h"
+#include "ops/sort.h"
+#include "tinymoe/autograd.h"
+
+namespace tinymoe {
+namespace {
+
+// Up to this many decided ranks, keeping a small sorted list while scanning the row (about one
+// comparison per entry) beats a quickselect; the router case (k of 1..8) lands here.
+constexpr int64_t kInsertionLimit = 16;
+
+// The `decided` best positions of a row, best first. Positions arrive in increasing order, so a
+// newcomer equal to a kept entry ranks after it: ties go to the lower index.
+template <typename T>
+void insertion_select(const std::vector<T>& keys, int64_t decided, bool largest, std::vector<int64_t>& best) {
+  auto before = [&](int64_t a, int64_t b) { return ranks_before(keys[a], a, keys[b], b, largest); };
+  int64_t kept = 0;
+  for (int64_t e = 0; e < static_cast<int64_t>(keys.size()); ++e) {
+    if (kept == decided && !before(e, best[kept - 1])) continue;
+    int64_t slot = kept < decided ? kept++ : decided - 1;
+    for (; slot > 0 && before(e, best[slot - 1]); --slot) best[slot] = best[slot - 1];
+    best[slot] = e;
+  }
+}
+
+// Writes the k chosen positions of every row of x along dim into `indices` ([..., k, ...]);
+// returns the smallest gap between neighbours among the first k+1 in sorted order.
+template <typename T>
+double select_rows(const Tensor& x, int64_t dim, int64_t k, bool largest, bool sorted, const Tensor& indices) {
+  DimSplit split = split_at_dim(x.shape(), dim);
+  int64_t extent = split.extent;
+  // Ranks that decide the result: the k chosen and, when there is one, the first left out.
+  int64_t decided = std::min(k + 1, extent);
+  const T* in = x.data<T>();
+  int64_t* out = indices.data<int64_t>();
+  std::vector<T> keys(extent);
+  std::vector<int64_t> order(extent);
+  auto before = [&](int64_t a, int64_t b) { return ranks_before(keys[a], a, keys[b], b, largest); };
+  double margin = std::numeric_limits<double>::infinity();
+  for (int64_t o = 0; o < split.outer; ++o)
+    for (int64_t i = 0; i < split.inner; ++i) {
+      for (int64_t e = 0; e < extent; ++e) keys[e] = in[(o * extent + e) * split.inner + i];
+      if (decided <= kInsertionLimit) {
+        insertion_select(keys, decided, largest, order);
+      } else {
+        // Quickselect the decided ranks, then order them: O(n + decided log decided).
+        std::iota(order.begin(), order.end(), 0);
+        std::nth_element(order.begin(), order.begin() + (decided - 1), order.end(), before);
+        std::sort(order.begin(), order.begin() + decided, before);
+      }
+      for (int64_t e = 0; e + 1 < decided; ++e) margin = std::min(margin, ordering_gap(keys[order[e]], keys[order[e + 1]]));
+      if (!sorted) std::sort(order.begin(), order.begin() + k);
+      for (int64_t j = 0; j < k; ++j) out[(o * k + j) * split.inner + i] = order[j];
+    }
+  return margin;
+}
+
+}  // namespace
+
+TopK topk(const Tensor& x, int64_t k, int64_t dim, bool largest, bool sorted) {
+  check_defined(x, "topk", "x");
+  check_cpu(x, "topk");
+  dim = normalize_dim(dim, x.dim(), "topk");
+  int64_t extent = x.shape()[dim];
+  TINYMOE_CHECK(k >= 1, "topk", "k must be at least 1, got ", k);
+  TINYMOE_CHECK(k <= extent, "topk", "k = ", k, " is larger than n = ", extent, ", the size of dim ", dim,
+                " of shape ", shape_str(x.shape()));
+  Shape shape = x.shape();
+  shape[dim] = k;
+  Tensor indices = Tensor::empty(shape, DType::i64, x.device());
+  double margin = dispatch_all(x.dtype(), [&](auto tag) {
+    return select_rows<typename decltype(tag)::type>(x, dim, k, largest, sorted, indices);
+  });
+  note_choice("topk", indices.data<int64_t>(), indices.numel(), margin);
+  return {gather_values("topk", x, dim, indices), indices};
+}
+
+}  // namespace tinymoe
