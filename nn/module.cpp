@@ -1,0 +1,171 @@
+#include "nn/module.h"
+
+#include <cstring>
+#include <set>
+#include <sstream>
+
+#include "tinymoe/autograd.h"
+
+namespace tinymoe {
+namespace nn {
+namespace {
+
+bool has_name(const NamedTensors& entries, const std::string& name) {
+  for (const auto& entry : entries)
+    if (entry.first == name) return true;
+  return false;
+}
+
+std::string describe(const Tensor& tensor) {
+  return std::string(dtype_name(tensor.dtype())) + " " + shape_str(tensor.shape());
+}
+
+// What is wrong with loading `source` into `destination`, or "" when nothing is.
+std::string load_problem(const std::string& name, const Tensor& destination, const Tensor& source) {
+  if (!source.defined()) return "'" + name + "' is an undefined tensor";
+  if (source.dtype() != destination.dtype() || source.shape() != destination.shape())
+    return "'" + name + "' expects " + describe(destination) + ", got " + describe(source);
+  if (!destination.device().is_cpu())
+    return "'" + name + "' lives on " + destination.device().str() + "; load_state_dict writes cpu tensors only";
+  return "";
+}
+
+// Every problem, in name order: missing and mismatched entries, then unexpected ones.
+std::vector<std::string> find_problems(const StateDict& destinations, const StateDict& state, bool strict) {
+  std::vector<std::string> problems;
+  for (const auto& entry : destinations) {
+    auto found = state.find(entry.first);
+    if (found == state.end()) {
+      if (strict) problems.push_back("missing '" + entry.first + "' (" + describe(entry.second) + ")");
+      continue;
+    }
+    std::string problem = load_problem(entry.first, entry.second, found->second);
+    if (!problem.empty()) problems.push_back(problem);
+  }
+  if (strict)
+    for (const auto& entry : state)
+      if (!destinations.count(entry.first)) problems.push_back("unexpected '" + entry.first + "'");
+  return problems;
+}
+
+// Copies the values of `source` (same dtype and shape, any device) into `destination`'s storage.
+void copy_into(const Tensor& destination, const Tensor& source) {
+  Tensor host = source.device().is_cpu() ? source : source.detach().to(Device::cpu());
+  // memmove: loading a module's own state_dict copies a buffer onto itself.
+  if (destination.nbytes() > 0) std::memmove(destination.raw_data(), host.raw_data(), destination.nbytes());
+}
+
+}  // namespace
+
+void Module::check_new_name(const std::string& name, const char* op) const {
+  TINYMOE_CHECK(!name.empty(), op, "expected a non-empty name");
+  TINYMOE_CHECK(name.find('.') == std::string::npos, op, "name '", name,
+                "' contains '.', which separates the levels of a dotted name");
+  bool taken = has_name(parameters_, name) || has_name(buffers_, name);
+  for (const auto& child : children_) taken = taken || child.first == name;
+  TINYMOE_CHECK(!taken, op, "name '", name, "' is already registered in this module");
+}
+
+Tensor Module::register_parameter(const std::string& name, const Tensor& tensor) {
+  const char* op = "register_parameter";
+  check_new_name(name, op);
+  check_floating(tensor, op, name.c_str());
+  TINYMOE_CHECK(tensor.is_leaf(), op, "parameter '", name, "' must be a leaf tensor, got the output of '",
+                tensor.grad_fn()->op, "' (detach() it first)");
+  Tensor parameter = tensor;
+  parameter.requires_grad_(true);
+  parameters_.emplace_back(name, parameter);
+  return parameter;
+}
+
+Tensor Module::register_buffer(const std::string& name, const Tensor& tensor) {
+  const char* op = "register_buffer";
+  check_new_name(name, op);
+  check_defined(tensor, op, name.c_str());
+  TINYMOE_CHECK(!tensor.requires_grad(), op, "buffer '", name,
+                "' requires grad; buffers hold state without gradients (detach() it, or register a parameter)");
+  buffers_.emplace_back(name, tensor);
+  return tensor;
+}
+
+void Module::add_child(const std::string& name, std::shared_ptr<Module> module) {
+  const char* op = "register_module";
+  check_new_name(name, op);
+  TINYMOE_CHECK(module != nullptr, op, "module '", name, "' is null");
+  children_.emplace_back(name, std::move(module));
+}
+
+void Module::collect(const std::string& prefix, NamedTensors* parameters, NamedTensors* buffers) const {
+  if (parameters)
+    for (const auto& entry : parameters_) parameters->emplace_back(prefix + entry.first, entry.second);
+  if (buffers)
+    for (const auto& entry : buffers_) buffers->emplace_back(prefix + entry.first, entry.second);
+  for (const auto& child : children_) child.second->collect(prefix + child.first + ".", parameters, buffers);
+}
+
+NamedTensors Module::named_parameters() const {
+  NamedTensors all;
+  collect("", &all, nullptr);
+  NamedTensors unique;
+  std::set<const TensorImpl*> seen;
+  for (auto& entry : all)
+    if (seen.insert(entry.second.impl()).second) unique.push_back(std::move(entry));
+  return unique;
+}
+
+TensorList Module::parameters() const {
+  TensorList out;
+  for (const auto& entry : named_parameters()) out.push_back(entry.second);
+  return out;
+}
+
+NamedTensors Module::named_buffers() const {
+  NamedTensors out;
+  collect("", nullptr, &out);
+  return out;
+}
+
+std::vector<std::pair<std::string, std::shared_ptr<Module>>> Module::named_children() const { return children_; }
+
+void Module::train(bool on) {
+  training_ = on;
+  for (const auto& child : children_) child.second->train(on);
+}
+
+void Module::zero_grad() {
+  for (auto& entry : named_parameters()) entry.second.zero_grad();
+}
+
+StateDict Module::state_dict() const {
+  NamedTensors parameters, buffers;
+  collect("", &parameters, &buffers);
+  StateDict out;
+  for (const auto& entry : parameters) out.emplace(entry.first, entry.second.detach());
+  for (const auto& entry : buffers) out.emplace(entry.first, entry.second.detach());
+  return out;
+}
+
+void Module::load_state_dict(const StateDict& state, bool strict) {
+  StateDict destinations = state_dict();
+  std::vector<std::string> problems = find_problems(destinations, state, strict);
+  if (!problems.empty()) {
+    std::ostringstream message;
+    message << problems.size() << (problems.size() == 1 ? " problem" : " problems") << ", nothing was loaded:";
+    for (const auto& problem : problems) message << "\n  - " << problem;
+    fail("load_state_dict", message.str());
+  }
+  NoGradGuard no_grad;
+  for (const auto& entry : destinations) {
+    auto found = state.find(entry.first);
+    if (found != state.end()) copy_into(entry.second, found->second);
+  }
+}
+
+const std::shared_ptr<Module>& ModuleList::at(size_t index) const {
+  TINYMOE_CHECK(index < modules_.size(), "ModuleList", "index ", index, " out of range for a list of ",
+                modules_.size(), " modules");
+  return modules_[index];
+}
+
+}  // namespace nn
+}  // namespace tinymoe

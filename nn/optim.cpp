@@ -1,0 +1,175 @@
+#include "nn/optim.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "tinymoe/autograd.h"
+
+namespace tinymoe {
+namespace nn {
+namespace {
+
+void check_parameters(const TensorList& parameters, const char* op) {
+  TINYMOE_CHECK(!parameters.empty(), op, "got an empty parameter list");
+  std::set<const TensorImpl*> seen;
+  for (size_t i = 0; i < parameters.size(); ++i) {
+    const Tensor& parameter = parameters[i];
+    TINYMOE_CHECK(parameter.defined(), op, "parameter ", i, " is an undefined tensor");
+    TINYMOE_CHECK(is_floating(parameter.dtype()), op, "parameter ", i, " must be floating, got ",
+                  dtype_name(parameter.dtype()));
+    TINYMOE_CHECK(parameter.is_leaf() && parameter.requires_grad(), op, "parameter ", i,
+                  " must be a leaf that requires grad");
+    TINYMOE_CHECK(seen.insert(parameter.impl()).second, op, "parameter ", i,
+                  " appears twice in the list (it would be updated twice per step)");
+  }
+}
+
+void check_coefficient(double value, double low, double high, const char* op, const char* name) {
+  TINYMOE_CHECK(value >= low && value <= high, op, "expected ", name, " in [", low, ", ", high, "], got ", value);
+}
+
+const double kInfinity = HUGE_VAL;
+
+// The gradient of `parameter`, checked for the cpu kernels below; undefined when it has none.
+Tensor gradient_for_step(const Tensor& parameter, const char* op) {
+  Tensor gradient = parameter.grad();
+  if (!gradient.defined()) return gradient;
+  check_cpu(parameter, op);
+  check_same_device(parameter, gradient, op);
+  return gradient;
+}
+
+}  // namespace
+
+Optimizer::Optimizer(TensorList parameters, double lr, const char* op)
+    : parameters_(std::move(parameters)), lr_(lr), op_(op) {
+  check_parameters(parameters_, op_);
+  set_lr(lr);
+}
+
+void Optimizer::set_lr(double lr) {
+  check_coefficient(lr, 0.0, kInfinity, op_, "lr");
+  lr_ = lr;
+}
+
+void Optimizer::zero_grad() {
+  for (Tensor& parameter : parameters_) parameter.zero_grad();
+}
+
+// ---- SGD ----
+SGD::SGD(TensorList parameters, SGDOptions options)
+    : Optimizer(std::move(parameters), options.lr, "SGD"), options_(options) {
+  check_coefficient(options.momentum, 0.0, kInfinity, op_, "momentum");
+  check_coefficient(options.weight_decay, 0.0, kInfinity, op_, "weight_decay");
+  momentum_buffers_.resize(parameters_.size());
+}
+
+void SGD::step() {
+  NoGradGuard no_grad;
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    Tensor gradient = gradient_for_step(parameters_[i], op_);
+    if (!gradient.defined()) continue;
+    bool first_step = !momentum_buffers_[i].defined();
+    if (options_.momentum != 0.0 && first_step) momentum_buffers_[i] = zeros_like(parameters_[i]);
+    dispatch_floating(parameters_[i].dtype(), op_, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      T* p = parameters_[i].data<T>();
+      const T* g = gradient.data<T>();
+      T* buffer = options_.momentum != 0.0 ? momentum_buffers_[i].data<T>() : nullptr;
+      const T lr = T(lr_), momentum = T(options_.momentum), weight_decay = T(options_.weight_decay);
+      for (int64_t j = 0; j < parameters_[i].numel(); ++j) {
+        T direction = g[j] + weight_decay * p[j];
+        if (buffer) {
+          buffer[j] = first_step ? direction : momentum * buffer[j] + direction;
+          direction = buffer[j];
+        }
+        p[j] -= lr * direction;
+      }
+    });
+  }
+}
+
+// ---- AdamW ----
+AdamW::AdamW(TensorList parameters, AdamWOptions options)
+    : Optimizer(std::move(parameters), options.lr, "AdamW"), options_(options) {
+  check_coefficient(options.beta1, 0.0, std::nextafter(1.0, 0.0), op_, "beta1");
+  check_coefficient(options.beta2, 0.0, std::nextafter(1.0, 0.0), op_, "beta2");
+  check_coefficient(options.eps, 0.0, kInfinity, op_, "eps");
+  check_coefficient(options.weight_decay, 0.0, kInfinity, op_, "weight_decay");
+  exp_avg_.resize(parameters_.size());
+  exp_avg_sq_.resize(parameters_.size());
+  steps_.assign(parameters_.size(), 0);
+}
+
+int64_t AdamW::step_count(size_t parameter) const {
+  TINYMOE_CHECK(parameter < steps_.size(), op_, "parameter ", parameter, " out of range for ", steps_.size(),
+                " parameters");
+  return steps_[parameter];
+}
+
+void AdamW::step() {
+  NoGradGuard no_grad;
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    Tensor gradient = gradient_for_step(parameters_[i], op_);
+    if (!gradient.defined()) continue;
+    if (!exp_avg_[i].defined()) {
+      exp_avg_[i] = zeros_like(parameters_[i]);
+      exp_avg_sq_[i] = zeros_like(parameters_[i]);
+    }
+    int64_t t = ++steps_[i];
+    // torch's single-tensor AdamW: scalars in double, then one pass over the elements.
+    double step_size = lr_ / (1.0 - std::pow(options_.beta1, static_cast<double>(t)));
+    double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(options_.beta2, static_cast<double>(t)));
+    dispatch_floating(parameters_[i].dtype(), op_, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      T* p = parameters_[i].data<T>();
+      const T* g = gradient.data<T>();
+      T* m = exp_avg_[i].data<T>();
+      T* v = exp_avg_sq_[i].data<T>();
+      const T decay = T(1.0 - lr_ * options_.weight_decay), beta1 = T(options_.beta1), beta2 = T(options_.beta2);
+      const T eps = T(options_.eps);
+      for (int64_t j = 0; j < parameters_[i].numel(); ++j) {
+        p[j] *= decay;
+        m[j] = beta1 * m[j] + (T(1) - beta1) * g[j];
+        v[j] = beta2 * v[j] + (T(1) - beta2) * g[j] * g[j];
+        T denominator = std::sqrt(v[j]) / T(bias_correction2_sqrt) + eps;
+        p[j] -= T(step_size) * m[j] / denominator;
+      }
+    });
+  }
+}
+
+// ---- clipping ----
+double clip_grad_norm(const TensorList& parameters, double max_norm) {
+  const char* op = "clip_grad_norm";
+  TINYMOE_CHECK(max_norm >= 0.0, op, "expected max_norm >= 0, got ", max_norm);
+  TensorList gradients;
+  for (const Tensor& parameter : parameters) {
+    check_defined(parameter, op, "parameter");
+    Tensor gradient = gradient_for_step(parameter, op);
+    if (gradient.defined()) gradients.push_back(gradient);
+  }
+  double sum_of_squares = 0.0;
+  for (const Tensor& gradient : gradients)
+    dispatch_floating(gradient.dtype(), op, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      const T* g = gradient.data<T>();
+      for (int64_t j = 0; j < gradient.numel(); ++j) sum_of_squares += static_cast<double>(g[j]) * g[j];
+    });
+  double total_norm = std::sqrt(sum_of_squares);
+  // torch: clip_coef = max_norm / (total + 1e-6), clamped to at most 1 (NaN passes through).
+  double scale = std::min(max_norm / (total_norm + 1e-6), 1.0);
+  if (scale == 1.0) return total_norm;
+  NoGradGuard no_grad;
+  for (const Tensor& gradient : gradients)
+    dispatch_floating(gradient.dtype(), op, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      T* g = gradient.data<T>();
+      for (int64_t j = 0; j < gradient.numel(); ++j) g[j] *= T(scale);
+    });
+  return total_norm;
+}
+
+}  // namespace nn
+}  // namespace tinymoe
