@@ -74,7 +74,7 @@ Tensor sum(const Tensor& x) {
 
 Tensor mean(const Tensor& x, int64_t dim, bool keepdim) {
   check_floating(x, "mean", "x");
-  int64_t extent = x.size(dim);
+  int64_t extent = x.shape()[normalize_dim(dim, x.dim(), "mean")];
   TINYMOE_CHECK(extent > 0, "mean", "mean over an empty dimension ", dim, " of shape ", shape_str(x.shape()));
   return mul(sum(x, dim, keepdim), 1.0 / static_cast<double>(extent));
 }
