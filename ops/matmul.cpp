@@ -90,12 +90,16 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   check_operands(x, weight, "linear", "weight");
   TINYMOE_CHECK(x.shape().back() == weight.size(1), "linear", "x has ", x.shape().back(),
                 " features but weight ", shape_str(weight.shape()), " expects ", weight.size(1));
+  if (bias.defined()) {  // checked before the product, so the error names linear, not add
+    check_floating(bias, "linear", "bias");
+    check_same_device(x, bias, "linear");
+    TINYMOE_CHECK(bias.dtype() == x.dtype(), "linear", "expected bias of x's dtype ", dtype_name(x.dtype()),
+                  ", got ", dtype_name(bias.dtype()));
+    TINYMOE_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear", "expected bias of shape [",
+                  weight.size(0), "], got ", shape_str(bias.shape()));
+  }
   Tensor out = recorded_product(x, weight, true, "linear");
-  if (!bias.defined()) return out;
-  check_floating(bias, "linear", "bias");
-  TINYMOE_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear", "expected bias of shape [",
-                weight.size(0), "], got ", shape_str(bias.shape()));
-  return add(out, bias);
+  return bias.defined() ? add(out, bias) : out;
 }
 
 }  // namespace tinymoe

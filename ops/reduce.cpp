@@ -1,22 +1,11 @@
 #include "ops/reduce.h"
 
 #include "ops/elementwise.h"
+#include "ops/shape.h"
 #include "tinymoe/autograd.h"
 
 namespace tinymoe {
 namespace {
-
-// Views x as [outer, extent, inner] around dim.
-struct DimSplit {
-  int64_t outer = 1, extent = 1, inner = 1;
-};
-DimSplit split_at(const Shape& shape, int64_t dim) {
-  DimSplit split;
-  for (int64_t d = 0; d < dim; ++d) split.outer *= shape[d];
-  split.extent = shape[dim];
-  for (size_t d = dim + 1; d < shape.size(); ++d) split.inner *= shape[d];
-  return split;
-}
 
 Shape reduced_shape(const Shape& shape, int64_t dim, bool keepdim) {
   Shape out = shape;
@@ -27,7 +16,7 @@ Shape reduced_shape(const Shape& shape, int64_t dim, bool keepdim) {
 
 // Repeats g (reduced over dim with keepdim) along dim to `shape`.
 Tensor expand_along(const Tensor& g, const Shape& shape, int64_t dim) {
-  DimSplit split = split_at(shape, dim);
+  AxisLayout split = axis_layout(shape, dim);
   Tensor out = Tensor::empty(shape, g.dtype(), g.device());
   dispatch_floating(g.dtype(), "sum", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -47,7 +36,7 @@ Tensor sum(const Tensor& x, int64_t dim, bool keepdim) {
   check_defined(x, "sum", "x");
   check_cpu(x, "sum");
   dim = normalize_dim(dim, x.dim(), "sum");
-  DimSplit split = split_at(x.shape(), dim);
+  AxisLayout split = axis_layout(x.shape(), dim);
   Tensor out = zeros(reduced_shape(x.shape(), dim, keepdim), x.dtype(), x.device());
   dispatch_all(x.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -74,7 +63,7 @@ Tensor sum(const Tensor& x) {
 
 Tensor mean(const Tensor& x, int64_t dim, bool keepdim) {
   check_floating(x, "mean", "x");
-  int64_t extent = x.size(dim);
+  int64_t extent = x.shape()[normalize_dim(dim, x.dim(), "mean")];
   TINYMOE_CHECK(extent > 0, "mean", "mean over an empty dimension ", dim, " of shape ", shape_str(x.shape()));
   return mul(sum(x, dim, keepdim), 1.0 / static_cast<double>(extent));
 }
@@ -89,7 +78,7 @@ ValuesIndices max(const Tensor& x, int64_t dim, bool keepdim) {
   check_defined(x, "max", "x");
   check_cpu(x, "max");
   dim = normalize_dim(dim, x.dim(), "max");
-  DimSplit split = split_at(x.shape(), dim);
+  AxisLayout split = axis_layout(x.shape(), dim);
   TINYMOE_CHECK(split.extent > 0, "max", "max over an empty dimension ", dim, " of shape ", shape_str(x.shape()));
   Shape shape = reduced_shape(x.shape(), dim, keepdim);
   Tensor values = Tensor::empty(shape, x.dtype(), x.device());
