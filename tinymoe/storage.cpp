@@ -3,8 +3,29 @@
 #include <cstdlib>
 #include <new>
 
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
 namespace tinymoe {
 namespace {
+
+// Buffers from 2 MiB up (activations, weight gradients) are asked to be backed by transparent
+// huge pages. Such buffers are freed and allocated again every training step, and every 4 KiB
+// page of a fresh buffer costs a page fault on first touch: on virtual machines each fault costs
+// tens of microseconds, and a 16 MiB weight gradient then spends longer faulting than in its
+// GEMM. One fault per 2 MiB instead of per 4 KiB removes that. PyTorch's CPU allocator does the
+// same for buffers >= 2 MiB (c10/core/impl/alloc_cpu.cpp, C10_THP_MEM_ALLOC_ENABLE).
+constexpr size_t kHugePageBytes = size_t(2) << 20;
+
+void* allocate_huge_page_aligned(size_t nbytes) {
+  void* pointer = nullptr;
+  if (posix_memalign(&pointer, kHugePageBytes, nbytes) != 0) return nullptr;
+#ifdef MADV_HUGEPAGE
+  madvise(pointer, nbytes, MADV_HUGEPAGE);  // advice only: without THP support it changes nothing
+#endif
+  return pointer;
+}
 
 // 64-byte alignment suits AVX-512 loads and cache lines.
 class CpuAllocator final : public Allocator {
@@ -12,7 +33,7 @@ class CpuAllocator final : public Allocator {
   void* allocate(size_t nbytes) override {
     if (nbytes == 0) return nullptr;
     size_t rounded = (nbytes + 63) / 64 * 64;
-    void* pointer = std::aligned_alloc(64, rounded);
+    void* pointer = rounded >= kHugePageBytes ? allocate_huge_page_aligned(rounded) : std::aligned_alloc(64, rounded);
     if (pointer == nullptr) fail("allocate", "out of memory allocating ", nbytes, " bytes on cpu");
     return pointer;
   }

@@ -1,0 +1,135 @@
+#include "ops/grouped_matmul.h"
+
+#include <vector>
+
+#include "ops/gemm.h"
+#include "tinymoe/autograd.h"
+
+namespace tinymoe {
+namespace {
+
+constexpr const char* kOp = "grouped_matmul";
+
+// The sizes of one grouped product: E experts, x [rows, in_features], w[e] mapping in_features
+// to out_features, and the validated group boundaries (a copy, so a later change to the
+// offsets tensor cannot change what backward computes).
+struct Groups {
+  int64_t experts = 0, rows = 0, in_features = 0, out_features = 0;
+  bool transpose_weight = false;
+  std::vector<int64_t> offsets;
+
+  int64_t weight_stride() const { return in_features * out_features; }  // elements per w[e]
+  // Row stride of w[e]: [in, out] normally, [out, in] with transpose_weight.
+  int64_t weight_ld() const { return transpose_weight ? in_features : out_features; }
+
+  // fn(e, first_row, row_count) for every expert, empty groups included.
+  template <typename Fn>
+  void for_each(Fn&& fn) const {
+    for (int64_t e = 0; e < experts; ++e) fn(e, offsets[e], offsets[e + 1] - offsets[e]);
+  }
+};
+
+std::vector<int64_t> checked_offsets(const Tensor& offsets, int64_t experts, int64_t rows) {
+  check_dtype(offsets, DType::i64, kOp, "offsets");
+  check_cpu(offsets, kOp);
+  TINYMOE_CHECK(offsets.dim() == 1 && offsets.size(0) == experts + 1, kOp, "expected offsets of shape [",
+                experts + 1, "] (E + 1 for E = ", experts, " experts in w), got ", shape_str(offsets.shape()));
+  std::vector<int64_t> values = offsets.to_vector<int64_t>();
+  TINYMOE_CHECK(values[0] == 0, kOp, "expected offsets[0] == 0, got offsets[0] = ", values[0]);
+  for (int64_t e = 0; e < experts; ++e)
+    TINYMOE_CHECK(values[e] <= values[e + 1], kOp, "expected non-decreasing offsets, got offsets[", e,
+                  "] = ", values[e], " > offsets[", e + 1, "] = ", values[e + 1]);
+  TINYMOE_CHECK(values[experts] == rows, kOp, "expected offsets[", experts, "] == ", rows,
+                " (the rows of x), got ", values[experts]);
+  return values;
+}
+
+Groups checked_groups(const Tensor& x, const Tensor& w, const Tensor& offsets, bool transpose_weight) {
+  check_floating(x, kOp, "x");
+  check_floating(w, kOp, "w");
+  check_dim(x, 2, kOp, "x");
+  check_dim(w, 3, kOp, "w");
+  check_same_device(x, w, kOp);
+  check_cpu(x, kOp);
+  TINYMOE_CHECK(x.dtype() == w.dtype(), kOp, "expected x and w of one dtype, got ", dtype_name(x.dtype()),
+                " and ", dtype_name(w.dtype()));
+  Groups groups;
+  groups.experts = w.size(0);
+  groups.rows = x.size(0);
+  groups.in_features = x.size(1);
+  groups.out_features = transpose_weight ? w.size(1) : w.size(2);
+  groups.transpose_weight = transpose_weight;
+  int64_t weight_in = transpose_weight ? w.size(2) : w.size(1);
+  TINYMOE_CHECK(weight_in == groups.in_features, kOp, "x ", shape_str(x.shape()), " has ", groups.in_features,
+                " features but w ", shape_str(w.shape()), (transpose_weight ? " ([E, n, k], transposed)" : " ([E, k, n])"),
+                " expects ", weight_in);
+  groups.offsets = checked_offsets(offsets, groups.experts, groups.rows);
+  return groups;
+}
+
+// out_e [rows_e, n] = x_e [rows_e, k] w[e]  (w[e]^T with transpose_weight).
+Tensor grouped_product(const Tensor& x, const Tensor& w, const Groups& groups) {
+  Tensor out = Tensor::empty({groups.rows, groups.out_features}, x.dtype(), x.device());
+  dispatch_floating(x.dtype(), kOp, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const int64_t k = groups.in_features, n = groups.out_features;
+    groups.for_each([&](int64_t e, int64_t first, int64_t count) {
+      gemm<T>(false, groups.transpose_weight, count, n, k, T(1), x.data<T>() + first * k, k,
+              w.data<T>() + e * groups.weight_stride(), groups.weight_ld(), T(0), out.data<T>() + first * n, n);
+    });
+  });
+  return out;
+}
+
+// dx_e [rows_e, k] = dy_e [rows_e, n] w[e]^T: the forward's grouped GEMM with the weight
+// transposed the other way.
+Tensor input_gradient(const Tensor& grad_out, const Tensor& w, const Groups& groups) {
+  Tensor dx = Tensor::empty({groups.rows, groups.in_features}, grad_out.dtype(), grad_out.device());
+  dispatch_floating(grad_out.dtype(), kOp, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const int64_t k = groups.in_features, n = groups.out_features;
+    groups.for_each([&](int64_t e, int64_t first, int64_t count) {
+      gemm<T>(false, !groups.transpose_weight, count, k, n, T(1), grad_out.data<T>() + first * n, n,
+              w.data<T>() + e * groups.weight_stride(), groups.weight_ld(), T(0), dx.data<T>() + first * k, k);
+    });
+  });
+  return dx;
+}
+
+// dw[e] = x_e^T dy_e ([k, n]), or dy_e^T x_e ([n, k]) with transpose_weight. An empty group
+// is a GEMM with an empty inner dimension, which gemm turns into zeros.
+Tensor weight_gradient(const Tensor& x, const Tensor& grad_out, const Groups& groups) {
+  const int64_t k = groups.in_features, n = groups.out_features;
+  Shape shape = groups.transpose_weight ? Shape{groups.experts, n, k} : Shape{groups.experts, k, n};
+  Tensor dw = Tensor::empty(shape, x.dtype(), x.device());
+  dispatch_floating(x.dtype(), kOp, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    groups.for_each([&](int64_t e, int64_t first, int64_t count) {
+      const T* x_e = x.data<T>() + first * k;
+      const T* dy_e = grad_out.data<T>() + first * n;
+      T* dw_e = dw.data<T>() + e * groups.weight_stride();
+      if (groups.transpose_weight) gemm<T>(true, false, n, k, count, T(1), dy_e, n, x_e, k, T(0), dw_e, k);
+      else gemm<T>(true, false, k, n, count, T(1), x_e, k, dy_e, n, T(0), dw_e, n);
+    });
+  });
+  return dw;
+}
+
+}  // namespace
+
+Tensor grouped_matmul(const Tensor& x, const Tensor& w, const Tensor& offsets, bool transpose_weight) {
+  Groups groups = checked_groups(x, w, offsets, transpose_weight);
+  Tensor out = grouped_product(x, w, groups);
+  if (needs_record({&x, &w})) {
+    bool grad_x = x.requires_grad(), grad_w = w.requires_grad();
+    Tensor saved_x = grad_w ? x.detach() : Tensor();
+    Tensor saved_w = grad_x ? w.detach() : Tensor();
+    record(kOp, {x, w}, {out}, [saved_x, saved_w, groups, grad_x, grad_w](const TensorList& grads) -> TensorList {
+      return {grad_x ? input_gradient(grads[0], saved_w, groups) : Tensor(),
+              grad_w ? weight_gradient(saved_x, grads[0], groups) : Tensor()};
+    });
+  }
+  return out;
+}
+
+}  // namespace tinymoe
