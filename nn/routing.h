@@ -1,0 +1,44 @@
+// nn/routing.h: the contract between routing rules and the SparseMoEBlock.
+// A routing rule turns router logits [T, E] into the (token, expert, weight) pairs the block
+// computes, plus named losses. Token choice (Mixtral, Switch, DeepSeek-V3, ...) gives each token
+// k pairs; expert choice gives each expert `capacity` pairs. Capacity drops remove pairs.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+
+#include "tinymoe/tensor.h"
+
+namespace tinymoe::nn {
+
+// What a rule sees besides the logits.
+struct RoutingContext {
+  int64_t num_experts = 0;
+  int64_t sequence_length = 0;  // tokens per sequence (T = batch * sequence_length); 0 = one sequence
+  bool training = false;        // jitter / noise only in training
+  Generator* generator = nullptr;  // for jitter / noise (null: the default generator)
+  Tensor noise_logits;  // [T, E] x W_noise for noisy top-k (Shazeer et al. 2017); undefined otherwise
+};
+
+struct Routing {
+  Tensor router_logits;  // [T, E] the gate output before the score function (HF router_logits)
+  Tensor scores;         // [T, E] after the score function (softmax probabilities or sigmoid)
+  Tensor expert_index;   // i64 [T, k]: the selection before capacity (token choice); [E, C] token ids (expert choice)
+  Tensor pair_token;     // i64 [P]: token of each kept pair
+  Tensor pair_expert;    // i64 [P]: expert of each kept pair
+  Tensor pair_weight;    // [P]: the pair's combine weight, differentiable w.r.t. the logits
+  int64_t routed_pairs = 0;   // pairs before capacity drops (T * k for token choice)
+  int64_t dropped_pairs = 0;  // pairs removed by capacity
+  std::map<std::string, Tensor> losses;  // raw scalar losses by name: "aux_loss", "z_loss", "seq_aux_loss"
+  std::map<std::string, double> loss_coefficients;  // coefficient for each loss name
+  // sum over losses of coefficient * loss (a scalar; zero when there are no losses)
+  Tensor weighted_loss() const;
+};
+
+// A routing rule: logits -> Routing. Presets and user rules are RoutingRules built from the parts in
+// nn/routing_parts.h.
+using RoutingRule = std::function<Routing(const Tensor& logits, const RoutingContext& context)>;
+
+}  // namespace tinymoe::nn
