@@ -67,33 +67,31 @@ Groups checked_groups(const Tensor& x, const Tensor& w, const Tensor& offsets, b
   return groups;
 }
 
-// out_e [rows_e, n] = x_e [rows_e, k] w[e]  (w[e]^T with transpose_weight).
-Tensor grouped_product(const Tensor& x, const Tensor& w, const Groups& groups) {
-  Tensor out = Tensor::empty({groups.rows, groups.out_features}, x.dtype(), x.device());
-  dispatch_floating(x.dtype(), kOp, [&](auto tag) {
+// out_e [rows_e, width] = a_e [rows_e, depth] op(w[e]) for every expert, op(w[e]) = w[e] or,
+// with transpose_w, w[e]^T. Both the forward (a = x) and the input gradient (a = dy, the weight
+// transposed the other way) are this grouped GEMM.
+Tensor grouped_gemm_with_weight(const Tensor& a, const Tensor& w, const Groups& groups, bool transpose_w,
+                                int64_t depth, int64_t width) {
+  Tensor out = Tensor::empty({groups.rows, width}, a.dtype(), a.device());
+  dispatch_floating(a.dtype(), kOp, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const int64_t k = groups.in_features, n = groups.out_features;
     groups.for_each([&](int64_t e, int64_t first, int64_t count) {
-      gemm<T>(false, groups.transpose_weight, count, n, k, T(1), x.data<T>() + first * k, k,
-              w.data<T>() + e * groups.weight_stride(), groups.weight_ld(), T(0), out.data<T>() + first * n, n);
+      gemm<T>(false, transpose_w, count, width, depth, T(1), a.data<T>() + first * depth, depth,
+              w.data<T>() + e * groups.weight_stride(), groups.weight_ld(), T(0), out.data<T>() + first * width, width);
     });
   });
   return out;
 }
 
-// dx_e [rows_e, k] = dy_e [rows_e, n] w[e]^T: the forward's grouped GEMM with the weight
-// transposed the other way.
+// out_e [rows_e, n] = x_e [rows_e, k] w[e]  (w[e]^T with transpose_weight).
+Tensor grouped_product(const Tensor& x, const Tensor& w, const Groups& groups) {
+  return grouped_gemm_with_weight(x, w, groups, groups.transpose_weight, groups.in_features, groups.out_features);
+}
+
+// dx_e [rows_e, k] = dy_e [rows_e, n] w[e]^T  (w[e] with transpose_weight).
 Tensor input_gradient(const Tensor& grad_out, const Tensor& w, const Groups& groups) {
-  Tensor dx = Tensor::empty({groups.rows, groups.in_features}, grad_out.dtype(), grad_out.device());
-  dispatch_floating(grad_out.dtype(), kOp, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const int64_t k = groups.in_features, n = groups.out_features;
-    groups.for_each([&](int64_t e, int64_t first, int64_t count) {
-      gemm<T>(false, !groups.transpose_weight, count, k, n, T(1), grad_out.data<T>() + first * n, n,
-              w.data<T>() + e * groups.weight_stride(), groups.weight_ld(), T(0), dx.data<T>() + first * k, k);
-    });
-  });
-  return dx;
+  return grouped_gemm_with_weight(grad_out, w, groups, !groups.transpose_weight, groups.out_features,
+                                  groups.in_features);
 }
 
 // dw[e] = x_e^T dy_e ([k, n]), or dy_e^T x_e ([n, k]) with transpose_weight. An empty group
