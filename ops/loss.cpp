@@ -33,7 +33,7 @@ double row_logsumexp(const T* row, int64_t classes) {
   double shift = *std::max_element(row, row + classes);
   if (!std::isfinite(shift)) return shift;
   double total = 0;
-  for (int64_t c = 0; c < classes; ++c) total += std::exp(row[c] - shift);
+  for (int64_t c = 0; c < classes; ++c) total += std::exp(static_cast<T>(row[c] - shift));  // expf for f32: fast, exact enough
   return shift + std::log(total);
 }
 
@@ -77,7 +77,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
                if (target[row] == ignore_index) continue;
                for (int64_t c = 0; c < classes; ++c)  // softmax(logits_n) - onehot(target_n)
                  result[row * classes + c] =
-                     static_cast<T>(scale * (std::exp(values[row * classes + c] - lse[row]) - (c == target[row])));
+                     static_cast<T>(scale * (std::exp(static_cast<T>(values[row * classes + c] - lse[row])) - (c == target[row])));
              }
            });
            return {dlogits, Tensor()};
