@@ -19,7 +19,8 @@ struct Lane {
 // Runs fn(lane_index, lane) for every lane of x's layout around dim.
 template <typename Fn>
 void for_each_lane(const AxisLayout& layout, Fn fn) {
-  for (int64_t lane = 0; lane < layout.lanes(); ++lane) fn(lane, Lane{layout.lane_start(lane), layout.extent, layout.inner});
+  for (int64_t lane = 0; lane < layout.lanes(); ++lane)
+    fn(lane, Lane{layout.lane_start(lane), layout.extent, layout.inner});
 }
 
 template <typename T>
@@ -111,7 +112,8 @@ Tensor softmax_family(const Tensor& x, int64_t dim, bool log_output) {
             result[lane.at(e)] = static_cast<T>(g[lane.at(e)] - std::exp(y[lane.at(e)]) * g_total);
         } else {  // d softmax: y * (g - sum(g * y))
           double g_dot_y = lane_dot(g, y, lane);
-          for (int64_t e = 0; e < lane.count; ++e) result[lane.at(e)] = static_cast<T>(y[lane.at(e)] * (g[lane.at(e)] - g_dot_y));
+          for (int64_t e = 0; e < lane.count; ++e)
+            result[lane.at(e)] = static_cast<T>(y[lane.at(e)] * (g[lane.at(e)] - g_dot_y));
         }
       });
     });
@@ -128,15 +130,18 @@ Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_family(x, dim,
 Tensor logsumexp(const Tensor& x, int64_t dim, bool keepdim) {
   AxisLayout layout = checked_layout(x, dim, "logsumexp");
   Shape shape = x.shape();
-  if (keepdim) shape[dim] = 1;
-  else shape.erase(shape.begin() + dim);
+  if (keepdim)
+    shape[dim] = 1;
+  else
+    shape.erase(shape.begin() + dim);
   Tensor out = Tensor::empty(shape, x.dtype(), x.device());
   dispatch_floating(x.dtype(), "logsumexp", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* in = x.data<T>();
     T* result = out.data<T>();
     // Lane o * inner + i is exactly flat index o * inner + i of the reduced output.
-    for_each_lane(layout, [&](int64_t index, const Lane& lane) { result[index] = static_cast<T>(lane_logsumexp(in, lane)); });
+    for_each_lane(layout,
+                  [&](int64_t index, const Lane& lane) { result[index] = static_cast<T>(lane_logsumexp(in, lane)); });
   });
   if (!needs_record({&x})) return out;
   Tensor saved_x = x.detach(), saved_out = out.detach();

@@ -1,7 +1,6 @@
 // Elementwise arithmetic (broadcasting add/sub/mul/div, scalar forms) and the unary activations:
 // forward against formulas written here, f64 gradchecks, numerical edge cases and bad input.
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <functional>
 
@@ -89,9 +88,9 @@ TEST_CASE("elementwise: same-shape arithmetic by hand", "[elementwise]") {
 
 TEST_CASE("elementwise: broadcasting forward matches a slow loop", "[elementwise]") {
   Generator generator(1);
-  std::vector<std::pair<Shape, Shape>> pairs = {
-      {{2, 3}, {3}}, {{2, 3}, {2, 1}}, {{2, 3}, {1}}, {{2, 3}, {}}, {{3}, {2, 3}},  {{2, 1}, {1, 3}},
-      {{}, {2, 3}},  {{}, {}},         {{2, 1, 3}, {4, 1}},          {{1}, {3, 1}}, {{1, 1, 1}, {1}}};
+  std::vector<std::pair<Shape, Shape>> pairs = {{{2, 3}, {3}},       {{2, 3}, {2, 1}}, {{2, 3}, {1}},   {{2, 3}, {}},
+                                                {{3}, {2, 3}},       {{2, 1}, {1, 3}}, {{}, {2, 3}},    {{}, {}},
+                                                {{2, 1, 3}, {4, 1}}, {{1}, {3, 1}},    {{1, 1, 1}, {1}}};
   for (const auto& [shape_a, shape_b] : pairs) {
     Tensor a = away_from_zero(shape_a, generator), b = away_from_zero(shape_b, generator);
     Shape out = broadcast_shapes(shape_a, shape_b, "test");
@@ -109,9 +108,9 @@ TEST_CASE("elementwise: broadcasting forward matches a slow loop", "[elementwise
 
 TEST_CASE("elementwise: broadcasting gradcheck for both operands", "[elementwise][gradcheck]") {
   Generator generator(2);
-  std::vector<std::pair<Shape, Shape>> pairs = {{{2, 3}, {3}}, {{2, 3}, {2, 1}}, {{2, 3}, {1}},  {{2, 3}, {}},
-                                                {{3}, {2, 3}}, {{2, 1}, {1, 3}}, {{}, {}},       {{1, 4}, {1, 4}},
-                                                {{2, 1, 3}, {4, 1}}};
+  std::vector<std::pair<Shape, Shape>> pairs = {{{2, 3}, {3}}, {{2, 3}, {2, 1}}, {{2, 3}, {1}},
+                                                {{2, 3}, {}},  {{3}, {2, 3}},    {{2, 1}, {1, 3}},
+                                                {{}, {}},      {{1, 4}, {1, 4}}, {{2, 1, 3}, {4, 1}}};
   for (const auto& [shape_a, shape_b] : pairs) {
     Tensor a = away_from_zero(shape_a, generator).requires_grad_();
     Tensor b = away_from_zero(shape_b, generator).requires_grad_();

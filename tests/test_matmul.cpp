@@ -44,7 +44,8 @@ std::vector<double> naive_product(const Tensor& a, const Tensor& b, bool b_trans
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = 0; j < cols; ++j)
       for (int64_t k = 0; k < inner; ++k)
-        out[r * cols + j] += values_a[r * inner + k] * (b_transposed ? values_b[j * inner + k] : values_b[k * cols + j]);
+        out[r * cols + j] +=
+            values_a[r * inner + k] * (b_transposed ? values_b[j * inner + k] : values_b[k * cols + j]);
   return out;
 }
 
@@ -75,7 +76,8 @@ TEST_CASE("matmul: forward matches a naive loop on every backend", "[matmul]") {
     BackendScope scope(backend);
     for (DType dtype : {DType::f32, DType::f64}) {
       for (const Case& c : cases) {
-        INFO(gemm_backend_name(backend) << " " << dtype_name(dtype) << " " << shape_str(c.a) << " x " << shape_str(c.b));
+        INFO(gemm_backend_name(backend) << " " << dtype_name(dtype) << " " << shape_str(c.a) << " x "
+                                        << shape_str(c.b));
         Tensor a = randn(c.a, dtype, &generator), b = randn(c.b, dtype, &generator);
         Tensor out = matmul(a, b);
         Shape expected_shape = c.a;
@@ -120,8 +122,8 @@ TEST_CASE("matmul: gradcheck on every backend", "[matmul][gradcheck]") {
     Tensor bias = randn({5}, DType::f64, &generator).requires_grad_();
     check_gradients((name + " linear with bias").c_str(),
                     [](const TensorList& in) { return linear(in[0], in[1], in[2]); }, {x, weight, bias});
-    check_gradients((name + " linear without bias").c_str(),
-                    [](const TensorList& in) { return linear(in[0], in[1]); }, {x, weight});
+    check_gradients((name + " linear without bias").c_str(), [](const TensorList& in) { return linear(in[0], in[1]); },
+                    {x, weight});
     Tensor one_row = randn({1, 4}, DType::f64, &generator).requires_grad_();
     check_gradients((name + " linear one row").c_str(),
                     [](const TensorList& in) { return linear(in[0], in[1], in[2]); }, {one_row, weight, bias});
@@ -143,11 +145,14 @@ TEST_CASE("matmul: errors name the op", "[matmul][errors]") {
   CHECK_THROWS_WITH(matmul(a, zeros({3})), Catch::Contains("matmul") && Catch::Contains("2 dimensions"));
   CHECK_THROWS_WITH(matmul(a, zeros({1, 3, 2})), Catch::Contains("matmul"));
   CHECK_THROWS_WITH(matmul(scalar(1.0), zeros({1, 2})), Catch::Contains("matmul") && Catch::Contains("scalar"));
-  CHECK_THROWS_WITH(matmul(zeros({2, 3}, DType::i64), zeros({3, 2})), Catch::Contains("matmul") && Catch::Contains("i64"));
+  CHECK_THROWS_WITH(matmul(zeros({2, 3}, DType::i64), zeros({3, 2})),
+                    Catch::Contains("matmul") && Catch::Contains("i64"));
   CHECK_THROWS_WITH(linear(a, zeros({4, 2})), Catch::Contains("linear") && Catch::Contains("3 features"));
   CHECK_THROWS_WITH(linear(a, zeros({4, 3}), zeros({3})), Catch::Contains("linear") && Catch::Contains("bias"));
-  CHECK_THROWS_WITH(linear(a, zeros({4, 3}), zeros({4}, DType::f64)), Catch::Contains("linear") && Catch::Contains("bias"));
-  CHECK_THROWS_WITH(linear(a, zeros({4, 3}), zeros({4}, DType::i64)), Catch::Contains("linear") && Catch::Contains("bias"));
+  CHECK_THROWS_WITH(linear(a, zeros({4, 3}), zeros({4}, DType::f64)),
+                    Catch::Contains("linear") && Catch::Contains("bias"));
+  CHECK_THROWS_WITH(linear(a, zeros({4, 3}), zeros({4}, DType::i64)),
+                    Catch::Contains("linear") && Catch::Contains("bias"));
   CHECK_THROWS_WITH(linear(a, zeros({4, 3}, DType::f64)), Catch::Contains("linear"));
   CHECK_THROWS_WITH(linear(Tensor(), zeros({4, 3})), Catch::Contains("linear") && Catch::Contains("undefined"));
 }

@@ -1,7 +1,6 @@
 // The dense network ops: embedding, rms_norm, cross_entropy. Forward against slow loops written
 // here, f64 gradchecks (edge shapes, ignored rows), hand-checked gradients, bad input.
 #include <catch2/catch.hpp>
-
 #include <cmath>
 
 #include "ops/embedding.h"
@@ -102,7 +101,8 @@ TEST_CASE("rms_norm: forward matches the formula", "[rms_norm]") {
     INFO(shape_str(shape));
     Tensor input = randn(shape, DType::f64, &generator);
     Tensor scale = randn({shape.back()}, DType::f64, &generator);
-    CHECK_THAT(rms_norm(input, scale).to_vector<double>(), matchers::Approx(slow_rms_norm(input, scale, 1e-6)).epsilon(1e-12));
+    CHECK_THAT(rms_norm(input, scale).to_vector<double>(),
+               matchers::Approx(slow_rms_norm(input, scale, 1e-6)).epsilon(1e-12));
     CHECK_THAT(rms_norm(input, Tensor(), 0.1).to_vector<double>(),
                matchers::Approx(slow_rms_norm(input, Tensor(), 0.1)).epsilon(1e-12));
     CHECK_THAT(rms_norm(input.to(DType::f32), scale.to(DType::f32)).to(DType::f64).to_vector<double>(),
@@ -137,7 +137,8 @@ TEST_CASE("rms_norm: errors name the op", "[rms_norm][errors]") {
   CHECK_THROWS_WITH(rms_norm(x, zeros({3})), Catch::Contains("rms_norm") && Catch::Contains("[4]"));
   CHECK_THROWS_WITH(rms_norm(x, zeros({1, 4})), Catch::Contains("rms_norm") && Catch::Contains("weight"));
   CHECK_THROWS_WITH(rms_norm(x, zeros({4}, DType::f64)), Catch::Contains("rms_norm") && Catch::Contains("f64"));
-  CHECK_THROWS_WITH(rms_norm(zeros({2, 4}, DType::i64), Tensor()), Catch::Contains("rms_norm") && Catch::Contains("i64"));
+  CHECK_THROWS_WITH(rms_norm(zeros({2, 4}, DType::i64), Tensor()),
+                    Catch::Contains("rms_norm") && Catch::Contains("i64"));
   CHECK_THROWS_WITH(rms_norm(scalar(1.0), Tensor()), Catch::Contains("rms_norm") && Catch::Contains("[..., d]"));
   CHECK_THROWS_WITH(rms_norm(zeros({2, 0}), Tensor()), Catch::Contains("rms_norm") && Catch::Contains("d >= 1"));
   CHECK_THROWS_WITH(rms_norm(x, Tensor(), -1e-3), Catch::Contains("rms_norm") && Catch::Contains("eps"));
@@ -228,21 +229,29 @@ TEST_CASE("cross_entropy: gradient by hand and gradcheck", "[cross_entropy][grad
   check_gradients("cross_entropy scaled upstream",
                   [targets](const TensorList& in) { return mul(cross_entropy(in[0], targets), 2.5); }, {x});
   check_gradients("cross_entropy all ignored",
-                  [](const TensorList& in) { return cross_entropy(in[0], ids_of({-100, -100, -100}, {3})); }, {x});
+                  [](const TensorList& in) {
+                    return cross_entropy(in[0], ids_of({-100, -100, -100}, {3}));
+                  },
+                  {x});
 }
 
 TEST_CASE("cross_entropy: errors name the op", "[cross_entropy][errors]") {
   Tensor logits = zeros({2, 3});
   CHECK_THROWS_WITH(cross_entropy(logits, ids_of({0, 3}, {2})),
                     Catch::Contains("cross_entropy") && Catch::Contains("target 3") && Catch::Contains("3 classes"));
-  CHECK_THROWS_WITH(cross_entropy(logits, ids_of({-1, 0}, {2})), Catch::Contains("cross_entropy") && Catch::Contains("target -1"));
-  CHECK_THROWS_WITH(cross_entropy(logits, ids_of({0, 1, 2}, {3})), Catch::Contains("cross_entropy") && Catch::Contains("[2]"));
-  CHECK_THROWS_WITH(cross_entropy(logits, ids_of({0, 1}, {1, 2})), Catch::Contains("cross_entropy") && Catch::Contains("targets"));
+  CHECK_THROWS_WITH(cross_entropy(logits, ids_of({-1, 0}, {2})),
+                    Catch::Contains("cross_entropy") && Catch::Contains("target -1"));
+  CHECK_THROWS_WITH(cross_entropy(logits, ids_of({0, 1, 2}, {3})),
+                    Catch::Contains("cross_entropy") && Catch::Contains("[2]"));
+  CHECK_THROWS_WITH(cross_entropy(logits, ids_of({0, 1}, {1, 2})),
+                    Catch::Contains("cross_entropy") && Catch::Contains("targets"));
   CHECK_THROWS_WITH(cross_entropy(logits, zeros({2})), Catch::Contains("cross_entropy") && Catch::Contains("i64"));
   CHECK_THROWS_WITH(cross_entropy(zeros({2, 3}, DType::i64), ids_of({0, 1}, {2})),
                     Catch::Contains("cross_entropy") && Catch::Contains("logits"));
-  CHECK_THROWS_WITH(cross_entropy(zeros({2, 3, 1}), ids_of({0, 1}, {2})), Catch::Contains("cross_entropy") && Catch::Contains("2 dimensions"));
-  CHECK_THROWS_WITH(cross_entropy(zeros({2, 0}), ids_of({0, 1}, {2})), Catch::Contains("cross_entropy") && Catch::Contains("class"));
+  CHECK_THROWS_WITH(cross_entropy(zeros({2, 3, 1}), ids_of({0, 1}, {2})),
+                    Catch::Contains("cross_entropy") && Catch::Contains("2 dimensions"));
+  CHECK_THROWS_WITH(cross_entropy(zeros({2, 0}), ids_of({0, 1}, {2})),
+                    Catch::Contains("cross_entropy") && Catch::Contains("class"));
   CHECK_THROWS_WITH(cross_entropy(logits, Tensor()), Catch::Contains("cross_entropy") && Catch::Contains("undefined"));
 }
 
@@ -253,9 +262,9 @@ namespace {
 // A tiny model through every op of this area; returns a scalar loss.
 Tensor tiny_model_loss(const Tensor& table, const Tensor& scale, const Tensor& projection) {
   Tensor hidden = rms_norm(embedding(table, ids_of({1, 5, 2, 1}, {2, 2})), scale);  // [2, 2, 4]
-  Tensor rows = concat({slice(hidden, 0, 0, 1), slice(hidden, 0, 1, 2)}, 1);          // [1, 4, 4]
-  Tensor mixed = transpose(transpose(rows.reshape({4, 4})));                          // [4, 4]
-  Tensor logits = linear(stack({mixed, mixed}, 0).reshape({8, 4}), projection);      // [8, 6]
+  Tensor rows = concat({slice(hidden, 0, 0, 1), slice(hidden, 0, 1, 2)}, 1);        // [1, 4, 4]
+  Tensor mixed = transpose(transpose(rows.reshape({4, 4})));                        // [4, 4]
+  Tensor logits = linear(stack({mixed, mixed}, 0).reshape({8, 4}), projection);     // [8, 6]
   Tensor loss = cross_entropy(log_softmax(softmax(logits)), ids_of({0, 1, 2, 3, 4, 5, -100, 0}, {8}));
   return add(loss, mul(mean(logsumexp(logits)), 1e-3));
 }

@@ -114,10 +114,13 @@ TEST_CASE("reduce: gradcheck sum, mean, max, sum_to", "[reduce][gradcheck]") {
     for (int64_t dim = -ndim; dim < ndim; ++dim)
       for (bool keepdim : {false, true}) {
         std::string what = shape_str(shape) + " dim " + std::to_string(dim) + (keepdim ? " keepdim" : "");
-        check_gradients(("sum " + what).c_str(), [dim, keepdim](const TensorList& in) { return sum(in[0], dim, keepdim); }, {x});
-        check_gradients(("mean " + what).c_str(), [dim, keepdim](const TensorList& in) { return mean(in[0], dim, keepdim); }, {x});
+        check_gradients(("sum " + what).c_str(),
+                        [dim, keepdim](const TensorList& in) { return sum(in[0], dim, keepdim); }, {x});
+        check_gradients(("mean " + what).c_str(),
+                        [dim, keepdim](const TensorList& in) { return mean(in[0], dim, keepdim); }, {x});
         // randn draws are distinct with probability 1, so no tie sits within eps.
-        check_gradients(("max " + what).c_str(), [dim, keepdim](const TensorList& in) { return max(in[0], dim, keepdim).values; }, {x});
+        check_gradients(("max " + what).c_str(),
+                        [dim, keepdim](const TensorList& in) { return max(in[0], dim, keepdim).values; }, {x});
       }
     check_gradients("sum all", [](const TensorList& in) { return sum(in[0]); }, {x});
     check_gradients("mean all", [](const TensorList& in) { return mean(in[0]); }, {x});
@@ -125,9 +128,11 @@ TEST_CASE("reduce: gradcheck sum, mean, max, sum_to", "[reduce][gradcheck]") {
   }
   Tensor x = randn({2, 3, 4}, DType::f64, &generator).requires_grad_();
   for (const Shape& target : {Shape{4}, Shape{3, 1}, Shape{}, Shape{2, 1, 4}}) {
-    check_gradients(("sum_to " + shape_str(target)).c_str(), [target](const TensorList& in) { return sum_to(in[0], target); }, {x});
+    check_gradients(("sum_to " + shape_str(target)).c_str(),
+                    [target](const TensorList& in) { return sum_to(in[0], target); }, {x});
   }
-  check_gradients("sum 0-d", [](const TensorList& in) { return sum(in[0]); }, {scalar(1.5, DType::f64).requires_grad_()});
+  check_gradients("sum 0-d", [](const TensorList& in) { return sum(in[0]); },
+                  {scalar(1.5, DType::f64).requires_grad_()});
 }
 
 TEST_CASE("reduce: errors name the op", "[reduce][errors]") {

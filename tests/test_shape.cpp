@@ -65,7 +65,8 @@ TEST_CASE("shape: transpose", "[shape]") {
   CHECK(transpose(counting({1, 4})).shape() == Shape{4, 1});
   CHECK(transpose(zeros({0, 3})).shape() == Shape{3, 0});
   CHECK(transpose(from_vector(std::vector<int64_t>{1, 2}, {1, 2})).to_vector<int64_t>() == std::vector<int64_t>{1, 2});
-  CHECK(transpose(from_vector(std::vector<float>{1, 2, 3, 4}, {2, 2})).to_vector<float>() == std::vector<float>{1, 3, 2, 4});
+  CHECK(transpose(from_vector(std::vector<float>{1, 2, 3, 4}, {2, 2})).to_vector<float>() ==
+        std::vector<float>{1, 3, 2, 4});
 }
 
 TEST_CASE("shape: stack inserts a new dim", "[shape]") {
@@ -103,7 +104,11 @@ TEST_CASE("shape: gradcheck slice, concat, transpose, stack", "[shape][gradcheck
   check_gradients("concat dim 0", [](const TensorList& in) { return concat({in[0], in[1], in[0]}, 0); }, {a, c});
   check_gradients("concat one input", [](const TensorList& in) { return concat({in[0]}, 0); }, {a});
   Tensor constant = randn({2, 2}, DType::f64, &generator);
-  check_gradients("concat with a constant", [](const TensorList& in) { return concat({in[1], in[0]}, 1); }, {a, constant});
+  check_gradients("concat with a constant",
+                  [](const TensorList& in) {
+                    return concat({in[1], in[0]}, 1);
+                  },
+                  {a, constant});
   check_gradients("transpose", [](const TensorList& in) { return transpose(in[0]); }, {a});
   check_gradients("transpose one row", [](const TensorList& in) { return transpose(in[0]); }, {c});
   Tensor d = randn({2, 3}, DType::f64, &generator).requires_grad_();
@@ -112,7 +117,11 @@ TEST_CASE("shape: gradcheck slice, concat, transpose, stack", "[shape][gradcheck
     check_gradients(what.c_str(), [dim](const TensorList& in) { return stack({in[0], in[1]}, dim); }, {a, d});
   }
   Tensor s = scalar(0.5, DType::f64).requires_grad_();
-  check_gradients("stack 0-d", [](const TensorList& in) { return stack({in[0], in[0], in[1]}); }, {s, scalar(2.0, DType::f64).requires_grad_()});
+  check_gradients("stack 0-d",
+                  [](const TensorList& in) {
+                    return stack({in[0], in[0], in[1]});
+                  },
+                  {s, scalar(2.0, DType::f64).requires_grad_()});
 }
 
 TEST_CASE("shape: gradients by hand", "[shape]") {
@@ -138,7 +147,8 @@ TEST_CASE("shape: errors name the op", "[shape][errors]") {
   CHECK_THROWS_WITH(concat({x, zeros({2, 3, 1})}, 0), Catch::Contains("concat") && Catch::Contains("tensor 1"));
   CHECK_THROWS_WITH(concat({x, zeros({2, 3}, DType::f64)}, 0), Catch::Contains("concat") && Catch::Contains("f64"));
   CHECK_THROWS_WITH(concat({x, x}, 2), Catch::Contains("concat") && Catch::Contains("dim 2"));
-  CHECK_THROWS_WITH(concat({scalar(1.0), scalar(2.0)}, 0), Catch::Contains("concat") && Catch::Contains("0-dimensional"));
+  CHECK_THROWS_WITH(concat({scalar(1.0), scalar(2.0)}, 0),
+                    Catch::Contains("concat") && Catch::Contains("0-dimensional"));
   CHECK_THROWS_WITH(concat({x, Tensor()}, 0), Catch::Contains("concat") && Catch::Contains("undefined"));
   CHECK_THROWS_WITH(transpose(zeros({2, 3, 4})), Catch::Contains("transpose") && Catch::Contains("2 dimensions"));
   CHECK_THROWS_WITH(transpose(zeros({3})), Catch::Contains("transpose"));

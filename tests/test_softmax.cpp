@@ -1,7 +1,6 @@
 // softmax, log_softmax, logsumexp: forward against a slow loop, numerical stability, f64
 // gradchecks along every dim, and bad input.
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <limits>
 
@@ -40,7 +39,8 @@ Reference slow_reference(const Tensor& x, int dim) {
   };
   for (int64_t i = 0; i < s[0]; ++i)
     for (int64_t j = 0; j < s[1]; ++j)
-      for (int64_t k = 0; k < s[2]; ++k) result.logsumexp[reduced_index(i, j, k)] += std::exp(values[(i * s[1] + j) * s[2] + k]);
+      for (int64_t k = 0; k < s[2]; ++k)
+        result.logsumexp[reduced_index(i, j, k)] += std::exp(values[(i * s[1] + j) * s[2] + k]);
   for (double& total : result.logsumexp) total = std::log(total);
   for (int64_t i = 0; i < s[0]; ++i)
     for (int64_t j = 0; j < s[1]; ++j)
@@ -72,7 +72,8 @@ TEST_CASE("softmax: forward along every dim matches a slow loop", "[softmax]") {
     dropped_shape.erase(dropped_shape.begin() + dim);
     CHECK(logsumexp(x, dim).shape() == dropped_shape);
     // f32 agrees to float precision.
-    CHECK_THAT(softmax(x.to(DType::f32), dim).to(DType::f64).to_vector<double>(), matchers::Approx(expected.softmax).epsilon(1e-5));
+    CHECK_THAT(softmax(x.to(DType::f32), dim).to(DType::f64).to_vector<double>(),
+               matchers::Approx(expected.softmax).epsilon(1e-5));
   }
 }
 
@@ -98,7 +99,8 @@ TEST_CASE("softmax: large and infinite inputs stay stable", "[softmax]") {
     CHECK(logsumexp(large).item() == Approx(1001 + std::log1p(1 / e)));
     Tensor very_negative = from_vector(std::vector<double>{-1000, -1000}, {2}).to(dtype);
     CHECK(logsumexp(very_negative).item() == Approx(-1000 + std::log(2.0)));
-    CHECK_THAT(softmax(very_negative).to(DType::f64).to_vector<double>(), matchers::Approx(std::vector<double>{0.5, 0.5}));
+    CHECK_THAT(softmax(very_negative).to(DType::f64).to_vector<double>(),
+               matchers::Approx(std::vector<double>{0.5, 0.5}));
   }
   CHECK(logsumexp(from_vector(std::vector<double>{1e300, 1e300}, {2})).item() == Approx(1e300));
   // -inf masks an entry out; a lane of all -inf (or an empty lane) has logsumexp -inf.
@@ -116,13 +118,21 @@ TEST_CASE("softmax: gradcheck at several shapes and dims", "[softmax][gradcheck]
     Shape shape;
     int64_t dim;
   };
-  for (const Case& c : std::vector<Case>{{{1, 5}, -1}, {{3, 4}, 0}, {{3, 4}, 1}, {{2, 3, 4}, 1}, {{2, 3, 4}, 0},
-                                         {{4, 1}, -1}, {{1, 1}, 0}, {{5}, 0}, {{2, 1, 3}, 1}}) {
+  for (const Case& c : std::vector<Case>{{{1, 5}, -1},
+                                         {{3, 4}, 0},
+                                         {{3, 4}, 1},
+                                         {{2, 3, 4}, 1},
+                                         {{2, 3, 4}, 0},
+                                         {{4, 1}, -1},
+                                         {{1, 1}, 0},
+                                         {{5}, 0},
+                                         {{2, 1, 3}, 1}}) {
     Tensor x = randn(c.shape, DType::f64, &generator).requires_grad_();
     int64_t dim = c.dim;
     std::string where = shape_str(c.shape) + " dim " + std::to_string(dim);
     check_gradients(("softmax " + where).c_str(), [dim](const TensorList& in) { return softmax(in[0], dim); }, {x});
-    check_gradients(("log_softmax " + where).c_str(), [dim](const TensorList& in) { return log_softmax(in[0], dim); }, {x});
+    check_gradients(("log_softmax " + where).c_str(), [dim](const TensorList& in) { return log_softmax(in[0], dim); },
+                    {x});
     check_gradients(("logsumexp " + where).c_str(), [dim](const TensorList& in) { return logsumexp(in[0], dim); }, {x});
     check_gradients(("logsumexp keepdim " + where).c_str(),
                     [dim](const TensorList& in) { return logsumexp(in[0], dim, true); }, {x});
