@@ -14,17 +14,15 @@ void check_arguments(const Tensor& logits, const Tensor& targets, int64_t ignore
   check_dtype(targets, DType::i64, "cross_entropy", "targets");
   check_same_device(logits, targets, "cross_entropy");
   check_cpu(logits, "cross_entropy");
-  TINYMOE_CHECK(targets.dim() == 1 && targets.size(0) == logits.size(0), "cross_entropy",
-                "expected targets of shape [", logits.size(0), "] for logits ", shape_str(logits.shape()), ", got ",
-                shape_str(targets.shape()));
+  TINYMOE_CHECK(targets.dim() == 1 && targets.size(0) == logits.size(0), "cross_entropy", "expected targets of shape [",
+                logits.size(0), "] for logits ", shape_str(logits.shape()), ", got ", shape_str(targets.shape()));
   int64_t classes = logits.size(1);
-  TINYMOE_CHECK(classes >= 1, "cross_entropy", "expected at least one class, got logits ",
-                shape_str(logits.shape()));
+  TINYMOE_CHECK(classes >= 1, "cross_entropy", "expected at least one class, got logits ", shape_str(logits.shape()));
   const int64_t* target = targets.data<int64_t>();
   for (int64_t row = 0; row < targets.numel(); ++row)
     TINYMOE_CHECK(target[row] == ignore_index || (target[row] >= 0 && target[row] < classes), "cross_entropy",
-                  "target ", target[row], " of row ", row, " out of range for ", classes,
-                  " classes (ignore_index is ", ignore_index, ")");
+                  "target ", target[row], " of row ", row, " out of range for ", classes, " classes (ignore_index is ",
+                  ignore_index, ")");
 }
 
 // logsumexp of one row, shifted by its maximum so no exp overflows.
@@ -33,7 +31,8 @@ double row_logsumexp(const T* row, int64_t classes) {
   double shift = *std::max_element(row, row + classes);
   if (!std::isfinite(shift)) return shift;
   double total = 0;
-  for (int64_t c = 0; c < classes; ++c) total += std::exp(row[c] - shift);
+  for (int64_t c = 0; c < classes; ++c)
+    total += std::exp(static_cast<T>(row[c] - shift));  // expf for f32: fast, exact enough
   return shift + std::log(total);
 }
 
@@ -76,8 +75,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
              for (int64_t row = 0; row < rows; ++row) {
                if (target[row] == ignore_index) continue;
                for (int64_t c = 0; c < classes; ++c)  // softmax(logits_n) - onehot(target_n)
-                 result[row * classes + c] =
-                     static_cast<T>(scale * (std::exp(values[row * classes + c] - lse[row]) - (c == target[row])));
+                 result[row * classes + c] = static_cast<T>(
+                     scale * (std::exp(static_cast<T>(values[row * classes + c] - lse[row])) - (c == target[row])));
              }
            });
            return {dlogits, Tensor()};

@@ -20,8 +20,8 @@ double inverse_rms(const T* row, int64_t width, double eps) {
 void check_arguments(const Tensor& x, const Tensor& weight, double eps) {
   check_floating(x, "rms_norm", "x");
   check_cpu(x, "rms_norm");
-  TINYMOE_CHECK(x.dim() >= 1 && x.shape().back() >= 1, "rms_norm",
-                "expected x of shape [..., d] with d >= 1, got ", shape_str(x.shape()));
+  TINYMOE_CHECK(x.dim() >= 1 && x.shape().back() >= 1, "rms_norm", "expected x of shape [..., d] with d >= 1, got ",
+                shape_str(x.shape()));
   TINYMOE_CHECK(eps >= 0, "rms_norm", "expected eps >= 0, got ", eps);
   if (!weight.defined()) return;
   check_same_device(x, weight, "rms_norm");
@@ -74,7 +74,8 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   Tensor saved_weight = weight.defined() ? weight.detach() : Tensor();
   record("rms_norm", {x, weight}, {out}, [=](const TensorList& grads) -> TensorList {
     Tensor dx = Tensor::empty(saved_x.shape(), saved_x.dtype(), saved_x.device());
-    Tensor dweight = grad_weight ? Tensor::empty(saved_weight.shape(), saved_weight.dtype(), saved_weight.device()) : Tensor();
+    Tensor dweight =
+        grad_weight ? Tensor::empty(saved_weight.shape(), saved_weight.dtype(), saved_weight.device()) : Tensor();
     dispatch_floating(saved_x.dtype(), "rms_norm", [&](auto tag) {
       using T = typename decltype(tag)::type;
       const T* scale = saved_weight.defined() ? saved_weight.data<T>() : nullptr;

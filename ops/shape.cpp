@@ -85,8 +85,8 @@ const Tensor& check_joinable(const TensorList& tensors, const char* op) {
     TINYMOE_CHECK(tensors[k].defined(), op, "tensor ", k, " is undefined");
     check_same_device(tensors[0], tensors[k], op);
     TINYMOE_CHECK(tensors[k].dtype() == tensors[0].dtype(), op, "expected tensors of one dtype, got ",
-                  dtype_name(tensors[0].dtype()), " (tensor 0) and ", dtype_name(tensors[k].dtype()), " (tensor ",
-                  k, ")");
+                  dtype_name(tensors[0].dtype()), " (tensor 0) and ", dtype_name(tensors[k].dtype()), " (tensor ", k,
+                  ")");
   }
   check_cpu(tensors[0], op);
   return tensors[0];
