@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "ops/axis_layout.h"
 #include "ops/index.h"
 #include "tinymoe/autograd.h"
 
@@ -10,7 +11,7 @@ namespace {
 
 // Inclusive running sum of every row along dim, first to last or (reverse) last to first.
 Tensor running_sum(const Tensor& x, int64_t dim, bool reverse) {
-  DimSplit split = split_at_dim(x.shape(), dim);
+  AxisLayout split = axis_layout(x.shape(), dim);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   dispatch_all(x.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;

@@ -6,14 +6,6 @@
 
 namespace tinymoe {
 
-DimSplit split_at_dim(const Shape& shape, int64_t dim) {
-  DimSplit split;
-  for (int64_t d = 0; d < dim; ++d) split.outer *= shape[d];
-  split.extent = shape[dim];
-  for (size_t d = static_cast<size_t>(dim) + 1; d < shape.size(); ++d) split.inner *= shape[d];
-  return split;
-}
-
 namespace {
 
 void check_index_vector(const char* op, const Tensor& data, const Tensor& index) {
@@ -37,7 +29,7 @@ Shape with_extent(Shape shape, int64_t dim, int64_t extent) {
 }
 
 // out block (o, j) = x block (o, index[j]); a block is `inner` contiguous elements of any dtype.
-void copy_selected_blocks(const Tensor& x, const Tensor& index, const DimSplit& split, const Tensor& out) {
+void copy_selected_blocks(const Tensor& x, const Tensor& index, const AxisLayout& split, const Tensor& out) {
   size_t block_bytes = static_cast<size_t>(split.inner) * element_size(x.dtype());
   if (block_bytes == 0) return;
   const char* in = static_cast<const char*>(x.raw_data());
@@ -51,7 +43,7 @@ void copy_selected_blocks(const Tensor& x, const Tensor& index, const DimSplit& 
 }
 
 // out block (o, index[j]) += source block (o, j), in source order (hence deterministic).
-void add_source_blocks(const Tensor& source, const Tensor& index, const DimSplit& split, const Tensor& out) {
+void add_source_blocks(const Tensor& source, const Tensor& index, const AxisLayout& split, const Tensor& out) {
   const int64_t* chosen = index.data<int64_t>();
   int64_t count = index.numel();
   dispatch_all(out.dtype(), [&](auto tag) {
@@ -111,7 +103,7 @@ Tensor index_select(const Tensor& x, const Tensor& index, int64_t dim) {
   dim = normalize_dim(dim, x.dim(), "index_select");
   check_in_range("index_select", index, dim, x.shape()[dim]);
   Tensor out = Tensor::empty(with_extent(x.shape(), dim, index.numel()), x.dtype(), x.device());
-  copy_selected_blocks(x, index, split_at_dim(x.shape(), dim), out);
+  copy_selected_blocks(x, index, axis_layout(x.shape(), dim), out);
   if (needs_record({&x})) {
     Shape shape = x.shape();
     Tensor saved_index = index.detach();
@@ -139,7 +131,7 @@ Tensor scatter_add(const Tensor& base, const Tensor& index, const Tensor& source
                 shape_str(source.shape()));
   check_in_range("scatter_add", index, dim, base.shape()[dim]);
   Tensor out = base.detach().clone();
-  add_source_blocks(source, index, split_at_dim(base.shape(), dim), out);
+  add_source_blocks(source, index, axis_layout(base.shape(), dim), out);
   if (needs_record({&base, &source})) {
     bool grad_base = base.requires_grad(), grad_source = source.requires_grad();
     Tensor saved_index = index.detach();

@@ -6,6 +6,7 @@
 // Data may be floating (differentiable) or i64 (never differentiable).
 #pragma once
 
+#include "ops/axis_layout.h"
 #include "tinymoe/tensor.h"
 
 namespace tinymoe {
@@ -34,11 +35,5 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
 // the pointer). topk and sort take their values through it, so their errors and the tape name them.
 Tensor gather_values(const char* op, const Tensor& x, int64_t dim, const Tensor& index);
 
-// A row-major shape seen as [outer, extent, inner] around one dimension: element (o, e, i) sits at
-// (o * extent + e) * inner + i. The layout every along-a-dimension kernel here walks.
-struct DimSplit {
-  int64_t outer = 1, extent = 1, inner = 1;
-};
-DimSplit split_at_dim(const Shape& shape, int64_t dim);
 
 }  // namespace tinymoe

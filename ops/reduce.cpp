@@ -1,5 +1,6 @@
 #include "ops/reduce.h"
 
+#include "ops/axis_layout.h"
 #include "ops/elementwise.h"
 #include "ops/shape.h"
 #include "tinymoe/autograd.h"

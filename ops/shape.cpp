@@ -7,14 +7,6 @@
 
 namespace tinymoe {
 
-AxisLayout axis_layout(const Shape& shape, int64_t dim) {
-  AxisLayout layout;
-  for (int64_t d = 0; d < dim; ++d) layout.outer *= shape[d];
-  layout.extent = shape[dim];
-  for (size_t d = dim + 1; d < shape.size(); ++d) layout.inner *= shape[d];
-  return layout;
-}
-
 namespace {
 
 // Copies `count` positions along dim, starting at source_start in source, to destination_start in

@@ -11,6 +11,7 @@
 //                                 each input gets its slice of the gradient.
 #pragma once
 
+#include "ops/axis_layout.h"
 #include "tinymoe/tensor.h"
 
 namespace tinymoe {
@@ -20,14 +21,5 @@ Tensor concat(const TensorList& tensors, int64_t dim = 0);
 Tensor transpose(const Tensor& x);
 Tensor stack(const TensorList& tensors, int64_t dim = 0);
 
-// A contiguous shape seen as [outer, extent, inner] around one dim: the layout every kernel that
-// works along a dim walks (element (o, e, i) sits at (o * extent + e) * inner + i).
-struct AxisLayout {
-  int64_t outer = 1, extent = 1, inner = 1;
-  int64_t lanes() const { return outer * inner; }
-  // Flat index of element e of lane `lane` (lanes numbered o * inner + i).
-  int64_t lane_start(int64_t lane) const { return (lane / inner) * extent * inner + lane % inner; }
-};
-AxisLayout axis_layout(const Shape& shape, int64_t dim);  // dim already normalised
 
 }  // namespace tinymoe

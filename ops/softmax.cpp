@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "ops/axis_layout.h"
 #include "ops/shape.h"
 #include "tinymoe/autograd.h"
 

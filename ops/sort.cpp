@@ -4,6 +4,7 @@
 #include <numeric>
 #include <vector>
 
+#include "ops/axis_layout.h"
 #include "ops/index.h"
 #include "tinymoe/autograd.h"
 
@@ -52,7 +53,7 @@ void sort_row(const std::vector<T>& keys, bool descending, std::vector<int64_t>&
 // smallest gap between neighbours in sorted order (+inf when there is none).
 template <typename T>
 double sort_rows(const Tensor& x, int64_t dim, bool descending, const Tensor& indices) {
-  DimSplit split = split_at_dim(x.shape(), dim);
+  AxisLayout split = axis_layout(x.shape(), dim);
   const T* in = x.data<T>();
   int64_t* out = indices.data<int64_t>();
   std::vector<T> keys(split.extent);

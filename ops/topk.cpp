@@ -5,6 +5,7 @@
 #include <numeric>
 #include <vector>
 
+#include "ops/axis_layout.h"
 #include "ops/index.h"
 #include "ops/sort.h"
 #include "tinymoe/autograd.h"
@@ -34,7 +35,7 @@ void insertion_select(const std::vector<T>& keys, int64_t decided, bool largest,
 // returns the smallest gap between neighbours among the first k+1 in sorted order.
 template <typename T>
 double select_rows(const Tensor& x, int64_t dim, int64_t k, bool largest, bool sorted, const Tensor& indices) {
-  DimSplit split = split_at_dim(x.shape(), dim);
+  AxisLayout split = axis_layout(x.shape(), dim);
   int64_t extent = split.extent;
   // Ranks that decide the result: the k chosen and, when there is one, the first left out.
   int64_t decided = std::min(k + 1, extent);

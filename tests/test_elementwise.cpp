@@ -4,18 +4,14 @@
 #include <cmath>
 #include <functional>
 
+#include "tests/test_helpers.h"
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;
+using tinymoe::testing::check_gradients;
 namespace matchers = Catch::Matchers;
 
 namespace {
-
-void check_gradients(const char* what, const GradcheckFn& fn, const TensorList& inputs) {
-  GradcheckResult result = gradcheck(fn, inputs);
-  INFO(what << ": " << result.report);
-  CHECK(result.passed());
-}
 
 // Flat index into `shape` of the output element `index` of the broadcast shape `out`.
 int64_t broadcast_source(const Shape& shape, const Shape& out, int64_t index) {

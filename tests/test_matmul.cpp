@@ -2,18 +2,14 @@
 // forward against a naive triple loop, f64 gradchecks, and bad input.
 #include <catch2/catch.hpp>
 
+#include "tests/test_helpers.h"
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;
+using tinymoe::testing::check_gradients;
 namespace matchers = Catch::Matchers;
 
 namespace {
-
-void check_gradients(const char* what, const GradcheckFn& fn, const TensorList& inputs) {
-  GradcheckResult result = gradcheck(fn, inputs);
-  INFO(what << ": " << result.report);
-  CHECK(result.passed());
-}
 
 std::vector<GemmBackend> available_backends() {
   std::vector<GemmBackend> backends = {GemmBackend::eigen};

@@ -8,18 +8,14 @@
 #include "ops/norm.h"
 #include "ops/shape.h"
 #include "ops/softmax.h"
+#include "tests/test_helpers.h"
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;
+using tinymoe::testing::check_gradients;
 namespace matchers = Catch::Matchers;
 
 namespace {
-
-void check_gradients(const char* what, const GradcheckFn& fn, const TensorList& inputs) {
-  GradcheckResult result = gradcheck(fn, inputs);
-  INFO(what << ": " << result.report);
-  CHECK(result.passed());
-}
 
 Tensor ids_of(const std::vector<int64_t>& values, const Shape& shape) { return from_vector(values, shape); }
 

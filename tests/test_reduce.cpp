@@ -2,18 +2,14 @@
 // Forward against slow loops written here, f64 gradchecks, ties and bad input.
 #include <catch2/catch.hpp>
 
+#include "tests/test_helpers.h"
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;
+using tinymoe::testing::check_gradients;
 namespace matchers = Catch::Matchers;
 
 namespace {
-
-void check_gradients(const char* what, const GradcheckFn& fn, const TensorList& inputs) {
-  GradcheckResult result = gradcheck(fn, inputs);
-  INFO(what << ": " << result.report);
-  CHECK(result.passed());
-}
 
 // Sum over dim of a [d0, d1, d2] tensor, by explicit coordinates.
 std::vector<double> slow_sum_3d(const Tensor& x, int dim) {

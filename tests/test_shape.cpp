@@ -2,17 +2,13 @@
 #include <catch2/catch.hpp>
 
 #include "ops/shape.h"
+#include "tests/test_helpers.h"
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;
+using tinymoe::testing::check_gradients;
 
 namespace {
-
-void check_gradients(const char* what, const GradcheckFn& fn, const TensorList& inputs) {
-  GradcheckResult result = gradcheck(fn, inputs);
-  INFO(what << ": " << result.report);
-  CHECK(result.passed());
-}
 
 // 0, 1, 2, ... in the given shape, as f64.
 Tensor counting(const Shape& shape) { return arange(shape_numel(shape), DType::f64).reshape(shape); }

@@ -5,18 +5,14 @@
 #include <limits>
 
 #include "ops/softmax.h"
+#include "tests/test_helpers.h"
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;
+using tinymoe::testing::check_gradients;
 namespace matchers = Catch::Matchers;
 
 namespace {
-
-void check_gradients(const char* what, const GradcheckFn& fn, const TensorList& inputs) {
-  GradcheckResult result = gradcheck(fn, inputs);
-  INFO(what << ": " << result.report);
-  CHECK(result.passed());
-}
 
 const double infinity = std::numeric_limits<double>::infinity();
 
