@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include "ops/elementwise.h"
@@ -269,9 +270,12 @@ int64_t capacity_from_factor(int64_t tokens, int64_t k, int64_t num_experts, dou
   return static_cast<int64_t>(std::ceil(per_expert * capacity_factor));
 }
 
-CapacityResult apply_capacity(const Tensor& expert_index, const Tensor& weights, int64_t num_experts,
-                              const CapacityConfig& capacity, int64_t sequence_length, const Tensor& active) {
-  const char* op = "apply_capacity";
+namespace {
+
+// The checked expert ids of a [T, k] selection and its active flags (empty: all active).
+std::pair<std::vector<int64_t>, std::vector<int64_t>> capacity_inputs(const Tensor& expert_index, const Tensor& weights,
+                                                                      int64_t num_experts, const CapacityConfig& capacity,
+                                                                      const Tensor& active, const char* op) {
   check_floating(weights, op, "weights");
   check_dim(weights, 2, op, "weights");
   check_selection(expert_index, weights.size(0), op);
@@ -282,20 +286,83 @@ CapacityResult apply_capacity(const Tensor& expert_index, const Tensor& weights,
                 capacity.expert_capacity);
   TINYMOE_CHECK(!(capacity.capacity_factor > 0.0 && capacity.expert_capacity > 0), op,
                 "give either a capacity factor or an absolute expert capacity, not both");
-  const int64_t tokens = expert_index.size(0), k = expert_index.size(1);
-  std::vector<int64_t> expert_of = expert_index.to_vector<int64_t>();
-  for (int64_t p = 0; p < tokens * k; ++p)
+  std::vector<int64_t> expert_of = expert_index.to_vector<int64_t>(), active_flags;
+  for (size_t p = 0; p < expert_of.size(); ++p)
     TINYMOE_CHECK(expert_of[p] >= 0 && expert_of[p] < num_experts, op, "expert id ", expert_of[p], " at pair ", p,
                   " out of range for E = ", num_experts);
-  std::vector<int64_t> active_flags;
   if (active.defined()) {
     check_dtype(active, DType::i64, op, "active");
     TINYMOE_CHECK(active.shape() == expert_index.shape(), op, "expected active flags of shape ",
                   shape_str(expert_index.shape()), ", got ", shape_str(active.shape()));
     active_flags = active.to_vector<int64_t>();
   }
-  int64_t groups = capacity.per_sequence ? sequence_count(tokens, sequence_length, op) : 1;
-  if (!capacity.per_sequence) sequence_count(tokens, sequence_length, op);  // still validates the length
+  return {expert_of, active_flags};
+}
+
+// What capacity decided: kept flags per (token, slot), padding pairs, counts, and the margin.
+struct CapacityDecisions {
+  std::vector<int64_t> kept, pad_tokens, pad_experts;
+  int64_t routed = 0, dropped = 0;
+  double margin = kInfinity;
+};
+
+// Walks each counting group's candidates in priority order; an expert keeps a candidate while it
+// has fewer than `capacity` (no limit when the config is dropless).
+CapacityDecisions decide(const std::vector<int64_t>& expert_of, const std::vector<int64_t>& active_flags,
+                         const std::vector<double>& w, int64_t groups, int64_t group_tokens, int64_t k,
+                         int64_t num_experts, const CapacityConfig& config, int64_t capacity) {
+  CapacityDecisions d;
+  d.kept.assign(expert_of.size(), 0);
+  for (int64_t g = 0; g < groups; ++g) {
+    std::vector<int64_t> load(num_experts, 0);
+    std::vector<double> last_kept(num_experts, kInfinity), first_dropped(num_experts, -kInfinity);
+    for (int64_t p : priority_order(g * group_tokens, group_tokens, k, active_flags, w, config.drop_policy)) {
+      int64_t e = expert_of[p];
+      ++d.routed;
+      if (!config.enabled() || load[e] < capacity) {
+        d.kept[p] = 1, ++load[e];
+        if (!w.empty()) last_kept[e] = w[p];
+      } else {
+        ++d.dropped;
+        if (!w.empty() && first_dropped[e] == -kInfinity) first_dropped[e] = w[p];
+      }
+    }
+    for (int64_t e = 0; e < num_experts; ++e) {
+      if (first_dropped[e] != -kInfinity) d.margin = std::min(d.margin, last_kept[e] - first_dropped[e]);
+      if (!config.enabled() || !config.pad_to_capacity) continue;
+      d.pad_tokens.insert(d.pad_tokens.end(), capacity - load[e], g * group_tokens);
+      d.pad_experts.insert(d.pad_experts.end(), capacity - load[e], e);
+    }
+  }
+  return d;
+}
+
+// The kept pairs in token-major order, then the padding pairs (weight 0).
+Pairs kept_pairs(const Tensor& weights, const std::vector<int64_t>& expert_of, int64_t k, const CapacityDecisions& d) {
+  const int64_t count = static_cast<int64_t>(expert_of.size());
+  std::vector<int64_t> positions, token_of_pair, expert_of_pair;
+  for (int64_t p = 0; p < count; ++p)
+    if (d.kept[p]) positions.push_back(p), token_of_pair.push_back(p / k), expert_of_pair.push_back(expert_of[p]);
+  Tensor flat_weights = weights.reshape({count});
+  int64_t kept = static_cast<int64_t>(positions.size()), padded = static_cast<int64_t>(d.pad_tokens.size());
+  Tensor pair_weight = kept == count ? flat_weights : index_select(flat_weights, from_vector(positions, {kept}));
+  if (padded > 0) {
+    pair_weight = concat({pair_weight, zeros({padded}, weights.dtype())}, 0);
+    token_of_pair.insert(token_of_pair.end(), d.pad_tokens.begin(), d.pad_tokens.end());
+    expert_of_pair.insert(expert_of_pair.end(), d.pad_experts.begin(), d.pad_experts.end());
+  }
+  return make_pairs(token_of_pair, expert_of_pair, pair_weight);
+}
+
+}  // namespace
+
+CapacityResult apply_capacity(const Tensor& expert_index, const Tensor& weights, int64_t num_experts,
+                              const CapacityConfig& capacity, int64_t sequence_length, const Tensor& active) {
+  const char* op = "apply_capacity";
+  auto [expert_of, active_flags] = capacity_inputs(expert_index, weights, num_experts, capacity, active, op);
+  const int64_t tokens = expert_index.size(0), k = expert_index.size(1);
+  int64_t sequences = sequence_count(tokens, sequence_length, op);
+  int64_t groups = capacity.per_sequence ? sequences : 1;
   int64_t group_tokens = groups > 0 ? tokens / groups : 0;
 
   CapacityResult result;
@@ -304,46 +371,12 @@ CapacityResult apply_capacity(const Tensor& expert_index, const Tensor& weights,
                           ? capacity.expert_capacity
                           : capacity_from_factor(group_tokens, k, num_experts, capacity.capacity_factor);
   std::vector<double> w = capacity.drop_policy == DropPolicy::probability ? values_of(weights) : std::vector<double>();
-  std::vector<int64_t> kept(tokens * k, 0), pad_tokens, pad_experts;
-  double margin = kInfinity;
-  for (int64_t g = 0; g < groups; ++g) {
-    std::vector<int64_t> load(num_experts, 0);
-    std::vector<double> last_kept(num_experts, kInfinity), first_dropped(num_experts, -kInfinity);
-    for (int64_t p : priority_order(g * group_tokens, group_tokens, k, active_flags, w, capacity.drop_policy)) {
-      int64_t e = expert_of[p];
-      ++result.routed;
-      if (!capacity.enabled() || load[e] < result.capacity) {
-        kept[p] = 1, ++load[e];
-        if (!w.empty()) last_kept[e] = w[p];
-      } else {
-        ++result.dropped;
-        if (!w.empty() && first_dropped[e] == -kInfinity) first_dropped[e] = w[p];
-      }
-    }
-    for (int64_t e = 0; e < num_experts; ++e) {
-      if (first_dropped[e] != -kInfinity) margin = std::min(margin, last_kept[e] - first_dropped[e]);
-      if (!capacity.enabled() || !capacity.pad_to_capacity) continue;
-      pad_tokens.insert(pad_tokens.end(), result.capacity - load[e], g * group_tokens);
-      pad_experts.insert(pad_experts.end(), result.capacity - load[e], e);
-    }
-  }
-  if (capacity.enabled()) note_choice("capacity", kept.data(), tokens * k, margin);
-  result.kept = from_vector(kept, expert_index.shape());
-  result.padded = static_cast<int64_t>(pad_tokens.size());
-
-  std::vector<int64_t> positions, token_of_pair, expert_of_pair;
-  for (int64_t p = 0; p < tokens * k; ++p)
-    if (kept[p]) positions.push_back(p), token_of_pair.push_back(p / k), expert_of_pair.push_back(expert_of[p]);
-  Tensor flat_weights = weights.reshape({tokens * k});
-  Tensor pair_weight = static_cast<int64_t>(positions.size()) == tokens * k
-                           ? flat_weights
-                           : index_select(flat_weights, from_vector(positions, {static_cast<int64_t>(positions.size())}));
-  if (result.padded > 0) {
-    pair_weight = concat({pair_weight, zeros({result.padded}, weights.dtype())}, 0);
-    token_of_pair.insert(token_of_pair.end(), pad_tokens.begin(), pad_tokens.end());
-    expert_of_pair.insert(expert_of_pair.end(), pad_experts.begin(), pad_experts.end());
-  }
-  result.pairs = make_pairs(token_of_pair, expert_of_pair, pair_weight);
+  CapacityDecisions d = decide(expert_of, active_flags, w, groups, group_tokens, k, num_experts, capacity, result.capacity);
+  if (capacity.enabled()) note_choice("capacity", d.kept.data(), tokens * k, d.margin);
+  result.kept = from_vector(d.kept, expert_index.shape());
+  result.routed = d.routed, result.dropped = d.dropped;
+  result.padded = static_cast<int64_t>(d.pad_tokens.size());
+  result.pairs = kept_pairs(weights, expert_of, k, d);
   return result;
 }
 
