@@ -31,6 +31,8 @@ struct Routing {
   Tensor pair_weight;    // [P]: the pair's combine weight, differentiable w.r.t. the logits
   int64_t routed_pairs = 0;   // pairs before capacity drops (T * k for token choice)
   int64_t dropped_pairs = 0;  // pairs removed by capacity
+  int64_t padded_pairs = 0;   // padding pairs (weight 0) at the end of pair_*: pad_to_capacity
+  int64_t capacity = 0;       // pairs per expert and counting group when capacity applies, else 0
   std::map<std::string, Tensor> losses;  // raw scalar losses by name: "aux_loss", "z_loss", "seq_aux_loss"
   std::map<std::string, double> loss_coefficients;  // coefficient for each loss name
   // sum over losses of coefficient * loss (a scalar; zero when there are no losses)

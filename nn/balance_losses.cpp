@@ -1,0 +1,142 @@
+#include "nn/balance_losses.h"
+
+#include <vector>
+
+#include "nn/routing_parts.h"
+#include "ops/elementwise.h"
+#include "ops/index.h"
+#include "ops/reduce.h"
+#include "ops/softmax.h"
+
+namespace tinymoe::nn {
+namespace {
+
+void check_probs_and_index(const Tensor& probs, const Tensor& expert_index, const char* op) {
+  check_floating(probs, op, "probs");
+  check_dim(probs, 2, op, "probs");
+  check_dtype(expert_index, DType::i64, op, "expert_index");
+  check_dim(expert_index, 2, op, "expert_index");
+  TINYMOE_CHECK(expert_index.size(0) == probs.size(0), op, "expected expert_index with ", probs.size(0),
+                " rows like probs ", shape_str(probs.shape()), ", got ", shape_str(expert_index.shape()));
+}
+
+// A zero that stays on the tape (its gradient is zeros): the loss of an empty batch.
+Tensor zero_loss(const Tensor& input) { return mul(sum(input), 0.0); }
+
+// count[g * E + i]: pairs of group g (consecutive blocks of T / groups tokens) on expert i. With
+// distinct_per_token a token counts once per expert whatever its number of slots there (HF
+// Switch takes the max over slots of the one-hot mask).
+std::vector<double> group_counts(const Tensor& expert_index, int64_t num_experts, int64_t groups,
+                                 bool distinct_per_token, const char* op) {
+  const int64_t tokens = expert_index.size(0), k = expert_index.size(1);
+  std::vector<int64_t> ids = expert_index.to_vector<int64_t>();
+  std::vector<double> counts(groups * num_experts, 0.0);
+  for (int64_t t = 0; t < tokens; ++t) {
+    int64_t group = t / (tokens / groups);
+    for (int64_t j = 0; j < k; ++j) {
+      int64_t e = ids[t * k + j];
+      TINYMOE_CHECK(e >= 0 && e < num_experts, op, "expert id ", e, " of token ", t, " out of range for E = ",
+                    num_experts);
+      bool repeated = false;
+      for (int64_t i = 0; i < j && distinct_per_token; ++i) repeated = repeated || ids[t * k + i] == e;
+      if (!repeated) counts[group * num_experts + e] += 1.0;
+    }
+  }
+  return counts;
+}
+
+// (E / G) * sum_{g, i} f[g, i] * P[g, i], P[g, i] the mean of probs over group g's tokens: the
+// shape every load-balancing form shares.
+Tensor balance_term(const Tensor& probs, const std::vector<double>& f, int64_t groups) {
+  const int64_t tokens = probs.size(0), experts = probs.size(1);
+  Tensor mean_probs = mean(probs.reshape({groups, tokens / groups, experts}), 1);
+  Tensor f_tensor = from_vector(f, {groups, experts}).to(probs.dtype());
+  return mul(sum(mul(mean_probs, f_tensor)), static_cast<double>(experts) / static_cast<double>(groups));
+}
+
+std::vector<double> scaled(std::vector<double> values, double factor) {
+  for (double& v : values) v *= factor;
+  return values;
+}
+
+}  // namespace
+
+const char* load_balance_form_name(LoadBalanceForm form) {
+  switch (form) {
+    case LoadBalanceForm::switch_megatron: return "switch_megatron";
+    case LoadBalanceForm::hf_mixtral: return "hf_mixtral";
+    case LoadBalanceForm::hf_switch: return "hf_switch";
+  }
+  return "?";
+}
+
+Tensor load_balancing_loss(const Tensor& probs, const Tensor& expert_index, LoadBalanceForm form,
+                           int64_t sequence_length) {
+  const char* op = "load_balancing_loss";
+  check_probs_and_index(probs, expert_index, op);
+  const int64_t tokens = probs.size(0), experts = probs.size(1), k = expert_index.size(1);
+  int64_t sequences = sequence_count(tokens, sequence_length, op);
+  if (tokens == 0) return zero_loss(probs);
+  switch (form) {
+    case LoadBalanceForm::switch_megatron:
+      return balance_term(probs, scaled(group_counts(expert_index, experts, 1, false, op), 1.0 / (tokens * k)), 1);
+    case LoadBalanceForm::hf_mixtral:
+      return balance_term(probs, scaled(group_counts(expert_index, experts, 1, false, op), 1.0 / tokens), 1);
+    case LoadBalanceForm::hf_switch: {
+      std::vector<double> counts = group_counts(expert_index, experts, sequences, true, op);
+      return balance_term(probs, scaled(counts, static_cast<double>(sequences) / tokens), sequences);
+    }
+  }
+  fail(op, "unknown load-balance form");
+}
+
+Tensor sequence_aux_loss(const Tensor& probs, const Tensor& expert_index, int64_t sequence_length) {
+  const char* op = "sequence_aux_loss";
+  check_probs_and_index(probs, expert_index, op);
+  const int64_t tokens = probs.size(0), experts = probs.size(1), k = expert_index.size(1);
+  int64_t sequences = sequence_count(tokens, sequence_length, op);
+  if (tokens == 0) return zero_loss(probs);
+  std::vector<double> counts = group_counts(expert_index, experts, sequences, false, op);
+  double tokens_per_sequence = static_cast<double>(tokens / sequences);
+  return balance_term(probs, scaled(counts, 1.0 / (tokens_per_sequence * k)), sequences);
+}
+
+Tensor z_loss(const Tensor& logits) {
+  check_floating(logits, "z_loss", "logits");
+  check_dim(logits, 2, "z_loss", "logits");
+  if (logits.size(0) == 0) return zero_loss(logits);
+  return mean(pow(logsumexp(logits, -1), 2.0));
+}
+
+Tensor importance_loss(const Tensor& weights, const Tensor& expert_index, int64_t num_experts) {
+  const char* op = "importance_loss";
+  check_probs_and_index(weights, expert_index, op);
+  TINYMOE_CHECK(weights.shape() == expert_index.shape(), op, "expected weights of shape ",
+                shape_str(expert_index.shape()), ", got ", shape_str(weights.shape()));
+  TINYMOE_CHECK(num_experts >= 1, op, "expected E >= 1, got ", num_experts);
+  group_counts(expert_index, num_experts, 1, false, op);  // validates the ids
+  if (num_experts == 1 || weights.numel() == 0) return zero_loss(weights);
+  Tensor importance = scatter_add(zeros({num_experts}, weights.dtype()), expert_index.flatten(), weights.flatten());
+  Tensor average = mean(importance);
+  Tensor variance = mean(pow(sub(importance, average), 2.0));
+  return div(variance, add(mul(average, average), 1e-10));
+}
+
+Tensor normalised_scores(const Tensor& scores) {
+  check_floating(scores, "normalised_scores", "scores");
+  return div(scores, add(sum(scores, -1, /*keepdim=*/true), 1e-20));
+}
+
+Tensor hf_switch_loss_expert_index(const Tensor& expert_index, const Tensor& kept) {
+  const char* op = "hf_switch_loss_expert_index";
+  check_dtype(expert_index, DType::i64, op, "expert_index");
+  check_dtype(kept, DType::i64, op, "kept");
+  TINYMOE_CHECK(kept.shape() == expert_index.shape(), op, "expected kept flags of shape ",
+                shape_str(expert_index.shape()), ", got ", shape_str(kept.shape()));
+  std::vector<int64_t> ids = expert_index.to_vector<int64_t>(), flags = kept.to_vector<int64_t>();
+  for (size_t p = 0; p < ids.size(); ++p)
+    if (!flags[p]) ids[p] = 0;
+  return from_vector(ids, expert_index.shape());
+}
+
+}  // namespace tinymoe::nn

@@ -1,0 +1,62 @@
+// Router losses that keep a sparse MoE balanced and its logits small. Each returns a 0-dim tensor
+// of the input's dtype, differentiable w.r.t. the floating input (probs, logits or weights); the
+// expert ids are constants (the counts f_i carry no gradient, as in every reference).
+// T = 0 tokens gives a loss of 0 (a batch of nothing should not poison a training run).
+// Notation: T tokens, E experts, k slots per token, count_i = number of (token, slot) pairs whose
+// expert is i, P_i = mean over tokens of probs[t, i]. docs/routing.md has the derivations.
+#pragma once
+
+#include <cstdint>
+
+#include "tinymoe/tensor.h"
+
+namespace tinymoe::nn {
+
+enum class LoadBalanceForm {
+  // Switch Transformer (Fedus et al. 2021, eq. 4) generalised to k as Megatron-LM
+  // switch_load_balancing_loss_func: L = E * sum_i f_i P_i, f_i = count_i / (T k).
+  // Uniform routing gives 1 (its minimum).
+  switch_megatron,
+  // HF transformers load_balancing_loss_func of Mixtral / Qwen2-MoE: L = E * sum_i (count_i / T) P_i,
+  // no division by k, so uniform routing gives k.
+  hf_mixtral,
+  // HF SwitchTransformers load_balancing_loss_func: per sequence b (B sequences of S tokens),
+  // f_bi = share of the sequence's tokens whose expert_index includes i, P_bi = mean over the
+  // sequence of probs; L = (E / B) sum_b sum_i f_bi P_bi. HF feeds it the expert index AFTER
+  // capacity with dropped tokens as expert 0 (see hf_switch_loss_expert_index). Uniform gives 1.
+  hf_switch,
+};
+const char* load_balance_form_name(LoadBalanceForm form);
+
+// probs [T, E] floating (router probabilities: softmax, or normalised sigmoid scores), expert_index
+// i64 [T, k] with ids in [0, E). sequence_length (0: one sequence) matters for hf_switch only.
+// Gradient: probs.
+Tensor load_balancing_loss(const Tensor& probs, const Tensor& expert_index,
+                           LoadBalanceForm form = LoadBalanceForm::switch_megatron, int64_t sequence_length = 0);
+
+// Sequence-wise auxiliary loss (DeepSeek-V3, Liu et al. 2024, eqs. 17-20; Megatron-LM
+// sequence_load_balancing_loss_func): the switch_megatron form per sequence, averaged:
+//   L = (1 / B) sum_b E * sum_i (count_bi / (S k)) P_bi.
+// For sigmoid routers pass normalised_scores(s) as probs (DeepSeek-V3 eq. 19). Tokens are in
+// row-major [B, S] order (HF's layout; Megatron's is [S, B]). Gradient: probs.
+Tensor sequence_aux_loss(const Tensor& probs, const Tensor& expert_index, int64_t sequence_length = 0);
+
+// Router z-loss (ST-MoE, Zoph et al. 2022, eq. 5; HF router_z_loss_func):
+//   L = (1 / T) sum_t logsumexp_i(logits[t, i])^2.       logits [T, E]. Gradient: logits.
+Tensor z_loss(const Tensor& logits);
+
+// Importance loss (Shazeer et al. 2017, eq. 6): CV(Importance)^2, Importance_i = sum of the gate
+// weights sent to expert i, CV^2 = population variance / (mean^2 + 1e-10) as in the authors'
+// tensor2tensor cv_squared; 0 for E = 1. weights [T, k] floating, expert_index i64 [T, k].
+// Gradient: weights.
+Tensor importance_loss(const Tensor& weights, const Tensor& expert_index, int64_t num_experts);
+
+// s / (sum_i s_i + 1e-20) per token: the probabilities DeepSeek-V3's sequence-wise loss uses for
+// sigmoid scores (eq. 19; Megatron adds the same 1e-20). Differentiable.
+Tensor normalised_scores(const Tensor& scores);
+
+// The expert index HF Switch's aux loss sees: expert_index where kept (i64 [T, k] flags) is 1, and
+// expert 0 where the pair was dropped by capacity (argmax of an all-zero one-hot row).
+Tensor hf_switch_loss_expert_index(const Tensor& expert_index, const Tensor& kept);
+
+}  // namespace tinymoe::nn

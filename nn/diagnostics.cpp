@@ -1,0 +1,95 @@
+#include "nn/diagnostics.h"
+
+#include <algorithm>
+#include <cmath>
+#include <iomanip>
+#include <sstream>
+
+namespace tinymoe::nn {
+namespace {
+
+// Mean over rows of -sum_i q_i log q_i with q the row normalised to sum 1 (softmax rows already do).
+double mean_entropy(const std::vector<double>& scores, int64_t tokens, int64_t experts) {
+  if (tokens == 0) return 0.0;
+  double total = 0.0;
+  for (int64_t t = 0; t < tokens; ++t) {
+    const double* row = &scores[t * experts];
+    double row_sum = 0.0;
+    for (int64_t i = 0; i < experts; ++i) row_sum += row[i];
+    if (row_sum <= 0.0) continue;
+    for (int64_t i = 0; i < experts; ++i) {
+      double q = row[i] / row_sum;
+      if (q > 0.0) total -= q * std::log(q);
+    }
+  }
+  return total / static_cast<double>(tokens);
+}
+
+void fill_load_statistics(RoutingDiagnostics& d, int64_t tokens) {
+  const auto& load = d.tokens_per_expert;
+  double experts = static_cast<double>(load.size()), total = 0.0, squares = 0.0;
+  for (int64_t n : load) {
+    total += static_cast<double>(n);
+    d.max_load = std::max(d.max_load, static_cast<double>(n));
+    d.dead_experts += n == 0 ? 1 : 0;
+  }
+  d.mean_load = total / experts;
+  for (int64_t n : load) squares += (n - d.mean_load) * (n - d.mean_load);
+  d.coefficient_of_variation = d.mean_load > 0.0 ? std::sqrt(squares / experts) / d.mean_load : 0.0;
+  d.collapsed = d.max_load > 0.5 * static_cast<double>(tokens);
+}
+
+}  // namespace
+
+RoutingDiagnostics diagnose(const Routing& routing, const Tensor& selection_bias) {
+  const char* op = "diagnose";
+  check_floating(routing.scores, op, "routing.scores");
+  check_dim(routing.scores, 2, op, "routing.scores");
+  check_dtype(routing.pair_expert, DType::i64, op, "routing.pair_expert");
+  const int64_t tokens = routing.scores.size(0), experts = routing.scores.size(1);
+  TINYMOE_CHECK(experts >= 1, op, "expected at least one expert, got scores ", shape_str(routing.scores.shape()));
+  const int64_t real_pairs = routing.pair_expert.numel() - routing.padded_pairs;
+  TINYMOE_CHECK(routing.padded_pairs >= 0 && real_pairs >= 0, op, "padded_pairs = ", routing.padded_pairs,
+                " does not fit in ", routing.pair_expert.numel(), " pairs");
+
+  RoutingDiagnostics d;
+  d.tokens_per_expert.assign(experts, 0);
+  std::vector<int64_t> pair_expert = routing.pair_expert.to_vector<int64_t>();
+  for (int64_t p = 0; p < real_pairs; ++p) {
+    TINYMOE_CHECK(pair_expert[p] >= 0 && pair_expert[p] < experts, op, "pair ", p, " has expert ", pair_expert[p],
+                  ", out of range for E = ", experts);
+    ++d.tokens_per_expert[pair_expert[p]];
+  }
+  fill_load_statistics(d, tokens);
+  d.dropped_fraction = routing.routed_pairs > 0
+                           ? static_cast<double>(routing.dropped_pairs) / static_cast<double>(routing.routed_pairs)
+                           : 0.0;
+  std::vector<double> scores = routing.scores.detach().to(DType::f64).to_vector<double>();
+  d.router_entropy = mean_entropy(scores, tokens, experts);
+  if (selection_bias.defined()) {
+    check_floating(selection_bias, op, "selection_bias");
+    TINYMOE_CHECK(selection_bias.shape() == Shape{experts}, op, "expected selection_bias of shape [", experts,
+                  "], got ", shape_str(selection_bias.shape()));
+    d.selection_bias = selection_bias.detach().to(DType::f64).to_vector<double>();
+  }
+  return d;
+}
+
+std::string RoutingDiagnostics::str() const {
+  std::ostringstream out;
+  out << std::setprecision(4);
+  out << "tokens per expert:";
+  for (int64_t n : tokens_per_expert) out << ' ' << n;
+  out << "\nmax load " << max_load << ", mean load " << mean_load << ", max/mean "
+      << (mean_load > 0 ? max_load / mean_load : 0.0) << ", CV " << coefficient_of_variation;
+  out << "\ndropped " << 100.0 * dropped_fraction << "%, router entropy " << router_entropy << " nats (uniform "
+      << std::log(static_cast<double>(std::max<size_t>(tokens_per_expert.size(), 1))) << ")";
+  out << "\ndead experts " << dead_experts << (collapsed ? ", COLLAPSED (one expert has > 50% of tokens)" : "");
+  if (!selection_bias.empty()) {
+    out << "\nselection bias:";
+    for (double b : selection_bias) out << ' ' << b;
+  }
+  return out.str();
+}
+
+}  // namespace tinymoe::nn

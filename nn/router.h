@@ -1,0 +1,68 @@
+// nn::Router: the gate of a sparse MoE block. It owns the router weights and runs a routing rule
+// (nn/router_presets.h make_rule) on logits = x W^T.
+//
+// Names (HuggingFace's when the block registers the router as child "gate"):
+//   "weight"                   [E, d] parameter          -> "gate.weight"
+//   "noise_weight"             [E, d] parameter, only with config.noisy_gating (Shazeer 2017),
+//                              zero-initialised as in the paper (sec. 2.1: no signal, some noise)
+//   "e_score_correction_bias"  [E] f32 buffer, only with config.selection_bias (DeepSeek-V3),
+//                              never trained by autograd: update_bias moves it.
+//
+// Dtype: the router computes in its own dtype (f32 by default, like HF, whose routers run in f32
+// whatever the model dtype); x of another dtype is cast first (differentiably). An f64 router is
+// for gradient checks.
+//
+// Gradients: x, weight and noise_weight get them through the pair weights and the losses; the
+// bias never does.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "nn/module.h"
+#include "nn/router_presets.h"
+#include "tinymoe/random.h"
+
+namespace tinymoe::nn {
+
+class Router : public Module {
+ public:
+  // weight drawn as torch.nn.Linear's, uniform(-1/sqrt(d), 1/sqrt(d)), from generator (the global
+  // one when null). The config is validated (Error naming "RouterConfig").
+  Router(const RouterConfig& config, int64_t hidden_size, Generator* generator = nullptr,
+         DType dtype = DType::f32);
+
+  // x [T, d] -> Routing. T must be a multiple of sequence_length (0: one sequence). In training
+  // mode: multiplicative jitter on the router's copy of x (Switch; the experts see the plain x),
+  // and the noise of noisy gating; neither in eval. Errors name "Router".
+  Routing forward(const Tensor& x, int64_t sequence_length = 0) const;
+  Routing operator()(const Tensor& x, int64_t sequence_length = 0) const { return forward(x, sequence_length); }
+
+  // Auxiliary-loss-free balancing (DeepSeek-V3 sec. 2.1.2; Wang et al. 2024; Megatron-LM
+  // get_updated_expert_bias): b_i += rate * sign(mean_load - load_i), under NoGradGuard.
+  // load = tokens per expert of the selection (routing.expert_index, before capacity), or given
+  // counts accumulated over several steps. Needs config.selection_bias; rate >= 0.
+  void update_bias(const Routing& routing, double rate);
+  void update_bias(const std::vector<int64_t>& tokens_per_expert, double rate);
+
+  // Source of jitter and noise (null: the global generator). Not owned.
+  void set_generator(Generator* generator) { noise_generator_ = generator; }
+
+  const Tensor& weight() const { return weight_; }
+  const Tensor& noise_weight() const { return noise_weight_; }  // undefined without noisy gating
+  const Tensor& e_score_correction_bias() const { return state_->selection_bias; }  // undefined without a bias
+  const RouterConfig& config() const { return config_; }
+  const RoutingRule& rule() const { return rule_; }
+  int64_t hidden_size() const { return hidden_size_; }
+
+ private:
+  RouterConfig config_;
+  int64_t hidden_size_ = 0;
+  Tensor weight_, noise_weight_;
+  std::shared_ptr<RouterState> state_;
+  RoutingRule rule_;
+  Generator* noise_generator_ = nullptr;
+};
+
+}  // namespace tinymoe::nn

@@ -1,0 +1,233 @@
+#include "nn/router_presets.h"
+
+#include <cmath>
+
+#include "ops/index.h"
+#include "ops/shape.h"
+
+namespace tinymoe::nn {
+namespace {
+
+constexpr const char* kConfig = "RouterConfig";
+
+void check_loss_switch(const LossSwitch& loss, const char* name) {
+  TINYMOE_CHECK(loss.coefficient >= 0.0 && std::isfinite(loss.coefficient), kConfig, "expected a ", name,
+                " coefficient >= 0, got ", loss.coefficient);
+}
+
+void validate_group_selection(const RouterConfig& c) {
+  TINYMOE_CHECK(c.n_group >= 1 && c.num_experts % c.n_group == 0, kConfig, "E = ", c.num_experts,
+                " experts are not divisible into n_group = ", c.n_group, " groups");
+  const int64_t group_size = c.num_experts / c.n_group;
+  TINYMOE_CHECK(group_size >= 2, kConfig, "a group score sums the top 2 experts of a group: expected E / n_group >= 2, got ",
+                group_size);
+  TINYMOE_CHECK(c.topk_group >= 1 && c.topk_group <= c.n_group, kConfig, "expected 1 <= topk_group <= n_group = ",
+                c.n_group, ", got topk_group = ", c.topk_group);
+  TINYMOE_CHECK(c.top_k <= c.topk_group * group_size, kConfig, "k = ", c.top_k, " experts do not fit in the ",
+                c.topk_group, " kept groups of ", group_size);
+}
+
+void validate_expert_choice(const RouterConfig& c) {
+  TINYMOE_CHECK(c.expert_choice_capacity_factor > 0.0 && std::isfinite(c.expert_choice_capacity_factor), kConfig,
+                "expert choice needs a capacity factor > 0, got ", c.expert_choice_capacity_factor);
+  TINYMOE_CHECK(!c.capacity.enabled() && !c.weights.renormalize && !c.selection_bias && !c.gshard_random_second_choice,
+                kConfig, "expert choice has its own capacity and no per-token k: capacity, renormalisation, "
+                "selection bias and GShard's second choice do not apply");
+  TINYMOE_CHECK(!c.aux_loss.enabled && !c.seq_aux_loss.enabled && !c.importance_loss.enabled, kConfig,
+                "expert choice is balanced by construction: only the z-loss applies");
+}
+
+void validate_capacity(const CapacityConfig& capacity) {
+  TINYMOE_CHECK(capacity.capacity_factor >= 0.0 && std::isfinite(capacity.capacity_factor), kConfig,
+                "expected a capacity factor > 0 (or 0 for none), got ", capacity.capacity_factor);
+  TINYMOE_CHECK(capacity.expert_capacity >= 0, kConfig, "expected expert_capacity >= 1 (or 0 for none), got ",
+                capacity.expert_capacity);
+  TINYMOE_CHECK(!(capacity.capacity_factor > 0.0 && capacity.expert_capacity > 0), kConfig,
+                "give either a capacity factor or an absolute expert capacity, not both");
+}
+
+// Probabilities the balance losses weigh: softmax scores, or sigmoid scores normalised per token
+// (DeepSeek-V3 eq. 19).
+Tensor balance_probs(const RouterConfig& c, const Tensor& scores) {
+  return c.score_function == ScoreFunction::softmax ? scores : normalised_scores(scores);
+}
+
+void add_loss(Routing& routing, const char* name, const LossSwitch& loss, const Tensor& value) {
+  routing.losses[name] = value;
+  routing.loss_coefficients[name] = loss.coefficient;
+}
+
+void add_token_choice_losses(const RouterConfig& c, Routing& routing, const Tensor& weights,
+                             const CapacityResult& kept, int64_t sequence_length) {
+  if (c.aux_loss.enabled) {
+    Tensor counted = routing.expert_index;
+    if (c.aux_loss_form == LoadBalanceForm::hf_switch) counted = hf_switch_loss_expert_index(counted, kept.kept);
+    if (c.aux_loss_first_choice_only) counted = slice(counted, 1, 0, 1);
+    add_loss(routing, "aux_loss", c.aux_loss,
+             load_balancing_loss(balance_probs(c, routing.scores), counted, c.aux_loss_form, sequence_length));
+  }
+  if (c.seq_aux_loss.enabled)
+    add_loss(routing, "seq_aux_loss", c.seq_aux_loss,
+             sequence_aux_loss(balance_probs(c, routing.scores), routing.expert_index, sequence_length));
+  if (c.z_loss.enabled) add_loss(routing, "z_loss", c.z_loss, z_loss(routing.router_logits));
+  if (c.importance_loss.enabled)
+    add_loss(routing, "importance_loss", c.importance_loss, importance_loss(weights, routing.expert_index, c.num_experts));
+}
+
+Routing route_token_choice(const RouterConfig& c, const Tensor& bias, const Tensor& logits, const Tensor& scores,
+                           const RoutingContext& context) {
+  Tensor expert_index = c.selection == SelectionKind::topk
+                            ? select_topk(scores, c.top_k, bias)
+                            : select_group_limited_topk(scores, c.top_k, c.n_group, c.topk_group, bias,
+                                                        c.masked_group_score);
+  Tensor weights = c.weights(gather_selected(scores, expert_index));
+  Tensor active;
+  if (c.gshard_random_second_choice && context.training) active = gshard_second_choice_mask(weights, context.generator);
+  CapacityResult kept = apply_capacity(expert_index, weights, c.num_experts, c.capacity, context.sequence_length, active);
+  Routing routing = token_choice_routing(logits, scores, expert_index, kept);
+  add_token_choice_losses(c, routing, weights, kept, context.sequence_length);
+  return routing;
+}
+
+Routing route_expert_choice(const RouterConfig& c, const Tensor& logits, const Tensor& scores) {
+  int64_t capacity = expert_choice_capacity(scores.size(0), c.num_experts, c.expert_choice_capacity_factor);
+  Tensor token_index = select_expert_choice(scores, capacity);
+  Tensor weights = c.weights(gather(transpose(scores), 1, token_index));
+  Routing routing = expert_choice_routing(logits, scores, token_index, weights);
+  if (c.z_loss.enabled) add_loss(routing, "z_loss", c.z_loss, z_loss(logits));
+  return routing;
+}
+
+Routing route(const RouterConfig& c, const RouterState* state, const Tensor& logits, const RoutingContext& context) {
+  check_router_logits(logits, c.num_experts, "route");
+  TINYMOE_CHECK(context.num_experts == 0 || context.num_experts == c.num_experts, "route", "the context says E = ",
+                context.num_experts, " but the rule '", c.name, "' routes to ", c.num_experts, " experts");
+  sequence_count(logits.size(0), context.sequence_length, "route");
+  Tensor gate_logits = logits;
+  if (c.noisy_gating && context.training) {
+    TINYMOE_CHECK(context.noise_logits.defined(), "route", "the noisy rule '", c.name,
+                  "' needs context.noise_logits (x W_noise) in training");
+    gate_logits = noisy_logits(logits, context.noise_logits, context.generator);
+  }
+  Tensor scores = apply_score_function(c.score_function, gate_logits);
+  if (c.selection == SelectionKind::expert_choice) return route_expert_choice(c, logits, scores);
+  return route_token_choice(c, c.selection_bias ? state->selection_bias : Tensor(), logits, scores, context);
+}
+
+}  // namespace
+
+void RouterConfig::validate() const {
+  TINYMOE_CHECK(num_experts >= 1, kConfig, "expected num_experts >= 1, got ", num_experts);
+  if (selection != SelectionKind::expert_choice)
+    TINYMOE_CHECK(top_k >= 1 && top_k <= num_experts, kConfig, "expected 1 <= k <= E = ", num_experts, ", got k = ",
+                  top_k);
+  if (selection == SelectionKind::group_limited_topk) validate_group_selection(*this);
+  if (selection == SelectionKind::expert_choice) validate_expert_choice(*this);
+  validate_capacity(capacity);
+  TINYMOE_CHECK(weights.epsilon >= 0.0 && weights.scaling_factor > 0.0 && std::isfinite(weights.scaling_factor),
+                kConfig, "expected epsilon >= 0 and a scaling factor > 0, got ", weights.epsilon, " and ",
+                weights.scaling_factor);
+  TINYMOE_CHECK(jitter_epsilon >= 0.0 && jitter_epsilon < 1.0, kConfig, "expected 0 <= jitter_epsilon < 1, got ",
+                jitter_epsilon);
+  TINYMOE_CHECK(!gshard_random_second_choice || top_k == 2, kConfig,
+                "GShard's random second choice needs k = 2, got k = ", top_k);
+  check_loss_switch(aux_loss, "aux_loss");
+  check_loss_switch(seq_aux_loss, "seq_aux_loss");
+  check_loss_switch(z_loss, "z_loss");
+  check_loss_switch(importance_loss, "importance_loss");
+}
+
+RouterConfig mixtral(int64_t num_experts, int64_t k) {
+  RouterConfig c;
+  c.name = "mixtral";
+  c.num_experts = num_experts, c.top_k = k;
+  c.weights.renormalize = true;
+  c.aux_loss = {true, 0.001};
+  c.aux_loss_form = LoadBalanceForm::hf_mixtral;
+  return c;
+}
+
+RouterConfig switch_transformer(int64_t num_experts, const CapacityConfig& capacity) {
+  RouterConfig c;
+  c.name = "switch_transformer";
+  c.num_experts = num_experts, c.top_k = 1;
+  c.capacity = capacity;
+  c.jitter_epsilon = 0.01;
+  c.aux_loss = {true, 0.001};
+  c.aux_loss_form = LoadBalanceForm::hf_switch;
+  c.z_loss = {true, 0.001};
+  return c;
+}
+
+RouterConfig deepseek_v3(int64_t num_experts, int64_t k, int64_t n_group, int64_t topk_group,
+                         double routed_scaling_factor, bool norm_topk_prob, double seq_aux_loss_coef) {
+  RouterConfig c;
+  c.name = "deepseek_v3";
+  c.num_experts = num_experts, c.top_k = k;
+  c.score_function = ScoreFunction::sigmoid;
+  c.selection = SelectionKind::group_limited_topk;
+  c.n_group = n_group, c.topk_group = topk_group;
+  c.selection_bias = true;
+  c.weights = {norm_topk_prob, norm_topk_prob ? 1e-20 : 0.0, routed_scaling_factor};
+  c.seq_aux_loss = {seq_aux_loss_coef > 0.0, seq_aux_loss_coef};
+  return c;
+}
+
+RouterConfig qwen2_moe(int64_t num_experts, int64_t k, bool norm_topk_prob) {
+  RouterConfig c = mixtral(num_experts, k);
+  c.name = "qwen2_moe";
+  c.weights.renormalize = norm_topk_prob;
+  return c;
+}
+
+RouterConfig gshard(int64_t num_experts, double capacity_factor) {
+  RouterConfig c;
+  c.name = "gshard";
+  c.num_experts = num_experts, c.top_k = 2;
+  c.weights.renormalize = true;
+  c.capacity = CapacityConfig::factor(capacity_factor, DropPolicy::position);
+  c.aux_loss = {true, 0.01};
+  c.aux_loss_first_choice_only = true;
+  return c;
+}
+
+RouterConfig noisy_topk(int64_t num_experts, int64_t k) {
+  RouterConfig c;
+  c.name = "noisy_topk";
+  c.num_experts = num_experts, c.top_k = k;
+  c.noisy_gating = true;
+  c.weights.renormalize = true;
+  c.importance_loss = {true, 0.01};
+  return c;
+}
+
+RouterConfig expert_choice(int64_t num_experts, double capacity_factor) {
+  RouterConfig c;
+  c.name = "expert_choice";
+  c.num_experts = num_experts;
+  c.selection = SelectionKind::expert_choice;
+  c.expert_choice_capacity_factor = capacity_factor;
+  return c;
+}
+
+std::shared_ptr<RouterState> make_router_state(const RouterConfig& config) {
+  auto state = std::make_shared<RouterState>();
+  if (config.selection_bias) state->selection_bias = zeros({config.num_experts}, DType::f32);
+  return state;
+}
+
+RoutingRule make_rule(const RouterConfig& config, std::shared_ptr<const RouterState> state) {
+  config.validate();
+  if (config.selection_bias) {
+    TINYMOE_CHECK(state && state->selection_bias.defined(), "make_rule", "the rule '", config.name,
+                  "' selects with a bias: pass a RouterState holding it (make_router_state)");
+    TINYMOE_CHECK(state->selection_bias.shape() == Shape{config.num_experts}, "make_rule",
+                  "expected a selection bias of shape [", config.num_experts, "], got ",
+                  shape_str(state->selection_bias.shape()));
+  }
+  return [config, state](const Tensor& logits, const RoutingContext& context) {
+    return route(config, state.get(), logits, context);
+  };
+}
+
+}  // namespace tinymoe::nn

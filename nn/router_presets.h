@@ -1,0 +1,112 @@
+// RouterConfig: every knob of a routing rule, the presets of the published routers, and
+// make_rule, which builds a RoutingRule (nn/routing.h) from the parts of nn/routing_parts.h:
+//
+//   [noise, training] -> score function -> selection (+ bias) -> weight function
+//     -> [GShard random 2nd choice, training] -> capacity -> pairs -> losses
+//
+// Formulas and sources per preset: docs/routing.md. The HF-named presets reproduce HuggingFace
+// transformers' layers exactly (docs/hf_check.md) in eval mode.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "nn/balance_losses.h"
+#include "nn/routing.h"
+#include "nn/routing_parts.h"
+
+namespace tinymoe::nn {
+
+enum class SelectionKind { topk, group_limited_topk, expert_choice };
+
+// A loss the rule adds to Routing::losses (under its name) when enabled, with its coefficient in
+// Routing::loss_coefficients. The raw loss is reported even with coefficient 0.
+struct LossSwitch {
+  bool enabled = false;
+  double coefficient = 0.0;
+};
+
+struct RouterConfig {
+  std::string name = "custom";
+  int64_t num_experts = 0;  // E
+  int64_t top_k = 1;        // k (token choice)
+
+  ScoreFunction score_function = ScoreFunction::softmax;
+  SelectionKind selection = SelectionKind::topk;
+  // Group-limited top-k (DeepSeek-V3).
+  int64_t n_group = 1;
+  int64_t topk_group = 1;
+  double masked_group_score = 0.0;  // HF: 0.0; DeepSeek's reference code: -inf
+  // A per-expert bias added to the scores for selection only (DeepSeek-V3 e_score_correction_bias);
+  // the Router keeps it as the f32 buffer "e_score_correction_bias" and updates it outside autograd.
+  bool selection_bias = false;
+  // Expert choice (Zhou et al. 2022): capacity = ceil(T * factor / E) tokens per expert.
+  double expert_choice_capacity_factor = 0.0;
+
+  WeightFunction weights;          // renormalise over k, epsilon, scaling factor
+  CapacityConfig capacity;         // dropless unless set
+
+  double jitter_epsilon = 0.0;     // Switch input jitter U(1-eps, 1+eps), training only (Router)
+  bool noisy_gating = false;       // Shazeer noisy top-k: Router owns "noise_weight", training only
+  bool gshard_random_second_choice = false;  // GShard: dispatch the 2nd choice iff 2*w2 > U, training only
+
+  LossSwitch aux_loss;             // "aux_loss": load_balancing_loss in aux_loss_form
+  LoadBalanceForm aux_loss_form = LoadBalanceForm::switch_megatron;
+  bool aux_loss_first_choice_only = false;  // GShard/Lingvo: f_i counts first choices only
+  LossSwitch seq_aux_loss;         // "seq_aux_loss": sequence_aux_loss (DeepSeek-V3)
+  LossSwitch z_loss;               // "z_loss": z_loss of the router logits (ST-MoE)
+  LossSwitch importance_loss;      // "importance_loss": CV^2 of importance (Shazeer 2017)
+
+  // Throws an Error naming "RouterConfig" for inconsistent knobs (k > E, topk_group > n_group,
+  // E not divisible by n_group, capacity factor <= 0, ...).
+  void validate() const;
+};
+
+// ---- Presets (E = num_experts). HF config defaults where HF has the model. ----
+// Mixtral (HF MixtralSparseMoeBlock): softmax, top-k, always renormalised; aux loss in the
+// hf_mixtral form, coefficient 0.001 (MixtralConfig.router_aux_loss_coef).
+RouterConfig mixtral(int64_t num_experts, int64_t k = 2);
+// Switch Transformer (Fedus et al. 2021; HF SwitchTransformersTop1Router): softmax, top-1, weight =
+// the chosen probability, capacity with position priority, jitter 0.01 in training, z-loss and the
+// hf_switch aux loss (both coefficient 0.001). Pass CapacityConfig::per_sequence_count(n) for
+// HF's expert_capacity or CapacityConfig::factor(cf) for ceil(T/E * cf) over all T.
+RouterConfig switch_transformer(int64_t num_experts, const CapacityConfig& capacity);
+// DeepSeek-V3 (HF DeepseekV3TopkRouter): sigmoid, group-limited top-k on s + bias, weights from s,
+// renormalised (+1e-20) when norm_topk_prob, times routed_scaling_factor; balanced by the bias
+// (Router::update_bias). seq_aux_loss_coef > 0 adds the paper's sequence-wise loss (alpha = 1e-4
+// in the paper); HF has none, so 0 by default.
+RouterConfig deepseek_v3(int64_t num_experts, int64_t k = 8, int64_t n_group = 8, int64_t topk_group = 4,
+                         double routed_scaling_factor = 2.5, bool norm_topk_prob = true,
+                         double seq_aux_loss_coef = 0.0);
+// Qwen2-MoE (HF Qwen2MoeSparseMoeBlock): Mixtral's routing, renormalised only with
+// norm_topk_prob (HF default false); hf_mixtral aux loss, coefficient 0.001.
+RouterConfig qwen2_moe(int64_t num_experts, int64_t k, bool norm_topk_prob = false);
+// GShard (Lepikhin et al. 2020, Algorithm 1): softmax top-2 renormalised over the two, capacity
+// ceil(2T/E * cf) per expert with first choices served first (DropPolicy::position), aux loss
+// E * sum_i f1_i P_i over first choices. The random second-choice dispatch is off by default
+// (set gshard_random_second_choice for the paper's training behaviour).
+RouterConfig gshard(int64_t num_experts, double capacity_factor = 2.0);
+// Noisy top-k gating (Shazeer et al. 2017): H = logits + N(0,1) softplus(x W_noise) in training,
+// weights = softmax over the k kept H (= renormalised top-k of softmax(H)), importance loss with
+// coefficient 0.01 (the paper tunes w_importance per experiment). The paper's smooth "load" loss
+// (eqs. 8-10) is not included.
+RouterConfig noisy_topk(int64_t num_experts, int64_t k);
+// Expert choice (Zhou et al. 2022): softmax scores, each expert takes its top
+// ceil(T * capacity_factor / E) tokens, weight = the score; no loss needed.
+RouterConfig expert_choice(int64_t num_experts, double capacity_factor = 2.0);
+
+// State a rule reads at every call, shared with its owner (the Router): the selection bias, an
+// f32 [E] tensor updated in place outside autograd.
+struct RouterState {
+  Tensor selection_bias;
+};
+// A state with a zero [E] f32 bias when the config uses one, else an empty state.
+std::shared_ptr<RouterState> make_router_state(const RouterConfig& config);
+
+// Validates config and returns the rule. A config with selection_bias needs a state holding an
+// [E] bias (make_router_state); the rule reads state->selection_bias at each call. Each call
+// checks logits ([T, E], floating) and context (sequence_length dividing T), naming "route".
+RoutingRule make_rule(const RouterConfig& config, std::shared_ptr<const RouterState> state = nullptr);
+
+}  // namespace tinymoe::nn

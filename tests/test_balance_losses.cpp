@@ -1,0 +1,158 @@
+// Balance losses: uniform routing gives the documented minimum of each form, hand-computed
+// small cases (HF Switch's dropped-token quirk included), z-loss and importance loss by hand,
+// gradchecks w.r.t. the logits, and bad inputs.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <tuple>
+#include <vector>
+
+#include "nn/balance_losses.h"
+#include "tinymoe/tinymoe.h"
+
+using namespace tinymoe;
+using namespace tinymoe::nn;
+
+namespace {
+
+Tensor probs_of(const std::vector<double>& values, int64_t experts) {
+  return from_vector(values, {static_cast<int64_t>(values.size()) / experts, experts});
+}
+
+Tensor ids(const std::vector<int64_t>& values, int64_t k) {
+  return from_vector(values, {static_cast<int64_t>(values.size()) / k, k});
+}
+
+}  // namespace
+
+TEST_CASE("balance_losses: uniform routing gives 1 (Switch form) and k (HF Mixtral form)", "[balance_losses]") {
+  const int64_t tokens = 8, experts = 4, k = 2;
+  Tensor probs = full({tokens, experts}, 0.25, DType::f64);
+  std::vector<int64_t> chosen;
+  for (int64_t t = 0; t < tokens; ++t) chosen.push_back(t % 4), chosen.push_back((t + 1) % 4);
+  Tensor expert_index = ids(chosen, k);
+  CHECK(load_balancing_loss(probs, expert_index).item() == Approx(1.0));
+  CHECK(load_balancing_loss(probs, expert_index, LoadBalanceForm::hf_mixtral).item() == Approx(2.0));
+  CHECK(sequence_aux_loss(probs, expert_index, 4).item() == Approx(1.0));
+  // HF Switch is top-1: uniform top-1 routing per sequence gives 1.
+  Tensor top1 = ids({0, 1, 2, 3, 3, 2, 1, 0}, 1);
+  CHECK(load_balancing_loss(probs, top1, LoadBalanceForm::hf_switch, 4).item() == Approx(1.0));
+  CHECK(load_balancing_loss(probs, top1).item() == Approx(1.0));
+  // f32 in, f32 out.
+  CHECK(load_balancing_loss(probs.to(DType::f32), expert_index).dtype() == DType::f32);
+}
+
+TEST_CASE("balance_losses: small cases by hand", "[balance_losses]") {
+  // T = 2, E = 2, k = 1, both tokens on expert 0: f = (1, 0), P = (0.55, 0.45), L = 2 * 0.55.
+  Tensor probs = probs_of({0.7, 0.3, 0.4, 0.6}, 2);
+  CHECK(load_balancing_loss(probs, ids({0, 0}, 1)).item() == Approx(1.1));
+  CHECK(load_balancing_loss(probs, ids({0, 0}, 1), LoadBalanceForm::hf_mixtral).item() == Approx(1.1));
+  // T = 2, E = 3, k = 2: counts (1, 2, 1), P = (0.3, 0.45, 0.25).
+  Tensor three = probs_of({0.5, 0.3, 0.2, 0.1, 0.6, 0.3}, 3);
+  Tensor chosen = ids({0, 1, 1, 2}, 2);
+  double switch_form = 3 * (1.0 / 4 * 0.3 + 2.0 / 4 * 0.45 + 1.0 / 4 * 0.25);
+  CHECK(load_balancing_loss(three, chosen).item() == Approx(switch_form));
+  CHECK(load_balancing_loss(three, chosen, LoadBalanceForm::hf_mixtral).item() == Approx(2 * switch_form));
+}
+
+TEST_CASE("balance_losses: HF Switch counts dropped tokens as expert 0, per sequence", "[balance_losses]") {
+  Tensor probs = probs_of({0.6, 0.4, 0.3, 0.7, 0.2, 0.8, 0.1, 0.9}, 2);
+  Tensor chosen = ids({0, 1, 1, 1}, 1);
+  // Capacity dropped tokens 2 and 3: HF's argmax of their all-zero mask rows is expert 0.
+  Tensor seen = hf_switch_loss_expert_index(chosen, ids({1, 1, 0, 0}, 1));
+  CHECK(seen.to_vector<int64_t>() == std::vector<int64_t>{0, 1, 0, 0});
+  // One sequence: f = (3/4, 1/4), P = (0.3, 0.7).
+  CHECK(load_balancing_loss(probs, seen, LoadBalanceForm::hf_switch).item() == Approx(2 * (0.75 * 0.3 + 0.25 * 0.7)));
+  // Counting them under their chosen expert would give f = (1/4, 3/4) instead.
+  CHECK(load_balancing_loss(probs, chosen, LoadBalanceForm::hf_switch).item() == Approx(2 * (0.25 * 0.3 + 0.75 * 0.7)));
+  // Two sequences of 2: (E / B) sum_b sum_e f P = (2/2) * ((0.5*0.45 + 0.5*0.55) + (0*0.15 + 1*0.85)).
+  CHECK(load_balancing_loss(probs, chosen, LoadBalanceForm::hf_switch, 2).item() == Approx(0.5 + 0.85));
+  // A token listing an expert twice counts once there (HF takes the max over slots).
+  Tensor doubled = ids({0, 0, 1, 1}, 2);
+  CHECK(load_balancing_loss(probs_of({0.5, 0.5, 0.5, 0.5}, 2), doubled, LoadBalanceForm::hf_switch).item() ==
+        Approx(2 * (0.5 * 0.5 + 0.5 * 0.5)));
+}
+
+TEST_CASE("balance_losses: sequence-level aux loss by hand", "[balance_losses]") {
+  // E = 3, k = 2, two sequences of 2 tokens.
+  Tensor probs = probs_of({0.5, 0.3, 0.2, 0.1, 0.6, 0.3, 0.2, 0.2, 0.6, 0.3, 0.4, 0.3}, 3);
+  Tensor chosen = ids({0, 1, 1, 2, 2, 0, 1, 0}, 2);
+  // Sequence 0: counts (1, 2, 1) / (S k = 4), P = (0.3, 0.45, 0.25).
+  double first = 3 * (0.25 * 0.3 + 0.5 * 0.45 + 0.25 * 0.25);
+  // Sequence 1: counts (2, 1, 1) / 4, P = (0.25, 0.3, 0.45).
+  double second = 3 * (0.5 * 0.25 + 0.25 * 0.3 + 0.25 * 0.45);
+  CHECK(sequence_aux_loss(probs, chosen, 2).item() == Approx((first + second) / 2));
+  // One sequence is the Switch form.
+  CHECK(sequence_aux_loss(probs, chosen).item() == Approx(load_balancing_loss(probs, chosen).item()));
+  // Sigmoid scores are normalised per token first (DeepSeek-V3 eq. 19).
+  std::vector<double> normalised = normalised_scores(probs_of({0.2, 0.6, 0.9, 0.1}, 2)).to_vector<double>();
+  CHECK(normalised[0] == Approx(0.25));
+  CHECK(normalised[3] == Approx(0.1));
+}
+
+TEST_CASE("balance_losses: z-loss and importance loss by hand", "[balance_losses]") {
+  Tensor logits = from_vector(std::vector<double>{0, 0, std::log(3.0), 0}, {2, 2});
+  double lse0 = std::log(2.0), lse1 = std::log(4.0);
+  CHECK(z_loss(logits).item() == Approx((lse0 * lse0 + lse1 * lse1) / 2));
+  CHECK(z_loss(logits.to(DType::f32)).item() == Approx((lse0 * lse0 + lse1 * lse1) / 2).epsilon(1e-6));
+  // Importance (1.3, 0.4, 0.3): mean 2/3, population variance, CV^2.
+  Tensor weights = from_vector(std::vector<double>{0.6, 0.4, 0.7, 0.3}, {2, 2});
+  double mean = 2.0 / 3.0;
+  double variance = ((1.3 - mean) * (1.3 - mean) + (0.4 - mean) * (0.4 - mean) + (0.3 - mean) * (0.3 - mean)) / 3;
+  CHECK(importance_loss(weights, ids({0, 1, 0, 2}, 2), 3).item() == Approx(variance / (mean * mean)));
+  CHECK(importance_loss(weights, ids({0, 0, 0, 0}, 2), 1).item() == 0.0);
+  // Equal importance is perfectly balanced.
+  CHECK(importance_loss(full({2, 1}, 0.5, DType::f64), ids({0, 1}, 1), 2).item() == Approx(0.0).margin(1e-15));
+}
+
+TEST_CASE("balance_losses: an empty batch gives 0", "[balance_losses]") {
+  Tensor probs = zeros({0, 4}, DType::f64);
+  Tensor none = zeros({0, 2}, DType::i64);
+  CHECK(load_balancing_loss(probs, none).item() == 0.0);
+  CHECK(load_balancing_loss(probs, none, LoadBalanceForm::hf_switch, 3).item() == 0.0);
+  CHECK(sequence_aux_loss(probs, none, 3).item() == 0.0);
+  CHECK(z_loss(probs).item() == 0.0);
+  CHECK(importance_loss(zeros({0, 2}, DType::f64), none, 4).item() == 0.0);
+}
+
+TEST_CASE("balance_losses: gradcheck of every loss w.r.t. the logits", "[balance_losses][gradcheck]") {
+  Generator generator(17);
+  for (auto [tokens, experts, k, sequence] : std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t>>{
+           {6, 4, 2, 3}, {8, 3, 1, 4}, {4, 5, 3, 0}}) {
+    Tensor logits = randn({tokens, experts}, DType::f64, &generator).requires_grad_();
+    Tensor chosen = topk(logits.detach(), k, 1).indices;
+    for (LoadBalanceForm form : {LoadBalanceForm::switch_megatron, LoadBalanceForm::hf_mixtral, LoadBalanceForm::hf_switch}) {
+      auto fn = [&](const TensorList& in) { return load_balancing_loss(softmax(in[0], -1), chosen, form, sequence); };
+      GradcheckResult result = gradcheck(fn, {logits});
+      INFO(load_balance_form_name(form) << ": " << result.report);
+      CHECK(result.passed());
+    }
+    auto seq_aux = [&](const TensorList& in) {
+      return sequence_aux_loss(normalised_scores(sigmoid(in[0])), chosen, sequence);
+    };
+    CHECK(gradcheck(seq_aux, {logits}).passed());
+    CHECK(gradcheck([](const TensorList& in) { return z_loss(in[0]); }, {logits}).passed());
+    auto importance = [&](const TensorList& in) {
+      return importance_loss(gather(softmax(in[0], -1), 1, chosen), chosen, experts);
+    };
+    CHECK(gradcheck(importance, {logits}).passed());
+  }
+}
+
+TEST_CASE("balance_losses: bad inputs name the loss", "[balance_losses][errors]") {
+  Tensor probs = full({4, 2}, 0.5, DType::f64);
+  CHECK_THROWS_WITH(load_balancing_loss(probs, ids({0, 1, 2, 0}, 1)),
+                    Catch::Contains("load_balancing_loss") && Catch::Contains("out of range"));
+  CHECK_THROWS_WITH(load_balancing_loss(probs, ids({0, 1, 0}, 1)), Catch::Contains("load_balancing_loss"));
+  CHECK_THROWS_WITH(load_balancing_loss(probs, ids({0, 1, 0, 1}, 1), LoadBalanceForm::hf_switch, 3),
+                    Catch::Contains("load_balancing_loss") && Catch::Contains("sequences"));
+  CHECK_THROWS_WITH(load_balancing_loss(zeros({4, 2}, DType::i64), ids({0, 1, 0, 1}, 1)),
+                    Catch::Contains("load_balancing_loss"));
+  CHECK_THROWS_WITH(load_balancing_loss(probs, from_vector(std::vector<double>{0, 1, 0, 1}, {4, 1})),
+                    Catch::Contains("load_balancing_loss"));
+  CHECK_THROWS_WITH(sequence_aux_loss(probs, ids({0, 1, 0, 1}, 1), -1), Catch::Contains("sequence_aux_loss"));
+  CHECK_THROWS_WITH(z_loss(zeros({4}, DType::f64)), Catch::Contains("z_loss"));
+  CHECK_THROWS_WITH(importance_loss(probs, ids({0, 1, 0, 1}, 1), 2), Catch::Contains("importance_loss"));
+  CHECK_THROWS_WITH(hf_switch_loss_expert_index(ids({0, 1}, 1), ids({1}, 1)),
+                    Catch::Contains("hf_switch_loss_expert_index"));
+}
