@@ -1,0 +1,133 @@
+#include "nn/moe_block.h"
+
+#include <utility>
+
+#include "nn/dispatch.h"
+#include "ops/elementwise.h"
+
+namespace tinymoe {
+namespace nn {
+namespace {
+
+constexpr const char* kOp = "SparseMoEBlock";
+
+void check_config(const SparseMoEConfig& config) {
+  TINYMOE_CHECK(config.num_experts > 0 && config.hidden_size > 0 && config.intermediate_size > 0, kOp,
+                "expected positive num_experts, hidden_size and intermediate_size, got ", config.num_experts, ", ",
+                config.hidden_size, " and ", config.intermediate_size);
+  TINYMOE_CHECK(is_floating(config.dtype), kOp, "expected a floating dtype (f32 or f64), got ",
+                dtype_name(config.dtype));
+  const SharedExpertConfig& shared = config.shared;
+  TINYMOE_CHECK(shared.kind == SharedExpertKind::none || (shared.count > 0 && shared.intermediate_size > 0), kOp,
+                "expected a positive shared expert count and intermediate_size, got ", shared.count, " and ",
+                shared.intermediate_size);
+}
+
+std::shared_ptr<Experts> make_experts(const SparseMoEConfig& config, Generator* generator) {
+  const int64_t experts = config.num_experts, d = config.hidden_size, f = config.intermediate_size;
+  switch (config.expert_kind) {
+    case ExpertKind::swiglu: return std::make_shared<SwiGLUExperts>(experts, d, f, generator, config.dtype);
+    case ExpertKind::relu: return std::make_shared<MLPExperts>(experts, d, f, Activation::relu, generator, config.dtype);
+    default: return std::make_shared<MLPExperts>(experts, d, f, Activation::gelu, generator, config.dtype);
+  }
+}
+
+MoEParts make_parts(const SparseMoEConfig& config, Generator* generator) {
+  check_config(config);
+  const int64_t d = config.hidden_size;
+  MoEParts parts;
+  parts.gate = std::make_shared<Linear>(d, config.num_experts, false, generator, config.dtype);
+  parts.experts = make_experts(config, generator);
+  const SharedExpertConfig& shared = config.shared;
+  if (shared.kind != SharedExpertKind::none)
+    parts.shared_expert = std::make_shared<SharedExpert>(d, shared.count * shared.intermediate_size, generator,
+                                                         config.dtype);
+  if (shared.kind == SharedExpertKind::sigmoid_gated)
+    parts.shared_expert_gate = std::make_shared<Linear>(d, 1, false, generator, config.dtype);
+  return parts;
+}
+
+void check_part_dtype(DType dtype, DType expected, const char* part) {
+  TINYMOE_CHECK(dtype == expected, kOp, "expected the ", part, " of the experts' dtype ", dtype_name(expected),
+                ", got ", dtype_name(dtype));
+}
+
+}  // namespace
+
+SparseMoEBlock::SparseMoEBlock(const SparseMoEConfig& config, Generator* generator)
+    : SparseMoEBlock(config.rule, make_parts(config, generator)) {}
+
+SparseMoEBlock::SparseMoEBlock(RoutingRule rule, const MoEParts& parts) {
+  set_rule(std::move(rule));
+  assemble(parts);
+}
+
+void SparseMoEBlock::set_rule(RoutingRule rule) {
+  TINYMOE_CHECK(static_cast<bool>(rule), kOp, "expected a routing rule, got an empty RoutingRule");
+  rule_ = std::move(rule);
+}
+
+void SparseMoEBlock::assemble(const MoEParts& parts) {
+  TINYMOE_CHECK(parts.gate && parts.experts, kOp, "expected a gate and experts, got ",
+                parts.gate ? "no experts" : "no gate");
+  const int64_t experts = parts.experts->num_experts(), d = parts.experts->hidden_size();
+  const DType dtype = parts.experts->dtype();
+  TINYMOE_CHECK(parts.gate->in_features() == d && parts.gate->out_features() == experts, kOp,
+                "expected a gate weight of shape [", experts, ", ", d, "] ([E, d] for the experts), got ",
+                shape_str(parts.gate->weight().shape()));
+  check_part_dtype(parts.gate->weight().dtype(), dtype, "gate");
+  if (parts.shared_expert) {
+    TINYMOE_CHECK(parts.shared_expert->hidden_size() == d, kOp, "expected a shared expert of hidden size ", d,
+                  ", got ", parts.shared_expert->hidden_size());
+    check_part_dtype(parts.shared_expert->dtype(), dtype, "shared expert");
+  }
+  if (parts.shared_expert_gate) {
+    TINYMOE_CHECK(parts.shared_expert, kOp, "a shared_expert_gate needs a shared_expert");
+    TINYMOE_CHECK(parts.shared_expert_gate->in_features() == d && parts.shared_expert_gate->out_features() == 1, kOp,
+                  "expected a shared_expert_gate weight of shape [1, ", d, "], got ",
+                  shape_str(parts.shared_expert_gate->weight().shape()));
+    check_part_dtype(parts.shared_expert_gate->weight().dtype(), dtype, "shared_expert_gate");
+  }
+  gate_ = register_module("gate", parts.gate);
+  experts_ = register_module("experts", parts.experts);
+  // HF's names: Qwen2-MoE's gated "shared_expert" + "shared_expert_gate", DeepSeek-V3's "shared_experts".
+  if (parts.shared_expert)
+    shared_expert_ = register_module(parts.shared_expert_gate ? "shared_expert" : "shared_experts", parts.shared_expert);
+  if (parts.shared_expert_gate) shared_expert_gate_ = register_module("shared_expert_gate", parts.shared_expert_gate);
+}
+
+Tensor SparseMoEBlock::shared_output(const Tensor& tokens) const {
+  Tensor shared = shared_expert_->forward(tokens);
+  if (!shared_expert_gate_) return shared;
+  // Qwen2-MoE: a per-token scalar gate sigmoid(x w_sg) [T, 1] scales the shared expert.
+  return mul(sigmoid(shared_expert_gate_->forward(tokens)), shared);
+}
+
+MoEOutput SparseMoEBlock::forward(const Tensor& x) const {
+  const int64_t d = hidden_size(), experts = num_experts();
+  check_defined(x, kOp, "x");
+  TINYMOE_CHECK((x.dim() == 2 || x.dim() == 3) && x.size(-1) == d, kOp, "expected x of shape [T, ", d,
+                "] or [B, S, ", d, "], got ", shape_str(x.shape()));
+  TINYMOE_CHECK(x.dtype() == dtype(), kOp, "expected x of the block's dtype ", dtype_name(dtype()), ", got ",
+                dtype_name(x.dtype()));
+  const int64_t tokens_count = x.dim() == 3 ? x.size(0) * x.size(1) : x.size(0);
+  Tensor tokens = x.reshape({tokens_count, d});  // shares x's storage
+
+  RoutingContext context;
+  context.num_experts = experts;
+  context.sequence_length = x.size(-2);  // S, or T for one sequence
+  context.training = is_training();
+  context.generator = routing_generator_;
+  Tensor logits = gate_->forward(tokens);
+  Routing routing = rule_(logits, context);
+  if (!routing.router_logits.defined()) routing.router_logits = logits;
+
+  DispatchPlan plan = plan_dispatch(routing, tokens_count, experts, x.dtype(), kOp);
+  Tensor y_perm = experts_->forward(dispatch_tokens(tokens, plan), plan.offsets);
+  Tensor y = combine_outputs(y_perm, plan);
+  if (shared_expert_) y = add(y, shared_output(tokens));
+  return {y.reshape(x.shape()), std::move(routing), plan.tokens_per_expert};
+}
+
+}  // namespace nn
+}  // namespace tinymoe

@@ -1,0 +1,118 @@
+// nn/moe_block.h: SparseMoEBlock, the sparse Mixture-of-Experts layer (Megatron-style dropless
+// dispatch; DESIGN.md "The sparse MoE block"; docs/moe_block.md walks through it with shapes).
+//
+//   x [T, d] or [B, S, d]  (viewed as T = B*S token rows, no copy)
+//   logits  = x gate.weight^T                                   [T, E]
+//   routing = rule(logits, {E, S, training, generator})          pairs (token, expert, weight)
+//   plan    = plan_dispatch(routing)                             sort pairs by expert, offsets
+//   y_perm  = experts(x[sorted_token], offsets)                  grouped GEMMs      [P, d]
+//   y       = scatter_add(zeros, sorted_token, y_perm * weight)                    [T, d]
+//   y      += shared(x)  or  sigmoid(x shared_expert_gate^T) * shared(x)
+//
+// Pairs a capacity rule dropped are simply absent: they contribute nothing, and a token whose
+// pairs were all dropped gets 0 from the routed experts (the residual is added outside the
+// block). x gets gradients through the experts and through the routing weights (logits depend
+// on x and gate.weight); every parameter gets gradients.
+//
+// Parameter names (HF's, so a later loader maps checkpoints one to one where it can):
+//   gate.weight                      [E, d]   router (bias-free Linear)
+//   experts.w1, experts.w3 [E, d, f], experts.w2 [E, f, d]   (swiglu; nn/experts.h)
+//   experts.wi [E, d, f], experts.wo [E, f, d]               (relu / gelu)
+//   shared_experts.{gate,up,down}_proj.weight    ungated shared experts (DeepSeek-V3)
+//   shared_expert.{gate,up,down}_proj.weight,
+//   shared_expert_gate.weight [1, d]             sigmoid-gated shared expert (Qwen2-MoE)
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "nn/experts.h"
+#include "nn/linear.h"
+#include "nn/module.h"
+#include "nn/routing.h"
+
+namespace tinymoe {
+namespace nn {
+
+enum class ExpertKind { swiglu, relu, gelu };
+
+enum class SharedExpertKind {
+  none,
+  ungated,        // DeepSeek-V3: out += shared_experts(x)
+  sigmoid_gated,  // Qwen2-MoE:   out += sigmoid(x shared_expert_gate^T) * shared_expert(x)
+};
+
+struct SharedExpertConfig {
+  SharedExpertKind kind = SharedExpertKind::none;
+  // DeepSeek-V3's n_shared_experts: `count` SwiGLU experts of `intermediate_size` run as one MLP
+  // of width count * intermediate_size (as HF's DeepseekV3MoE builds them).
+  int64_t count = 1;
+  int64_t intermediate_size = 0;
+};
+
+struct SparseMoEConfig {
+  int64_t num_experts = 0;        // E
+  int64_t hidden_size = 0;        // d
+  int64_t intermediate_size = 0;  // f of each routed expert
+  ExpertKind expert_kind = ExpertKind::swiglu;
+  SharedExpertConfig shared;
+  RoutingRule rule;               // logits [T, E] -> Routing (nn/routing.h)
+  DType dtype = DType::f32;       // of every parameter; inputs must match
+};
+
+// The parts a block is assembled from, for weights made or loaded elsewhere and for gradient
+// checks of the whole block: gate out_features = E; shared_expert may be null; a non-null
+// shared_expert_gate ([1, d], needs shared_expert) makes the shared expert sigmoid-gated.
+struct MoEParts {
+  std::shared_ptr<Linear> gate;
+  std::shared_ptr<Experts> experts;
+  std::shared_ptr<SharedExpert> shared_expert;
+  std::shared_ptr<Linear> shared_expert_gate;
+};
+
+struct MoEOutput {
+  Tensor output;             // x's shape: routed (+ shared) output, no residual
+  Routing routing;           // what the rule returned (router_logits filled in when it left them out)
+  Tensor tokens_per_expert;  // i64 [E]: kept pairs per expert (after capacity drops)
+};
+
+class SparseMoEBlock : public Module {
+ public:
+  // Builds the gate, the experts and the shared expert from the config; parameters are drawn
+  // from `generator` (the global one when null) in the order gate, experts, shared expert, its gate.
+  explicit SparseMoEBlock(const SparseMoEConfig& config, Generator* generator = nullptr);
+  // Assembles a block from existing parts (registered by handle; see MoEParts).
+  SparseMoEBlock(RoutingRule rule, const MoEParts& parts);
+
+  // x [T, d] (one sequence of T tokens) or [B, S, d] (B sequences; the rule's
+  // context.sequence_length is S, T for a 2-D x). x must have the parameters' dtype.
+  MoEOutput forward(const Tensor& x) const;
+  MoEOutput operator()(const Tensor& x) const { return forward(x); }
+
+  int64_t num_experts() const { return experts_->num_experts(); }
+  int64_t hidden_size() const { return experts_->hidden_size(); }
+  DType dtype() const { return experts_->dtype(); }
+  const RoutingRule& rule() const { return rule_; }
+  void set_rule(RoutingRule rule);
+  // The generator the rule's context passes for jitter / noise (null: the global one).
+  void set_routing_generator(Generator* generator) { routing_generator_ = generator; }
+
+  const std::shared_ptr<Linear>& gate() const { return gate_; }
+  const std::shared_ptr<Experts>& experts() const { return experts_; }
+  const std::shared_ptr<SharedExpert>& shared_expert() const { return shared_expert_; }  // null when none
+  const std::shared_ptr<Linear>& shared_expert_gate() const { return shared_expert_gate_; }  // null unless gated
+
+ private:
+  void assemble(const MoEParts& parts);
+  Tensor shared_output(const Tensor& tokens) const;
+
+  RoutingRule rule_;
+  Generator* routing_generator_ = nullptr;
+  std::shared_ptr<Linear> gate_;
+  std::shared_ptr<Experts> experts_;
+  std::shared_ptr<SharedExpert> shared_expert_;
+  std::shared_ptr<Linear> shared_expert_gate_;
+};
+
+}  // namespace nn
+}  // namespace tinymoe
