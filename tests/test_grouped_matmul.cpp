@@ -7,29 +7,14 @@
 #include "ops/gemm.h"
 #include "ops/grouped_matmul.h"
 #include "ops/reduce.h"
+#include "tests/test_helpers.h"
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;
+using tinymoe::testing::available_backends;
+using tinymoe::testing::BackendScope;
 
 namespace {
-
-// Restores the GEMM backend a test switched away from.
-class BackendScope {
- public:
-  explicit BackendScope(GemmBackend backend) : previous_(gemm_backend()) { set_gemm_backend(backend); }
-  ~BackendScope() { set_gemm_backend(previous_); }
-  BackendScope(const BackendScope&) = delete;
-  BackendScope& operator=(const BackendScope&) = delete;
-
- private:
-  GemmBackend previous_;
-};
-
-std::vector<GemmBackend> available_backends() {
-  std::vector<GemmBackend> backends = {GemmBackend::eigen};
-  if (cblas_available()) backends.push_back(GemmBackend::cblas);
-  return backends;
-}
 
 // The expert that owns `row`: the e with offsets[e] <= row < offsets[e + 1].
 int64_t expert_of_row(const std::vector<int64_t>& offsets, int64_t row) {

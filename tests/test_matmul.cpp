@@ -6,28 +6,12 @@
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;
+using tinymoe::testing::available_backends;
+using tinymoe::testing::BackendScope;
 using tinymoe::testing::check_gradients;
 namespace matchers = Catch::Matchers;
 
 namespace {
-
-std::vector<GemmBackend> available_backends() {
-  std::vector<GemmBackend> backends = {GemmBackend::eigen};
-  if (cblas_available()) backends.push_back(GemmBackend::cblas);
-  return backends;
-}
-
-// Selects a GEMM backend for its lifetime and restores the previous one.
-class BackendScope {
- public:
-  explicit BackendScope(GemmBackend backend) : previous_(gemm_backend()) { set_gemm_backend(backend); }
-  ~BackendScope() { set_gemm_backend(previous_); }
-  BackendScope(const BackendScope&) = delete;
-  BackendScope& operator=(const BackendScope&) = delete;
-
- private:
-  GemmBackend previous_;
-};
 
 // out[r, j] = sum_k a[r, k] * b[k, j] (b_transposed: b[j, k]), rows = every leading index of a.
 std::vector<double> naive_product(const Tensor& a, const Tensor& b, bool b_transposed) {
