@@ -4,10 +4,23 @@
 
 #include "tinymoe/autograd.h"
 
+#ifdef TINYMOE_WITH_CUDA
+#include "cuda/device_copy.h"
+#endif
+
 namespace tinymoe {
 namespace {
 
-DeviceCopyFn device_copy = nullptr;
+// The device copy slot; the CUDA backend's copy is the default when it is compiled in (named
+// directly, so linking cannot drop it; see allocator_for in tinymoe/storage.cpp).
+DeviceCopyFn& device_copy() {
+#ifdef TINYMOE_WITH_CUDA
+  static DeviceCopyFn slot = &cuda::device_copy;
+#else
+  static DeviceCopyFn slot = nullptr;
+#endif
+  return slot;
+}
 
 template <typename To, typename From>
 void cast_values(To* destination, const From* source, int64_t count) {
@@ -36,24 +49,28 @@ Tensor copy_values(const Tensor& source, DType dtype, Device device, const char*
     cast_on_cpu(source, out);
     return out;
   }
-  TINYMOE_CHECK(device_copy != nullptr, op, "cannot copy between ", source.device().str(), " and ",
+  TINYMOE_CHECK(device_copy() != nullptr, op, "cannot copy between ", source.device().str(), " and ",
                 device.str(), ": tinymoe was built without CUDA");
   // Cast on the host side of the copy: cpu->cuda casts first, cuda->cpu casts after.
   if (source.device().is_cpu()) {
     Tensor cast = copy_values(source, dtype, Device::cpu(), op);
     Tensor out = Tensor::empty(source.shape(), dtype, device);
-    device_copy(out.raw_data(), device, cast.raw_data(), Device::cpu(), cast.nbytes());
+    device_copy()(out.raw_data(), device, cast.raw_data(), Device::cpu(), cast.nbytes());
+    return out;
+  }
+  if (device.is_cuda() && dtype == source.dtype()) {  // cuda -> cuda, no cast: one device copy
+    Tensor out = Tensor::empty(source.shape(), dtype, device);
+    device_copy()(out.raw_data(), device, source.raw_data(), source.device(), source.nbytes());
     return out;
   }
   Tensor staged = Tensor::empty(source.shape(), source.dtype(), device.is_cpu() ? device : Device::cpu());
-  device_copy(staged.raw_data(), staged.device(), source.raw_data(), source.device(), source.nbytes());
-  if (device.is_cpu()) return copy_values(staged, dtype, device, op);
-  return copy_values(staged, dtype, device, op);  // cuda -> cpu -> cuda (another card)
+  device_copy()(staged.raw_data(), staged.device(), source.raw_data(), source.device(), source.nbytes());
+  return copy_values(staged, dtype, device, op);  // cast on the host; back to cuda if asked
 }
 
 }  // namespace
 
-void register_device_copy(DeviceCopyFn copy) { device_copy = copy; }
+void register_device_copy(DeviceCopyFn copy) { device_copy() = copy; }
 
 Tensor copy_tensor(const Tensor& source, DType dtype, Device device, const char* op) {
   check_defined(source, op, "self");

@@ -7,6 +7,10 @@
 #include <sys/mman.h>
 #endif
 
+#ifdef TINYMOE_WITH_CUDA
+#include "cuda/allocator.h"
+#endif
+
 namespace tinymoe {
 namespace {
 
@@ -30,38 +34,50 @@ void* allocate_huge_page_aligned(size_t nbytes) {
 // 64-byte alignment suits AVX-512 loads and cache lines.
 class CpuAllocator final : public Allocator {
  public:
-  void* allocate(size_t nbytes) override {
+  void* allocate(size_t nbytes, Device) override {
     if (nbytes == 0) return nullptr;
     size_t rounded = (nbytes + 63) / 64 * 64;
     void* pointer = rounded >= kHugePageBytes ? allocate_huge_page_aligned(rounded) : std::aligned_alloc(64, rounded);
     if (pointer == nullptr) fail("allocate", "out of memory allocating ", nbytes, " bytes on cpu");
     return pointer;
   }
-  void deallocate(void* pointer, size_t) override { std::free(pointer); }
+  void deallocate(void* pointer, size_t, Device) override { std::free(pointer); }
 };
 
 CpuAllocator cpu_allocator;
-Allocator* cuda_allocator = nullptr;
+
+// The cuda allocator slot. With the CUDA backend compiled in, its caching allocator is the
+// default, named here directly: this file is in every program that makes a Tensor, so a
+// static-library link cannot drop the backend, and no static-initialisation order or user
+// call is involved (the slot is filled on first use).
+Allocator*& cuda_allocator() {
+#ifdef TINYMOE_WITH_CUDA
+  static Allocator* slot = &cuda::caching_allocator();
+#else
+  static Allocator* slot = nullptr;
+#endif
+  return slot;
+}
 
 }  // namespace
 
 void register_allocator(DeviceKind kind, Allocator* allocator) {
-  if (kind == DeviceKind::cuda) cuda_allocator = allocator;
+  if (kind == DeviceKind::cuda) cuda_allocator() = allocator;
 }
 
 Allocator& allocator_for(Device device) {
   if (device.is_cpu()) return cpu_allocator;
-  TINYMOE_CHECK(cuda_allocator != nullptr, "allocate",
+  TINYMOE_CHECK(cuda_allocator() != nullptr, "allocate",
                 "device ", device.str(), " requested but tinymoe was built without CUDA");
-  return *cuda_allocator;
+  return *cuda_allocator();
 }
 
 Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
-  data_ = allocator_for(device).allocate(nbytes);
+  data_ = allocator_for(device).allocate(nbytes, device);
 }
 
 Storage::~Storage() {
-  if (data_ != nullptr) allocator_for(device_).deallocate(data_, nbytes_);
+  if (data_ != nullptr) allocator_for(device_).deallocate(data_, nbytes_, device_);
 }
 
 }  // namespace tinymoe

@@ -9,13 +9,15 @@
 
 namespace tinymoe {
 
-// Where a device's memory comes from. The CPU allocator is built in; the CUDA backend
-// registers its caching allocator when it is compiled in.
+// Where a device's memory comes from. The CPU allocator is built in. When the CUDA backend is
+// compiled in (TINYMOE_WITH_CUDA), its caching allocator (cuda/allocator.h) is the cuda
+// default; register_allocator replaces the allocator of a device kind. Both calls get the
+// device, so one allocator serves every card (cuda:0, cuda:1, ...).
 class Allocator {
  public:
   virtual ~Allocator() = default;
-  virtual void* allocate(size_t nbytes) = 0;
-  virtual void deallocate(void* pointer, size_t nbytes) = 0;
+  virtual void* allocate(size_t nbytes, Device device) = 0;
+  virtual void deallocate(void* pointer, size_t nbytes, Device device) = 0;
 };
 
 void register_allocator(DeviceKind kind, Allocator* allocator);

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# gpu-check: the checks of the CUDA backend that need a GPU, in one command.
+#   1. configure and build tinymoe with CUDA (Release) in build-gpu/
+#   2. run the CUDA tests (tinymoe_cuda_tests: every kernel against the CPU ops)
+#   3. run them again under compute-sanitizer --tool memcheck (out-of-bounds and misaligned
+#      accesses, bad frees, CUDA API errors)
+#   4. run the GPU benchmarks when the tinymoe CLI has them (tinymoe bench ops --device cuda)
+# and prints a summary table. Exit status 0 only when every step passed; it fails at once, and
+# says why, when the machine has no NVIDIA GPU or driver.
+#
+# Usage: tools/gpu-check.sh [--build-dir DIR] [--jobs N] [--no-sanitizer]
+#   --no-sanitizer  skip step 3 on purpose (otherwise a missing compute-sanitizer fails the check)
+set -uo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build_dir="$root/build-gpu"
+jobs="$(nproc)"
+use_sanitizer=1
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --build-dir) build_dir="$2"; shift 2 ;;
+    --jobs) jobs="$2"; shift 2 ;;
+    --no-sanitizer) use_sanitizer=0; shift ;;
+    -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "gpu-check: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+log_dir="$build_dir/gpu-check-logs"
+step_names=() step_results=() step_seconds=() step_notes=()
+failed=0
+
+record() {  # name result seconds note
+  step_names+=("$1"); step_results+=("$2"); step_seconds+=("$3"); step_notes+=("$4")
+  [[ "$2" == PASS || "$2" == SKIP ]] || failed=1
+}
+
+print_summary() {
+  echo
+  echo "gpu-check summary (${gpu_name:-no GPU})"
+  printf '%-12s %-8s %8s  %s\n' step result seconds note
+  printf '%-12s %-8s %8s  %s\n' ------------ -------- -------- ----------------------------------------
+  for i in "${!step_names[@]}"; do
+    printf '%-12s %-8s %8s  %s\n' "${step_names[$i]}" "${step_results[$i]}" "${step_seconds[$i]}" "${step_notes[$i]}"
+  done
+  echo "logs: $log_dir"
+}
+
+finish() {
+  print_summary
+  if [[ $failed -ne 0 ]]; then echo "gpu-check: FAILED"; exit 1; fi
+  echo "gpu-check: all steps passed"
+  exit 0
+}
+
+# Runs a command with its output in a log file; sets step_status and step_elapsed.
+run_logged() {  # log_name command...
+  local log="$log_dir/$1.log" start=$SECONDS
+  shift
+  "$@" >"$log" 2>&1
+  step_status=$?
+  step_elapsed=$((SECONDS - start))
+}
+
+# The last line of a log that matches a pattern (Catch's summary, a sanitizer verdict).
+last_match() { grep -E "$2" "$1" | tail -n 1; }
+
+# ---- 0. Is there a GPU at all? Fail fast, before a long build.
+gpu_name=""
+if command -v nvidia-smi >/dev/null 2>&1; then
+  gpu_name="$(nvidia-smi -L 2>/dev/null | head -n 1)"
+  if [[ -z "$gpu_name" ]]; then
+    echo "gpu-check: FAILED: no GPU present (nvidia-smi -L lists no device)" >&2
+    exit 1
+  fi
+elif [[ ! -r /proc/driver/nvidia/version ]]; then
+  echo "gpu-check: FAILED: no GPU present (no nvidia-smi and no NVIDIA driver in /proc/driver/nvidia)" >&2
+  exit 1
+fi
+mkdir -p "$log_dir"
+
+# ---- 1. Build.
+run_logged configure cmake -S "$root" -B "$build_dir" -DTINYMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release
+configure_seconds=$step_elapsed
+if [[ $step_status -ne 0 ]]; then
+  record build FAIL "$configure_seconds" "cmake configure failed: see configure.log"
+  finish
+fi
+run_logged build cmake --build "$build_dir" -j "$jobs"
+build_seconds=$((configure_seconds + step_elapsed))
+if [[ $step_status -ne 0 ]]; then
+  record build FAIL "$build_seconds" "build failed: see build.log"
+  finish
+fi
+record build PASS "$build_seconds" "Release, TINYMOE_CUDA=ON, -j $jobs"
+
+tests="$build_dir/cuda/tests/tinymoe_cuda_tests"
+
+# ---- 2. CUDA tests, all in one process.
+run_logged tests "$tests"
+if [[ $step_status -eq 77 ]]; then
+  record tests FAIL "$step_elapsed" "$(last_match "$log_dir/tests.log" '^SKIPPED')"
+  finish  # no usable device: nothing further can run
+fi
+note="$(last_match "$log_dir/tests.log" 'test cases|All tests passed')"
+if [[ $step_status -eq 0 ]]; then record tests PASS "$step_elapsed" "$note"; else record tests FAIL "$step_elapsed" "$note (see tests.log)"; fi
+
+# ---- 3. The same tests under compute-sanitizer memcheck. No leak check: the caching allocator
+# keeps its blocks until the process ends, by design.
+sanitizer="$(command -v compute-sanitizer || true)"
+for candidate in "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer" /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
+  [[ -z "$sanitizer" && -x "$candidate" ]] && sanitizer="$candidate"
+done
+if [[ $use_sanitizer -eq 0 ]]; then
+  record memcheck SKIP 0 "skipped on request (--no-sanitizer)"
+elif [[ -z "$sanitizer" ]]; then
+  record memcheck MISSING 0 "compute-sanitizer not found (install it, or pass --no-sanitizer)"
+else
+  run_logged memcheck "$sanitizer" --tool memcheck --error-exitcode 86 "$tests"
+  note="$(last_match "$log_dir/memcheck.log" 'ERROR SUMMARY')"
+  if [[ $step_status -eq 0 ]]; then record memcheck PASS "$step_elapsed" "$note"
+  elif [[ $step_status -eq 86 ]]; then record memcheck FAIL "$step_elapsed" "$note (see memcheck.log)"
+  else record memcheck FAIL "$step_elapsed" "tests failed under the sanitizer, exit $step_status (see memcheck.log)"
+  fi
+fi
+
+# ---- 4. GPU benchmarks, when the CLI offers them.
+cli="$build_dir/tools/tinymoe"
+if [[ -x "$cli" ]] && "$cli" bench ops --help >/dev/null 2>&1 && "$cli" bench ops --help 2>&1 | grep -q -- --device; then
+  run_logged bench "$cli" bench ops --device cuda
+  if [[ $step_status -eq 0 ]]; then record bench PASS "$step_elapsed" "output in bench.log"
+  else record bench FAIL "$step_elapsed" "exit $step_status (see bench.log)"; fi
+else
+  record bench SKIP 0 "this build has no 'tinymoe bench ops --device cuda'"
+fi
+
+finish
