@@ -14,10 +14,13 @@
 #include <vector>
 
 #include "nn/moe_block.h"
+#include "nn/router_presets.h"
+#include "moe_reference.h"
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;
 using namespace tinymoe::nn;
+using namespace tinymoe::testing;
 
 // The block's errors name it and say what was wrong.
 #define CHECK_BLOCK_ERROR(expr, text) \
@@ -106,85 +109,7 @@ RoutingRule broken_rule(std::function<void(Routing&)> corrupt) {
   };
 }
 
-// ---- The slow reference: plain loops over the block's weights. ----
-
-std::vector<double> values(const Tensor& t) { return t.to(DType::f64).to_vector<double>(); }
-
-double activation_value(double z, Activation activation) {
-  switch (activation) {
-    case Activation::relu: return z > 0 ? z : 0.0;
-    case Activation::gelu: return 0.5 * z * (1.0 + std::erf(z / std::sqrt(2.0)));
-    default: return z / (1.0 + std::exp(-z));
-  }
-}
-
-struct ReferenceWeights {
-  int64_t experts = 0, d = 0, f = 0, shared_f = 0;
-  bool swiglu = true;
-  Activation activation = Activation::silu;
-  std::vector<double> gate;                   // [E, d]
-  std::vector<double> w_in, w_up, w_out;      // [E, d, f], [E, d, f] (SwiGLU only), [E, f, d]
-  std::vector<double> shared_gate_proj, shared_up_proj, shared_down_proj;  // [sf, d], [sf, d], [d, sf]
-  std::vector<double> shared_expert_gate;     // [1, d], empty when ungated
-};
-
-ReferenceWeights reference_weights(const SparseMoEBlock& block) {
-  ReferenceWeights w;
-  w.experts = block.num_experts();
-  w.d = block.hidden_size();
-  w.f = block.experts()->intermediate_size();
-  w.gate = values(block.gate()->weight());
-  if (auto swiglu = std::dynamic_pointer_cast<SwiGLUExperts>(block.experts())) {
-    w.w_in = values(swiglu->w1()), w.w_up = values(swiglu->w3()), w.w_out = values(swiglu->w2());
-  } else {
-    auto mlp = std::dynamic_pointer_cast<MLPExperts>(block.experts());
-    w.swiglu = false, w.activation = mlp->activation();
-    w.w_in = values(mlp->wi()), w.w_out = values(mlp->wo());
-  }
-  if (block.shared_expert()) {
-    w.shared_f = block.shared_expert()->intermediate_size();
-    w.shared_gate_proj = values(block.shared_expert()->gate_proj()->weight());
-    w.shared_up_proj = values(block.shared_expert()->up_proj()->weight());
-    w.shared_down_proj = values(block.shared_expert()->down_proj()->weight());
-  }
-  if (block.shared_expert_gate()) w.shared_expert_gate = values(block.shared_expert_gate()->weight());
-  return w;
-}
-
-// Routed expert e on one token, over the stacked layout w[e][i][j].
-std::vector<double> expert_output(const ReferenceWeights& w, int64_t e, const double* x) {
-  std::vector<double> hidden(w.f), out(w.d, 0.0);
-  for (int64_t j = 0; j < w.f; ++j) {
-    double a = 0, b = 0;
-    for (int64_t i = 0; i < w.d; ++i) {
-      a += x[i] * w.w_in[(e * w.d + i) * w.f + j];
-      if (w.swiglu) b += x[i] * w.w_up[(e * w.d + i) * w.f + j];
-    }
-    hidden[j] = w.swiglu ? activation_value(a, Activation::silu) * b : activation_value(a, w.activation);
-  }
-  for (int64_t m = 0; m < w.d; ++m)
-    for (int64_t j = 0; j < w.f; ++j) out[m] += hidden[j] * w.w_out[(e * w.f + j) * w.d + m];
-  return out;
-}
-
-// The shared expert on one token (HF layout [out, in]), times its sigmoid gate when gated.
-std::vector<double> shared_output(const ReferenceWeights& w, const double* x) {
-  std::vector<double> hidden(w.shared_f), out(w.d, 0.0);
-  for (int64_t j = 0; j < w.shared_f; ++j) {
-    double a = 0, b = 0;
-    for (int64_t i = 0; i < w.d; ++i) a += w.shared_gate_proj[j * w.d + i] * x[i], b += w.shared_up_proj[j * w.d + i] * x[i];
-    hidden[j] = activation_value(a, Activation::silu) * b;
-  }
-  double scale = 1.0;
-  if (!w.shared_expert_gate.empty()) {
-    double z = 0;
-    for (int64_t i = 0; i < w.d; ++i) z += w.shared_expert_gate[i] * x[i];
-    scale = 1.0 / (1.0 + std::exp(-z));
-  }
-  for (int64_t m = 0; m < w.d; ++m)
-    for (int64_t j = 0; j < w.shared_f; ++j) out[m] += scale * w.shared_down_proj[m * w.shared_f + j] * hidden[j];
-  return out;
-}
+// ---- The slow reference (tests/moe_reference.h) with the block's own rule on loop logits. ----
 
 // The whole block, slowly: logits by loops, the block's rule on them, then for each token and
 // each kept pair of it, weight * expert(x_t); plus the shared expert.
@@ -192,39 +117,16 @@ std::vector<double> reference_block(const SparseMoEBlock& block, const Tensor& x
   ReferenceWeights w = reference_weights(block);
   std::vector<double> xs = values(x);
   const int64_t tokens = x.numel() / w.d;
-  std::vector<double> logits(tokens * w.experts, 0.0);
-  for (int64_t t = 0; t < tokens; ++t)
-    for (int64_t e = 0; e < w.experts; ++e)
-      for (int64_t i = 0; i < w.d; ++i) logits[t * w.experts + e] += xs[t * w.d + i] * w.gate[e * w.d + i];
   RoutingContext context;
   context.num_experts = w.experts;
   context.sequence_length = x.size(-2);
-  Routing routing = block.rule()(from_vector(logits, {tokens, w.experts}).to(x.dtype()), context);
+  Routing routing = block.rule()(from_vector(reference_logits(w, xs), {tokens, w.experts}).to(x.dtype()), context);
   std::vector<int64_t> pair_token = routing.pair_token.to_vector<int64_t>();
   std::vector<int64_t> pair_expert = routing.pair_expert.to_vector<int64_t>();
   std::vector<double> pair_weight = values(routing.pair_weight);
-  std::vector<double> out(tokens * w.d, 0.0);
-  for (int64_t t = 0; t < tokens; ++t) {
-    const double* row = xs.data() + t * w.d;
-    for (size_t p = 0; p < pair_token.size(); ++p) {
-      if (pair_token[p] != t) continue;
-      std::vector<double> y = expert_output(w, pair_expert[p], row);
-      for (int64_t m = 0; m < w.d; ++m) out[t * w.d + m] += pair_weight[p] * y[m];
-    }
-    if (w.shared_f > 0) {
-      std::vector<double> y = shared_output(w, row);
-      for (int64_t m = 0; m < w.d; ++m) out[t * w.d + m] += y[m];
-    }
-  }
-  return out;
-}
-
-void check_close(const std::vector<double>& got, const std::vector<double>& expected, double tolerance) {
-  REQUIRE(got.size() == expected.size());
-  for (size_t i = 0; i < got.size(); ++i) {
-    INFO("element " << i);
-    CHECK(got[i] == Approx(expected[i]).epsilon(tolerance).margin(tolerance));
-  }
+  std::vector<ReferencePair> pairs;
+  for (size_t p = 0; p < pair_token.size(); ++p) pairs.push_back({pair_token[p], pair_expert[p], pair_weight[p]});
+  return reference_combine(w, xs, pairs);
 }
 
 // ---- Blocks. ----
@@ -253,22 +155,9 @@ SparseMoEConfig make_config(RoutingRule rule, ExpertKind kind = ExpertKind::swig
 // named_parameters), the way gradcheck needs: autograd must reach those very tensors.
 SparseMoEBlock block_from(const SparseMoEConfig& config, const TensorList& params) {
   MoEParts parts;
-  parts.gate = std::make_shared<Linear>(params[0]);
-  size_t next = 1;
-  if (config.expert_kind == ExpertKind::swiglu) {
-    parts.experts = std::make_shared<SwiGLUExperts>(params[1], params[2], params[3]);
-    next = 4;
-  } else {
-    Activation activation = config.expert_kind == ExpertKind::relu ? Activation::relu : Activation::gelu;
-    parts.experts = std::make_shared<MLPExperts>(params[1], params[2], activation);
-    next = 3;
-  }
-  if (config.shared.kind != SharedExpertKind::none) {
-    parts.shared_expert = std::make_shared<SharedExpert>(params[next], params[next + 1], params[next + 2]);
-    next += 3;
-  }
-  if (config.shared.kind == SharedExpertKind::sigmoid_gated) parts.shared_expert_gate = std::make_shared<Linear>(params[next]);
-  return SparseMoEBlock(config.rule, parts);
+  parts.gate = std::make_shared<Router>(config.rule, params[0]);
+  add_expert_parts(parts, config, params, 1);
+  return SparseMoEBlock(parts);
 }
 
 // gradcheck of the block output w.r.t. x and every parameter of a block built from `config`.
@@ -527,13 +416,17 @@ TEST_CASE("moe_block: bad inputs and inconsistent routings name SparseMoEBlock",
   };
   for (const Case& c : cases) {
     INFO(c.what);
-    block.set_rule(broken_rule(c.corrupt));
-    CHECK_BLOCK_ERROR(block.forward(zeros({5, 6}, DType::f64)), c.what);
+    SparseMoEBlock broken(make_config(broken_rule(c.corrupt)));
+    CHECK_BLOCK_ERROR(broken.forward(zeros({5, 6}, DType::f64)), c.what);
   }
 }
 
 TEST_CASE("moe_block: bad configurations and parts name SparseMoEBlock", "[moe_block][errors]") {
-  CHECK_BLOCK_ERROR(SparseMoEBlock(make_config(RoutingRule())), "empty RoutingRule");
+  CHECK_THROWS_WITH(SparseMoEBlock(make_config(RoutingRule())),
+                    Catch::Contains("Router") && Catch::Contains("empty RoutingRule"));
+  SparseMoEConfig other_router = make_config(mixtral_rule(1));
+  other_router.router = mixtral(5, 2);
+  CHECK_BLOCK_ERROR(SparseMoEBlock{other_router}, "routes to 5 experts");
   SparseMoEConfig no_experts = make_config(mixtral_rule(1));
   no_experts.num_experts = 0;
   CHECK_BLOCK_ERROR(SparseMoEBlock{no_experts}, "positive");
@@ -543,21 +436,21 @@ TEST_CASE("moe_block: bad configurations and parts name SparseMoEBlock", "[moe_b
   SparseMoEConfig empty_shared = make_config(mixtral_rule(1), ExpertKind::swiglu, SharedExpertKind::ungated);
   empty_shared.shared.intermediate_size = 0;
   CHECK_BLOCK_ERROR(SparseMoEBlock{empty_shared}, "shared");
-  CHECK_BLOCK_ERROR(SparseMoEBlock(make_config(mixtral_rule(1))).set_rule(RoutingRule()), "empty RoutingRule");
 
   auto experts = std::make_shared<SwiGLUExperts>(4, 6, 5);
-  auto gate = std::make_shared<Linear>(6, 4, false);
-  CHECK_BLOCK_ERROR(SparseMoEBlock(mixtral_rule(1), MoEParts{gate, nullptr, nullptr, nullptr}), "no experts");
-  CHECK_BLOCK_ERROR(SparseMoEBlock(mixtral_rule(1), MoEParts{std::make_shared<Linear>(6, 3, false), experts, nullptr, nullptr}),
+  auto gate = std::make_shared<Router>(mixtral(4, 1), 6);
+  CHECK_BLOCK_ERROR(SparseMoEBlock(MoEParts{gate, nullptr, nullptr, nullptr}), "no experts");
+  CHECK_BLOCK_ERROR(SparseMoEBlock(MoEParts{nullptr, experts, nullptr, nullptr}), "no gate");
+  CHECK_BLOCK_ERROR(SparseMoEBlock(MoEParts{std::make_shared<Router>(mixtral(3, 1), 6), experts, nullptr, nullptr}),
                     "[4, 6]");
-  CHECK_BLOCK_ERROR(SparseMoEBlock(mixtral_rule(1), MoEParts{std::make_shared<Linear>(6, 4, false, nullptr, DType::f64),
-                                                             experts, nullptr, nullptr}),
+  CHECK_BLOCK_ERROR(SparseMoEBlock(MoEParts{std::make_shared<Router>(mixtral(4, 1), 6, nullptr, DType::f64), experts,
+                                            nullptr, nullptr}),
                     "gate");
-  CHECK_BLOCK_ERROR(SparseMoEBlock(mixtral_rule(1), MoEParts{gate, experts, std::make_shared<SharedExpert>(5, 3), nullptr}),
+  CHECK_BLOCK_ERROR(SparseMoEBlock(MoEParts{gate, experts, std::make_shared<SharedExpert>(5, 3), nullptr}),
                     "hidden size 6");
-  CHECK_BLOCK_ERROR(SparseMoEBlock(mixtral_rule(1), MoEParts{gate, experts, nullptr, std::make_shared<Linear>(6, 1, false)}),
+  CHECK_BLOCK_ERROR(SparseMoEBlock(MoEParts{gate, experts, nullptr, std::make_shared<Linear>(6, 1, false)}),
                     "needs a shared_expert");
-  CHECK_BLOCK_ERROR(SparseMoEBlock(mixtral_rule(1), MoEParts{gate, experts, std::make_shared<SharedExpert>(6, 3),
-                                                             std::make_shared<Linear>(6, 2, false)}),
+  CHECK_BLOCK_ERROR(SparseMoEBlock(MoEParts{gate, experts, std::make_shared<SharedExpert>(6, 3),
+                                            std::make_shared<Linear>(6, 2, false)}),
                     "[1, 6]");
 }
