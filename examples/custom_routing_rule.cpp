@@ -2,12 +2,14 @@
 // softmax top-k with a temperature, plus the ST-MoE z-loss and the Switch load-balancing loss.
 // The rule is a plain function logits -> Routing; it reuses the score function, selection, weight
 // function, pair assembly and losses, and changes only the temperature. The program routes a
-// batch with it and with the Mixtral preset, prints both rules' diagnostics, then gradient-checks
-// the new rule in f64 through its pair weights and its weighted loss.
+// batch with it and with the Mixtral preset, prints both rules' diagnostics, runs it as the gate
+// of a SparseMoEBlock (a Router built from the rule) and prints the block's diagnostics, then
+// gradient-checks the new rule in f64 through its pair weights and its weighted loss.
 #include <cstdio>
 
 #include "nn/balance_losses.h"
 #include "nn/diagnostics.h"
+#include "nn/moe_block.h"
 #include "nn/router_presets.h"
 #include "nn/routing_parts.h"
 #include "tinymoe/tinymoe.h"
@@ -60,6 +62,16 @@ int main() {
   double weight_gap = max(abs_difference(preset.pair_weight, plain.pair_weight)).item();
   std::printf("the Mixtral preset on the same logits: same experts %s, max |weight difference| %.3g\n\n",
               same_choice ? "yes" : "NO", weight_gap);
+
+  // The rule as the gate of a block: SparseMoEConfig::rule makes a Router(rule, E, d) named "gate".
+  SparseMoEConfig config;
+  config.num_experts = experts, config.hidden_size = d, config.intermediate_size = 32;
+  config.rule = temperature_topk(k, 0.5, 1e-3);
+  SparseMoEBlock block(config, &generator);
+  MoEOutput out = block.forward(x);
+  std::printf("in a SparseMoEBlock (gate.weight %s): output %s, weighted loss %.6f\n%s\n\n",
+              shape_str(block.gate()->weight().shape()).c_str(), shape_str(out.output.shape()).c_str(),
+              out.routing.weighted_loss().item(), out.diagnostics.str().c_str());
 
   // Gradient check (f64): pair weights and weighted loss w.r.t. the logits.
   Tensor check_logits = randn({6, 4}, DType::f64, &generator).requires_grad_();

@@ -17,6 +17,8 @@ void check_config(const SparseMoEConfig& config) {
                 config.hidden_size, " and ", config.intermediate_size);
   TINYMOE_CHECK(is_floating(config.dtype), kOp, "expected a floating dtype (f32 or f64), got ",
                 dtype_name(config.dtype));
+  TINYMOE_CHECK(config.router.num_experts == 0 || config.router.num_experts == config.num_experts, kOp,
+                "the router routes to ", config.router.num_experts, " experts but the block has ", config.num_experts);
   const SharedExpertConfig& shared = config.shared;
   TINYMOE_CHECK(shared.kind == SharedExpertKind::none || (shared.count > 0 && shared.intermediate_size > 0), kOp,
                 "expected a positive shared expert count and intermediate_size, got ", shared.count, " and ",
@@ -36,7 +38,9 @@ MoEParts make_parts(const SparseMoEConfig& config, Generator* generator) {
   check_config(config);
   const int64_t d = config.hidden_size;
   MoEParts parts;
-  parts.gate = std::make_shared<Linear>(d, config.num_experts, false, generator, config.dtype);
+  parts.gate = config.router.num_experts > 0
+                   ? std::make_shared<Router>(config.router, d, generator, config.dtype)
+                   : std::make_shared<Router>(config.rule, config.num_experts, d, generator, config.dtype);
   parts.experts = make_experts(config, generator);
   const SharedExpertConfig& shared = config.shared;
   if (shared.kind != SharedExpertKind::none)
@@ -55,27 +59,17 @@ void check_part_dtype(DType dtype, DType expected, const char* part) {
 }  // namespace
 
 SparseMoEBlock::SparseMoEBlock(const SparseMoEConfig& config, Generator* generator)
-    : SparseMoEBlock(config.rule, make_parts(config, generator)) {}
+    : SparseMoEBlock(make_parts(config, generator)) {}
 
-SparseMoEBlock::SparseMoEBlock(RoutingRule rule, const MoEParts& parts) {
-  set_rule(std::move(rule));
-  assemble(parts);
-}
-
-void SparseMoEBlock::set_rule(RoutingRule rule) {
-  TINYMOE_CHECK(static_cast<bool>(rule), kOp, "expected a routing rule, got an empty RoutingRule");
-  rule_ = std::move(rule);
-}
-
-void SparseMoEBlock::assemble(const MoEParts& parts) {
+SparseMoEBlock::SparseMoEBlock(const MoEParts& parts) {
   TINYMOE_CHECK(parts.gate && parts.experts, kOp, "expected a gate and experts, got ",
                 parts.gate ? "no experts" : "no gate");
   const int64_t experts = parts.experts->num_experts(), d = parts.experts->hidden_size();
   const DType dtype = parts.experts->dtype();
-  TINYMOE_CHECK(parts.gate->in_features() == d && parts.gate->out_features() == experts, kOp,
+  TINYMOE_CHECK(parts.gate->hidden_size() == d && parts.gate->num_experts() == experts, kOp,
                 "expected a gate weight of shape [", experts, ", ", d, "] ([E, d] for the experts), got ",
                 shape_str(parts.gate->weight().shape()));
-  check_part_dtype(parts.gate->weight().dtype(), dtype, "gate");
+  check_part_dtype(parts.gate->dtype(), dtype, "gate");
   if (parts.shared_expert) {
     TINYMOE_CHECK(parts.shared_expert->hidden_size() == d, kOp, "expected a shared expert of hidden size ", d,
                   ", got ", parts.shared_expert->hidden_size());
@@ -113,20 +107,14 @@ MoEOutput SparseMoEBlock::forward(const Tensor& x) const {
   const int64_t tokens_count = x.dim() == 3 ? x.size(0) * x.size(1) : x.size(0);
   Tensor tokens = x.reshape({tokens_count, d});  // shares x's storage
 
-  RoutingContext context;
-  context.num_experts = experts;
-  context.sequence_length = x.size(-2);  // S, or T for one sequence
-  context.training = is_training();
-  context.generator = routing_generator_;
-  Tensor logits = gate_->forward(tokens);
-  Routing routing = rule_(logits, context);
-  if (!routing.router_logits.defined()) routing.router_logits = logits;
-
+  // S for [B, S, d], T for one sequence: per-sequence capacity and losses count by it.
+  Routing routing = gate_->forward(tokens, x.size(-2));
   DispatchPlan plan = plan_dispatch(routing, tokens_count, experts, x.dtype(), kOp);
   Tensor y_perm = experts_->forward(dispatch_tokens(tokens, plan), plan.offsets);
   Tensor y = combine_outputs(y_perm, plan);
   if (shared_expert_) y = add(y, shared_output(tokens));
-  return {y.reshape(x.shape()), std::move(routing), plan.tokens_per_expert};
+  RoutingDiagnostics diagnostics = diagnose(routing, gate_->e_score_correction_bias());
+  return {y.reshape(x.shape()), std::move(routing), plan.tokens_per_expert, std::move(diagnostics)};
 }
 
 }  // namespace nn

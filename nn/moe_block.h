@@ -2,12 +2,14 @@
 // dispatch; DESIGN.md "The sparse MoE block"; docs/moe_block.md walks through it with shapes).
 //
 //   x [T, d] or [B, S, d]  (viewed as T = B*S token rows, no copy)
-//   logits  = x gate.weight^T                                   [T, E]
-//   routing = rule(logits, {E, S, training, generator})          pairs (token, expert, weight)
+//   routing = gate(x, S)  (nn::Router: logits = x gate.weight^T [T, E], then its rule with
+//             {E, S, training, generator}; jitter and noise in training)  pairs (token, expert, weight)
 //   plan    = plan_dispatch(routing)                             sort pairs by expert, offsets
 //   y_perm  = experts(x[sorted_token], offsets)                  grouped GEMMs      [P, d]
 //   y       = scatter_add(zeros, sorted_token, y_perm * weight)                    [T, d]
 //   y      += shared(x)  or  sigmoid(x shared_expert_gate^T) * shared(x)
+//
+// After each forward the block reads the loads into MoEOutput::diagnostics (nn/diagnostics.h).
 //
 // Pairs a capacity rule dropped are simply absent: they contribute nothing, and a token whose
 // pairs were all dropped gets 0 from the routed experts (the residual is added outside the
@@ -15,7 +17,9 @@
 // on x and gate.weight); every parameter gets gradients.
 //
 // Parameter names (HF's, so a later loader maps checkpoints one to one where it can):
-//   gate.weight                      [E, d]   router (bias-free Linear)
+//   gate.weight                      [E, d]   router (nn::Router; a bias-free Linear's layout)
+//   gate.noise_weight                [E, d]   noisy top-k only (Shazeer 2017)
+//   gate.e_score_correction_bias     [E] f32 buffer, DeepSeek-V3 only (update_bias moves it)
 //   experts.w1, experts.w3 [E, d, f], experts.w2 [E, f, d]   (swiglu; nn/experts.h)
 //   experts.wi [E, d, f], experts.wo [E, f, d]               (relu / gelu)
 //   shared_experts.{gate,up,down}_proj.weight    ungated shared experts (DeepSeek-V3)
@@ -26,9 +30,11 @@
 #include <cstdint>
 #include <memory>
 
+#include "nn/diagnostics.h"
 #include "nn/experts.h"
 #include "nn/linear.h"
 #include "nn/module.h"
+#include "nn/router.h"
 #include "nn/routing.h"
 
 namespace tinymoe {
@@ -56,15 +62,19 @@ struct SparseMoEConfig {
   int64_t intermediate_size = 0;  // f of each routed expert
   ExpertKind expert_kind = ExpertKind::swiglu;
   SharedExpertConfig shared;
-  RoutingRule rule;               // logits [T, E] -> Routing (nn/routing.h)
+  // The gate: a preset or configured router (nn/router_presets.h) when router.num_experts > 0
+  // (it must equal num_experts), else `rule`, a user's logits [T, E] -> Routing (nn/routing.h).
+  RouterConfig router;
+  RoutingRule rule;
   DType dtype = DType::f32;       // of every parameter; inputs must match
 };
 
 // The parts a block is assembled from, for weights made or loaded elsewhere and for gradient
-// checks of the whole block: gate out_features = E; shared_expert may be null; a non-null
-// shared_expert_gate ([1, d], needs shared_expert) makes the shared expert sigmoid-gated.
+// checks of the whole block: the gate is the Router (with the rule), weight [E, d] of the
+// experts' dtype; shared_expert may be null; a non-null shared_expert_gate ([1, d], needs
+// shared_expert) makes the shared expert sigmoid-gated.
 struct MoEParts {
-  std::shared_ptr<Linear> gate;
+  std::shared_ptr<Router> gate;
   std::shared_ptr<Experts> experts;
   std::shared_ptr<SharedExpert> shared_expert;
   std::shared_ptr<Linear> shared_expert_gate;
@@ -74,15 +84,19 @@ struct MoEOutput {
   Tensor output;             // x's shape: routed (+ shared) output, no residual
   Routing routing;           // what the rule returned (router_logits filled in when it left them out)
   Tensor tokens_per_expert;  // i64 [E]: kept pairs per expert (after capacity drops)
+  // diagnose(routing, gate's selection bias): loads, CV, drops, entropy, dead experts, collapse.
+  RoutingDiagnostics diagnostics;
 };
 
 class SparseMoEBlock : public Module {
  public:
-  // Builds the gate, the experts and the shared expert from the config; parameters are drawn
-  // from `generator` (the global one when null) in the order gate, experts, shared expert, its gate.
+  // Builds the gate (Router(config.router, d, ...) or Router(config.rule, E, d, ...)), the
+  // experts and the shared expert from the config; parameters are drawn from `generator` (the
+  // global one when null) in the order gate, experts, shared expert, its gate.
   explicit SparseMoEBlock(const SparseMoEConfig& config, Generator* generator = nullptr);
-  // Assembles a block from existing parts (registered by handle; see MoEParts).
-  SparseMoEBlock(RoutingRule rule, const MoEParts& parts);
+  // Assembles a block from existing parts (registered by handle; see MoEParts). The rule is the
+  // gate's.
+  explicit SparseMoEBlock(const MoEParts& parts);
 
   // x [T, d] (one sequence of T tokens) or [B, S, d] (B sequences; the rule's
   // context.sequence_length is S, T for a 2-D x). x must have the parameters' dtype.
@@ -92,23 +106,23 @@ class SparseMoEBlock : public Module {
   int64_t num_experts() const { return experts_->num_experts(); }
   int64_t hidden_size() const { return experts_->hidden_size(); }
   DType dtype() const { return experts_->dtype(); }
-  const RoutingRule& rule() const { return rule_; }
-  void set_rule(RoutingRule rule);
-  // The generator the rule's context passes for jitter / noise (null: the global one).
-  void set_routing_generator(Generator* generator) { routing_generator_ = generator; }
+  const RoutingRule& rule() const { return gate_->rule(); }
+  // The generator of the router's jitter and noise, passed in the rule's context (null: the
+  // global one). Forwards to Router::set_generator.
+  void set_routing_generator(Generator* generator) { gate_->set_generator(generator); }
+  // Auxiliary-loss-free balancing (DeepSeek-V3): moves the gate's selection bias by the loads of
+  // output.routing (Router::update_bias), outside the gradient. Needs a router with a bias.
+  void update_bias(const MoEOutput& output, double rate) { gate_->update_bias(output.routing, rate); }
 
-  const std::shared_ptr<Linear>& gate() const { return gate_; }
+  const std::shared_ptr<Router>& gate() const { return gate_; }
   const std::shared_ptr<Experts>& experts() const { return experts_; }
   const std::shared_ptr<SharedExpert>& shared_expert() const { return shared_expert_; }  // null when none
   const std::shared_ptr<Linear>& shared_expert_gate() const { return shared_expert_gate_; }  // null unless gated
 
  private:
-  void assemble(const MoEParts& parts);
   Tensor shared_output(const Tensor& tokens) const;
 
-  RoutingRule rule_;
-  Generator* routing_generator_ = nullptr;
-  std::shared_ptr<Linear> gate_;
+  std::shared_ptr<Router> gate_;
   std::shared_ptr<Experts> experts_;
   std::shared_ptr<SharedExpert> shared_expert_;
   std::shared_ptr<Linear> shared_expert_gate_;

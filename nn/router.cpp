@@ -1,6 +1,7 @@
 #include "nn/router.h"
 
 #include <cmath>
+#include <utility>
 
 #include "ops/counting.h"
 #include "ops/matmul.h"
@@ -8,26 +9,82 @@
 
 namespace tinymoe::nn {
 
-Router::Router(const RouterConfig& config, int64_t hidden_size, Generator* generator, DType dtype)
-    : config_(config), hidden_size_(hidden_size) {
-  config_.validate();
-  TINYMOE_CHECK(hidden_size >= 1, "Router", "expected hidden_size >= 1, got ", hidden_size);
-  TINYMOE_CHECK(is_floating(dtype), "Router", "expected a floating dtype (f32 or f64), got ", dtype_name(dtype));
-  // torch.nn.Linear's default init: uniform(-1/sqrt(in), 1/sqrt(in)).
+namespace {
+
+constexpr const char* kOp = "Router";
+
+// torch.nn.Linear's default init: uniform(-1/sqrt(in), 1/sqrt(in)).
+Tensor linear_init(int64_t num_experts, int64_t hidden_size, Generator* generator, DType dtype) {
+  TINYMOE_CHECK(num_experts >= 1 && hidden_size >= 1, kOp, "expected num_experts >= 1 and hidden_size >= 1, got ",
+                num_experts, " and ", hidden_size);
+  TINYMOE_CHECK(is_floating(dtype), kOp, "expected a floating dtype (f32 or f64), got ", dtype_name(dtype));
   double bound = 1.0 / std::sqrt(static_cast<double>(hidden_size));
-  weight_ = register_parameter("weight", rand({config_.num_experts, hidden_size}, dtype, generator, -bound, bound));
-  if (config_.noisy_gating)
-    noise_weight_ = register_parameter("noise_weight", zeros({config_.num_experts, hidden_size}, dtype));
+  return rand({num_experts, hidden_size}, dtype, generator, -bound, bound);
+}
+
+RouterConfig user_rule_config(int64_t num_experts) {
+  RouterConfig config;
+  config.num_experts = num_experts;
+  return config;
+}
+
+}  // namespace
+
+Router::Router(const RouterConfig& config, int64_t hidden_size, Generator* generator, DType dtype)
+    : config_(config) {
+  config_.validate();
+  Tensor weight = linear_init(config_.num_experts, hidden_size, generator, dtype);
+  // Zero-initialised as in Shazeer et al. 2017, sec. 2.1: no signal, some noise.
+  set_weights(weight, config_.noisy_gating ? zeros(weight.shape(), dtype) : Tensor());
+}
+
+Router::Router(RoutingRule rule, int64_t num_experts, int64_t hidden_size, Generator* generator, DType dtype)
+    : config_(user_rule_config(num_experts)) {
+  set_weights(linear_init(num_experts, hidden_size, generator, dtype), Tensor());
+  set_user_rule(std::move(rule));
+}
+
+Router::Router(const RouterConfig& config, const Tensor& weight, const Tensor& noise_weight) : config_(config) {
+  config_.validate();
+  set_weights(weight, noise_weight);
+}
+
+Router::Router(RoutingRule rule, const Tensor& weight) {
+  check_floating(weight, kOp, "weight");
+  check_dim(weight, 2, kOp, "weight");
+  config_ = user_rule_config(weight.size(0));
+  set_weights(weight, Tensor());
+  set_user_rule(std::move(rule));
+}
+
+void Router::set_weights(const Tensor& weight, const Tensor& noise_weight) {
+  check_floating(weight, kOp, "weight");
+  TINYMOE_CHECK(weight.dim() == 2 && weight.size(0) == config_.num_experts && weight.size(1) >= 1, kOp,
+                "expected a weight of shape [", config_.num_experts, ", d], got ", shape_str(weight.shape()));
+  hidden_size_ = weight.size(1);
+  TINYMOE_CHECK(noise_weight.defined() == config_.noisy_gating, kOp, "the rule '", config_.name, "' ",
+                config_.noisy_gating ? "needs a noise_weight (noisy gating)" : "has no noisy gating: no noise_weight");
+  if (noise_weight.defined())
+    TINYMOE_CHECK(noise_weight.dtype() == weight.dtype() && noise_weight.shape() == weight.shape(), kOp,
+                  "expected a ", dtype_name(weight.dtype()), " noise_weight of shape ", shape_str(weight.shape()),
+                  ", got ", dtype_name(noise_weight.dtype()), " ", shape_str(noise_weight.shape()));
+  weight_ = register_parameter("weight", weight);
+  if (noise_weight.defined()) noise_weight_ = register_parameter("noise_weight", noise_weight);
   state_ = make_router_state(config_);
   if (config_.selection_bias) register_buffer("e_score_correction_bias", state_->selection_bias);
   rule_ = make_rule(config_, state_);
 }
 
+void Router::set_user_rule(RoutingRule rule) {
+  TINYMOE_CHECK(static_cast<bool>(rule), kOp, "expected a routing rule, got an empty RoutingRule");
+  rule_ = std::move(rule);
+}
+
 Routing Router::forward(const Tensor& x, int64_t sequence_length) const {
-  check_floating(x, "Router", "x");
-  TINYMOE_CHECK(x.dim() == 2 && x.size(1) == hidden_size_, "Router", "expected x [T, ", hidden_size_, "], got ",
+  check_floating(x, kOp, "x");
+  TINYMOE_CHECK(x.dim() == 2 && x.size(1) == hidden_size_, kOp, "expected x [T, ", hidden_size_, "], got ",
                 shape_str(x.shape()));
-  sequence_count(x.size(0), sequence_length, "Router");
+  sequence_count(x.size(0), sequence_length, kOp);
   Tensor input = x.dtype() == weight_.dtype() ? x : x.to(weight_.dtype());
   // Switch jitters the router's input only (HF SwitchTransformersTop1Router); HF Mixtral jitters
   // the block input, which its experts see too: a block wanting that applies the jitter itself.
@@ -39,7 +96,10 @@ Routing Router::forward(const Tensor& x, int64_t sequence_length) const {
   context.training = is_training();
   context.generator = noise_generator_;
   if (config_.noisy_gating && is_training()) context.noise_logits = linear(input, noise_weight_);
-  return rule_(linear(input, weight_), context);
+  Tensor logits = linear(input, weight_);
+  Routing routing = rule_(logits, context);
+  if (!routing.router_logits.defined()) routing.router_logits = logits;
+  return routing;
 }
 
 void Router::update_bias(const Routing& routing, double rate) {

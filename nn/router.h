@@ -14,6 +14,10 @@
 //
 // Gradients: x, weight and noise_weight get them through the pair weights and the losses; the
 // bias never does.
+//
+// A Router can also run a user's RoutingRule (nn/routing.h): it then owns only "weight", and its
+// config() is a plain one (name "custom", E, no jitter, noise or bias); the rule still sees
+// context.training and context.generator.
 #pragma once
 
 #include <cstdint>
@@ -32,10 +36,19 @@ class Router : public Module {
   // one when null). The config is validated (Error naming "RouterConfig").
   Router(const RouterConfig& config, int64_t hidden_size, Generator* generator = nullptr,
          DType dtype = DType::f32);
+  // A user's rule with a router weight [E, d] drawn as above. The rule must not be empty.
+  Router(RoutingRule rule, int64_t num_experts, int64_t hidden_size, Generator* generator = nullptr,
+         DType dtype = DType::f32);
+  // From existing tensors, registered by handle (loaded weights; gradient checks, where autograd
+  // must reach the very tensors): weight floating [E, d]; noise_weight [E, d] of weight's dtype,
+  // given exactly when config.noisy_gating. The selection bias starts at zero.
+  Router(const RouterConfig& config, const Tensor& weight, const Tensor& noise_weight = Tensor());
+  Router(RoutingRule rule, const Tensor& weight);
 
   // x [T, d] -> Routing. T must be a multiple of sequence_length (0: one sequence). In training
   // mode: multiplicative jitter on the router's copy of x (Switch; the experts see the plain x),
-  // and the noise of noisy gating; neither in eval. Errors name "Router".
+  // and the noise of noisy gating; neither in eval. router_logits is filled in (x W^T) when the
+  // rule leaves it out. Errors name "Router".
   Routing forward(const Tensor& x, int64_t sequence_length = 0) const;
   Routing operator()(const Tensor& x, int64_t sequence_length = 0) const { return forward(x, sequence_length); }
 
@@ -55,8 +68,13 @@ class Router : public Module {
   const RouterConfig& config() const { return config_; }
   const RoutingRule& rule() const { return rule_; }
   int64_t hidden_size() const { return hidden_size_; }
+  int64_t num_experts() const { return config_.num_experts; }
+  DType dtype() const { return weight_.dtype(); }
 
  private:
+  void set_weights(const Tensor& weight, const Tensor& noise_weight);
+  void set_user_rule(RoutingRule rule);
+
   RouterConfig config_;
   int64_t hidden_size_ = 0;
   Tensor weight_, noise_weight_;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "nn/moe_block.h"
+#include "nn/router_presets.h"
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;
@@ -253,7 +254,7 @@ SparseMoEConfig make_config(RoutingRule rule, ExpertKind kind = ExpertKind::swig
 // named_parameters), the way gradcheck needs: autograd must reach those very tensors.
 SparseMoEBlock block_from(const SparseMoEConfig& config, const TensorList& params) {
   MoEParts parts;
-  parts.gate = std::make_shared<Linear>(params[0]);
+  parts.gate = std::make_shared<Router>(config.rule, params[0]);
   size_t next = 1;
   if (config.expert_kind == ExpertKind::swiglu) {
     parts.experts = std::make_shared<SwiGLUExperts>(params[1], params[2], params[3]);
@@ -268,7 +269,7 @@ SparseMoEBlock block_from(const SparseMoEConfig& config, const TensorList& param
     next += 3;
   }
   if (config.shared.kind == SharedExpertKind::sigmoid_gated) parts.shared_expert_gate = std::make_shared<Linear>(params[next]);
-  return SparseMoEBlock(config.rule, parts);
+  return SparseMoEBlock(parts);
 }
 
 // gradcheck of the block output w.r.t. x and every parameter of a block built from `config`.
@@ -527,13 +528,17 @@ TEST_CASE("moe_block: bad inputs and inconsistent routings name SparseMoEBlock",
   };
   for (const Case& c : cases) {
     INFO(c.what);
-    block.set_rule(broken_rule(c.corrupt));
-    CHECK_BLOCK_ERROR(block.forward(zeros({5, 6}, DType::f64)), c.what);
+    SparseMoEBlock broken(make_config(broken_rule(c.corrupt)));
+    CHECK_BLOCK_ERROR(broken.forward(zeros({5, 6}, DType::f64)), c.what);
   }
 }
 
 TEST_CASE("moe_block: bad configurations and parts name SparseMoEBlock", "[moe_block][errors]") {
-  CHECK_BLOCK_ERROR(SparseMoEBlock(make_config(RoutingRule())), "empty RoutingRule");
+  CHECK_THROWS_WITH(SparseMoEBlock(make_config(RoutingRule())),
+                    Catch::Contains("Router") && Catch::Contains("empty RoutingRule"));
+  SparseMoEConfig other_router = make_config(mixtral_rule(1));
+  other_router.router = mixtral(5, 2);
+  CHECK_BLOCK_ERROR(SparseMoEBlock{other_router}, "routes to 5 experts");
   SparseMoEConfig no_experts = make_config(mixtral_rule(1));
   no_experts.num_experts = 0;
   CHECK_BLOCK_ERROR(SparseMoEBlock{no_experts}, "positive");
@@ -543,21 +548,21 @@ TEST_CASE("moe_block: bad configurations and parts name SparseMoEBlock", "[moe_b
   SparseMoEConfig empty_shared = make_config(mixtral_rule(1), ExpertKind::swiglu, SharedExpertKind::ungated);
   empty_shared.shared.intermediate_size = 0;
   CHECK_BLOCK_ERROR(SparseMoEBlock{empty_shared}, "shared");
-  CHECK_BLOCK_ERROR(SparseMoEBlock(make_config(mixtral_rule(1))).set_rule(RoutingRule()), "empty RoutingRule");
 
   auto experts = std::make_shared<SwiGLUExperts>(4, 6, 5);
-  auto gate = std::make_shared<Linear>(6, 4, false);
-  CHECK_BLOCK_ERROR(SparseMoEBlock(mixtral_rule(1), MoEParts{gate, nullptr, nullptr, nullptr}), "no experts");
-  CHECK_BLOCK_ERROR(SparseMoEBlock(mixtral_rule(1), MoEParts{std::make_shared<Linear>(6, 3, false), experts, nullptr, nullptr}),
+  auto gate = std::make_shared<Router>(mixtral(4, 1), 6);
+  CHECK_BLOCK_ERROR(SparseMoEBlock(MoEParts{gate, nullptr, nullptr, nullptr}), "no experts");
+  CHECK_BLOCK_ERROR(SparseMoEBlock(MoEParts{nullptr, experts, nullptr, nullptr}), "no gate");
+  CHECK_BLOCK_ERROR(SparseMoEBlock(MoEParts{std::make_shared<Router>(mixtral(3, 1), 6), experts, nullptr, nullptr}),
                     "[4, 6]");
-  CHECK_BLOCK_ERROR(SparseMoEBlock(mixtral_rule(1), MoEParts{std::make_shared<Linear>(6, 4, false, nullptr, DType::f64),
-                                                             experts, nullptr, nullptr}),
+  CHECK_BLOCK_ERROR(SparseMoEBlock(MoEParts{std::make_shared<Router>(mixtral(4, 1), 6, nullptr, DType::f64), experts,
+                                            nullptr, nullptr}),
                     "gate");
-  CHECK_BLOCK_ERROR(SparseMoEBlock(mixtral_rule(1), MoEParts{gate, experts, std::make_shared<SharedExpert>(5, 3), nullptr}),
+  CHECK_BLOCK_ERROR(SparseMoEBlock(MoEParts{gate, experts, std::make_shared<SharedExpert>(5, 3), nullptr}),
                     "hidden size 6");
-  CHECK_BLOCK_ERROR(SparseMoEBlock(mixtral_rule(1), MoEParts{gate, experts, nullptr, std::make_shared<Linear>(6, 1, false)}),
+  CHECK_BLOCK_ERROR(SparseMoEBlock(MoEParts{gate, experts, nullptr, std::make_shared<Linear>(6, 1, false)}),
                     "needs a shared_expert");
-  CHECK_BLOCK_ERROR(SparseMoEBlock(mixtral_rule(1), MoEParts{gate, experts, std::make_shared<SharedExpert>(6, 3),
-                                                             std::make_shared<Linear>(6, 2, false)}),
+  CHECK_BLOCK_ERROR(SparseMoEBlock(MoEParts{gate, experts, std::make_shared<SharedExpert>(6, 3),
+                                            std::make_shared<Linear>(6, 2, false)}),
                     "[1, 6]");
 }
