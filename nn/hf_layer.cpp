@@ -198,15 +198,12 @@ void add_slots(const std::string& model_type, const NamedTensors& tensors, bool 
 // The block in eval mode (HF's layers are checked in eval: no jitter, no dropout) and its slots.
 LoadedLayer build_block(const HFLayerConfig& config) {
   SparseMoEConfig block_config = config.block;
-  std::shared_ptr<RouterState> state = make_router_state(config.router);
-  block_config.rule = make_rule(config.router, state);
-  Generator init_generator(0);  // every value is overwritten by the weights file
+  block_config.router = config.router;  // the gate is a Router; its bias is gate.e_score_correction_bias
+  Generator init_generator(0);          // every value is overwritten by the weights file
   LoadedLayer layer{std::make_shared<SparseMoEBlock>(block_config, &init_generator), {}};
   layer.block->eval();
-  NamedTensors buffers = layer.block->named_buffers();
-  if (state->selection_bias.defined()) buffers.emplace_back("gate.e_score_correction_bias", state->selection_bias);
   add_slots(config.model_type, layer.block->named_parameters(), false, &layer.slots);
-  add_slots(config.model_type, buffers, true, &layer.slots);
+  add_slots(config.model_type, layer.block->named_buffers(), true, &layer.slots);
   return layer;
 }
 

@@ -23,7 +23,7 @@ namespace tinymoe::nn {
 // What a config.json says about one MoE layer.
 struct HFLayerConfig {
   std::string model_type;
-  SparseMoEConfig block;  // sizes, expert kind, shared expert and block.router (the preset below)
+  SparseMoEConfig block;  // sizes, expert kind and shared expert (load_hf_layer sets block.router)
   // The preset of the model type with the config's k, flags and loss coefficients: mixtral,
   // qwen2_moe (norm_topk_prob), deepseek_v3 (n_group, topk_group, routed_scaling_factor,
   // norm_topk_prob) or switch_transformer (per-sequence expert_capacity, hf_switch aux loss).
