@@ -12,4 +12,9 @@ namespace tinymoe::cli {
 // GEMM of equal FLOPs, and dense f32 GEMM throughput through each GEMM path (bench_ops.cpp).
 void add_bench_ops(CLI::App& bench);
 
+// `tinymoe moe`: one HuggingFace MoE layer from its config.json and weights, run forward (and
+// backward with --grad-output); writes the tensors docs/hf_check.md lists; --compare checks them
+// against an expected file (moe_check.cpp).
+void add_moe_check(CLI::App& app);
+
 }  // namespace tinymoe::cli

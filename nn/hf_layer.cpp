@@ -1,0 +1,375 @@
+#include "nn/hf_layer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "ops/elementwise.h"
+#include "ops/reduce.h"
+#include "tinymoe/autograd.h"
+#include "tinymoe/random.h"
+
+namespace tinymoe::nn {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kOp = "hf_layer";
+
+// ---- config.json ----
+
+const json* find_key(const json& config, const char* key) {
+  auto it = config.find(key);
+  return it == config.end() || it->is_null() ? nullptr : &*it;
+}
+
+// An integer key; a missing key takes `fallback` (the HF config class default) or is an error.
+int64_t get_int(const json& config, const char* key, std::optional<int64_t> fallback = std::nullopt) {
+  const json* value = find_key(config, key);
+  if (!value) {
+    TINYMOE_CHECK(fallback.has_value(), kOp, "config.json lacks the key '", key, "'");
+    return *fallback;
+  }
+  TINYMOE_CHECK(value->is_number_integer(), kOp, "expected '", key, "' to be an integer, got ", value->dump());
+  return value->get<int64_t>();
+}
+
+// A size: an integer >= 1.
+int64_t get_size(const json& config, const char* key, std::optional<int64_t> fallback = std::nullopt) {
+  const int64_t size = get_int(config, key, fallback);
+  TINYMOE_CHECK(size >= 1, kOp, "expected '", key, "' >= 1, got ", size);
+  return size;
+}
+
+double get_double(const json& config, const char* key, double fallback) {
+  const json* value = find_key(config, key);
+  if (!value) return fallback;
+  TINYMOE_CHECK(value->is_number(), kOp, "expected '", key, "' to be a number, got ", value->dump());
+  return value->get<double>();
+}
+
+bool get_bool(const json& config, const char* key, bool fallback) {
+  const json* value = find_key(config, key);
+  if (!value) return fallback;
+  TINYMOE_CHECK(value->is_boolean(), kOp, "expected '", key, "' to be true or false, got ", value->dump());
+  return value->get<bool>();
+}
+
+std::string get_string(const json& config, const char* key, const std::string& fallback) {
+  const json* value = find_key(config, key);
+  if (!value) return fallback;
+  TINYMOE_CHECK(value->is_string(), kOp, "expected '", key, "' to be a string, got ", value->dump());
+  return value->get<std::string>();
+}
+
+// The SwiGLU model types compute silu(gate_proj x) * up_proj x; another act would be another layer.
+void require_silu(const json& config) {
+  const std::string act = get_string(config, "hidden_act", "silu");
+  TINYMOE_CHECK(act == "silu", kOp, "expected hidden_act 'silu' (the SwiGLU experts), got '", act, "'");
+}
+
+// MixtralConfig: num_local_experts (attribute_map alias num_experts), k default 2.
+HFLayerConfig parse_mixtral(const json& config) {
+  require_silu(config);
+  HFLayerConfig layer;
+  const char* experts_key = find_key(config, "num_local_experts") ? "num_local_experts" : "num_experts";
+  layer.block.num_experts = get_size(config, experts_key);
+  layer.block.hidden_size = get_size(config, "hidden_size");
+  layer.block.intermediate_size = get_size(config, "intermediate_size");
+  layer.router = mixtral(layer.block.num_experts, get_size(config, "num_experts_per_tok", 2));
+  layer.router.aux_loss.coefficient = get_double(config, "router_aux_loss_coef", 0.001);
+  return layer;
+}
+
+// Qwen2MoeConfig: moe_intermediate_size for the routed experts, a sigmoid-gated shared expert,
+// norm_topk_prob default false, k default 4.
+HFLayerConfig parse_qwen2_moe(const json& config) {
+  require_silu(config);
+  HFLayerConfig layer;
+  layer.block.num_experts = get_size(config, "num_experts");
+  layer.block.hidden_size = get_size(config, "hidden_size");
+  layer.block.intermediate_size = get_size(config, "moe_intermediate_size");
+  layer.block.shared = {SharedExpertKind::sigmoid_gated, 1, get_size(config, "shared_expert_intermediate_size")};
+  layer.router = qwen2_moe(layer.block.num_experts, get_size(config, "num_experts_per_tok", 4),
+                           get_bool(config, "norm_topk_prob", false));
+  layer.router.aux_loss.coefficient = get_double(config, "router_aux_loss_coef", 0.001);
+  return layer;
+}
+
+// DeepseekV3Config: sigmoid + bias-corrected group top-k (scoring_func / topk_method are ignored
+// by the HF class), n_shared_experts ungated shared experts; defaults k 8, n_group 8, topk_group 4,
+// norm_topk_prob true, routed_scaling_factor 2.5. HF computes no loss for this layer.
+HFLayerConfig parse_deepseek_v3(const json& config) {
+  require_silu(config);
+  HFLayerConfig layer;
+  layer.block.num_experts = get_size(config, "n_routed_experts");
+  layer.block.hidden_size = get_size(config, "hidden_size");
+  layer.block.intermediate_size = get_size(config, "moe_intermediate_size");
+  layer.block.shared = {SharedExpertKind::ungated, get_size(config, "n_shared_experts", 1),
+                        layer.block.intermediate_size};
+  layer.router = deepseek_v3(layer.block.num_experts, get_size(config, "num_experts_per_tok", 8),
+                             get_size(config, "n_group", 8), get_size(config, "topk_group", 4),
+                             get_double(config, "routed_scaling_factor", 2.5), get_bool(config, "norm_topk_prob", true));
+  return layer;
+}
+
+// SwitchTransformersConfig: d_model / d_ff, top-1 with expert_capacity tokens per expert and per
+// sequence (default 64), DenseActDense experts (dense_act_fn relu or exact gelu), the router in
+// float32 without bias; z-loss and the hf_switch aux loss.
+HFLayerConfig parse_switch(const json& config) {
+  TINYMOE_CHECK(!get_bool(config, "router_bias", false), kOp,
+                "router_bias true (a router.classifier.bias) is not supported; expected false");
+  const std::string router_dtype = get_string(config, "router_dtype", "float32");
+  TINYMOE_CHECK(router_dtype == "float32", kOp, "expected router_dtype 'float32', got '", router_dtype, "'");
+  const std::string act = get_string(config, "dense_act_fn", "relu");
+  TINYMOE_CHECK(act == "relu" || act == "gelu", kOp, "expected dense_act_fn 'relu' or 'gelu', got '", act, "'");
+  HFLayerConfig layer;
+  layer.block.num_experts = get_size(config, "num_experts", 8);
+  layer.block.hidden_size = get_size(config, "d_model");
+  layer.block.intermediate_size = get_size(config, "d_ff");
+  layer.block.expert_kind = act == "relu" ? ExpertKind::relu : ExpertKind::gelu;
+  layer.router = switch_transformer(layer.block.num_experts,
+                                    CapacityConfig::per_sequence_count(get_size(config, "expert_capacity", 64)));
+  layer.router.aux_loss.coefficient = get_double(config, "router_aux_loss_coef", 0.001);
+  layer.router.z_loss.coefficient = get_double(config, "router_z_loss_coef", 0.001);
+  return layer;
+}
+
+json parse_json_object(const std::string& json_text) {
+  json config;
+  try {
+    config = json::parse(json_text);
+  } catch (const json::exception& error) {
+    fail(kOp, "config.json is not valid JSON: ", error.what());
+  }
+  TINYMOE_CHECK(config.is_object(), kOp, "expected config.json to hold a JSON object, got ", config.type_name());
+  return config;
+}
+
+// ---- weights: HF names <-> the block's tensors ----
+
+// One tensor of the HF weights file and where it lives in the block.
+struct WeightSlot {
+  std::string hf_name;
+  Shape hf_shape;
+  Tensor target;        // the block's parameter or buffer
+  int64_t expert = -1;  // >= 0: HF expert `expert`'s [out, in] = target[expert]^T (stacked experts)
+  bool buffer = false;  // no gradient: grad.<name> is zeros
+};
+
+struct LoadedLayer {
+  std::shared_ptr<SparseMoEBlock> block;
+  std::vector<WeightSlot> slots;
+};
+
+// HF's per-expert name of the block's stacked parameter experts.<stacked>.
+std::string expert_hf_name(const std::string& model_type, const std::string& stacked, int64_t expert) {
+  const std::string index = std::to_string(expert);
+  if (model_type == "switch_transformers") return "experts.expert_" + index + "." + stacked + ".weight";
+  if (model_type == "mixtral") return "experts." + index + "." + stacked + ".weight";
+  // Qwen2-MoE / DeepSeek-V3 name Mixtral's w1, w3, w2 gate_proj, up_proj, down_proj.
+  const std::string projection = stacked == "w1" ? "gate_proj" : stacked == "w3" ? "up_proj" : "down_proj";
+  return "experts." + index + "." + projection + ".weight";
+}
+
+void add_slots(const std::string& model_type, const NamedTensors& tensors, bool buffer,
+               std::vector<WeightSlot>* slots) {
+  const std::string experts_prefix = "experts.";
+  for (const auto& [name, tensor] : tensors) {
+    if (name.compare(0, experts_prefix.size(), experts_prefix) != 0) {
+      // Switch's router is router.classifier; the block calls every router gate.
+      const bool switch_router = model_type == "switch_transformers" && name == "gate.weight";
+      slots->push_back({switch_router ? "router.classifier.weight" : name, tensor.shape(), tensor, -1, buffer});
+      continue;
+    }
+    const std::string stacked = name.substr(experts_prefix.size());
+    for (int64_t expert = 0; expert < tensor.size(0); ++expert)
+      slots->push_back({expert_hf_name(model_type, stacked, expert), {tensor.size(2), tensor.size(1)}, tensor, expert,
+                        buffer});
+  }
+}
+
+// The block in eval mode (HF's layers are checked in eval: no jitter, no dropout) and its slots.
+LoadedLayer build_block(const HFLayerConfig& config) {
+  SparseMoEConfig block_config = config.block;
+  block_config.router = config.router;  // the gate is a Router; its bias is gate.e_score_correction_bias
+  Generator init_generator(0);          // every value is overwritten by the weights file
+  LoadedLayer layer{std::make_shared<SparseMoEBlock>(block_config, &init_generator), {}};
+  layer.block->eval();
+  add_slots(config.model_type, layer.block->named_parameters(), false, &layer.slots);
+  add_slots(config.model_type, layer.block->named_buffers(), true, &layer.slots);
+  return layer;
+}
+
+std::string join(const std::vector<std::string>& names) {
+  std::ostringstream text;
+  for (size_t i = 0; i < names.size(); ++i) text << (i ? ", " : "") << names[i];
+  return text.str();
+}
+
+// The file's tensors by stripped name, after checking every name, shape and dtype; one Error
+// lists every problem.
+std::map<std::string, Tensor> match_weights(const std::vector<WeightSlot>& slots, const TensorMap& weights,
+                                            const std::string& prefix) {
+  std::map<std::string, const WeightSlot*> by_name;
+  for (const WeightSlot& slot : slots) by_name[slot.hf_name] = &slot;
+  std::map<std::string, Tensor> matched;
+  std::vector<std::string> unexpected, mis_shaped, missing;
+  for (const auto& [full_name, tensor] : weights) {
+    const bool has_prefix = full_name.compare(0, prefix.size(), prefix) == 0;
+    auto slot = has_prefix ? by_name.find(full_name.substr(prefix.size())) : by_name.end();
+    if (slot == by_name.end()) {
+      unexpected.push_back(full_name);
+    } else if (tensor.shape() != slot->second->hf_shape || !is_floating(tensor.dtype())) {
+      mis_shaped.push_back(full_name + " (expected a floating " + shape_str(slot->second->hf_shape) + ", got " +
+                           dtype_name(tensor.dtype()) + " " + shape_str(tensor.shape()) + ")");
+    } else {
+      matched[slot->first] = tensor;
+    }
+  }
+  for (const WeightSlot& slot : slots)
+    if (!weights.count(prefix + slot.hf_name)) missing.push_back(prefix + slot.hf_name);
+  std::ostringstream problems;
+  if (!missing.empty()) problems << " missing: " << join(missing) << ";";
+  if (!unexpected.empty()) problems << " unexpected (unknown to this model type or without the prefix '" << prefix
+                                    << "'): " << join(unexpected) << ";";
+  if (!mis_shaped.empty()) problems << " wrong shape or dtype: " << join(mis_shaped) << ";";
+  TINYMOE_CHECK(problems.str().empty(), kOp, "the weights do not match the layer's HF names and shapes:",
+                problems.str());
+  return matched;
+}
+
+// Copies `source` (any floating dtype, the destination's shape) into the destination's storage.
+void copy_into(const Tensor& destination, const Tensor& source) {
+  Tensor converted = source.detach().to(destination.dtype());
+  std::memcpy(destination.raw_data(), converted.raw_data(), destination.nbytes());
+}
+
+LoadedLayer load_layer(const HFLayerConfig& config, const TensorMap& weights, const std::string& prefix) {
+  LoadedLayer layer = build_block(config);
+  std::map<std::string, Tensor> matched = match_weights(layer.slots, weights, prefix);
+  NoGradGuard no_grad;
+  for (const WeightSlot& slot : layer.slots) {
+    const Tensor& source = matched.at(slot.hf_name);
+    if (slot.expert >= 0)
+      load_expert_weight_from_hf(slot.target, slot.expert, source.to(slot.target.dtype()), slot.hf_name.c_str());
+    else
+      copy_into(slot.target, source);
+  }
+  return layer;
+}
+
+const Tensor& required_tensor(const TensorMap& tensors, const std::string& name, const char* file) {
+  auto it = tensors.find(name);
+  if (it != tensors.end()) return it->second;
+  std::vector<std::string> present;
+  for (const auto& entry : tensors) present.push_back(entry.first);
+  fail(kOp, "expected a tensor '", name, "' in the ", file, " file, got [", join(present), "]");
+}
+
+// grad.<name> in HF layout: the expert's slice transposed, zeros for buffers and untouched tensors.
+Tensor slot_gradient(const WeightSlot& slot) {
+  Tensor grad = slot.buffer ? Tensor() : slot.target.grad();
+  if (!grad.defined()) return zeros(slot.hf_shape, slot.target.dtype());
+  return slot.expert >= 0 ? expert_weight_to_hf(grad, slot.expert) : grad.detach();
+}
+
+double squared_norm(const std::vector<double>& values) {
+  double total = 0.0;
+  for (double value : values) total += value * value;
+  return total;
+}
+
+TensorComparison compare_tensors(const std::string& name, const Tensor& actual, const Tensor& expected,
+                                 double tolerance) {
+  TensorComparison comparison{name, 0.0, false, ""};
+  check_floating(actual, "hf_compare", name.c_str());
+  check_floating(expected, "hf_compare", name.c_str());
+  if (actual.shape() != expected.shape()) {
+    comparison.relative_error = INFINITY;
+    comparison.problem = "shape " + shape_str(actual.shape()) + ", expected " + shape_str(expected.shape());
+    return comparison;
+  }
+  std::vector<double> a = actual.detach().to(DType::f64).to_vector<double>();
+  std::vector<double> b = expected.detach().to(DType::f64).to_vector<double>();
+  std::vector<double> difference(a.size());
+  for (size_t i = 0; i < a.size(); ++i) difference[i] = a[i] - b[i];
+  comparison.relative_error = std::sqrt(squared_norm(difference)) / std::max(1.0, std::sqrt(squared_norm(b)));
+  comparison.passed = comparison.relative_error <= tolerance;  // false for NaN
+  return comparison;
+}
+
+}  // namespace
+
+HFLayerConfig parse_hf_layer_config(const std::string& json_text) {
+  json config = parse_json_object(json_text);
+  const std::string model_type = get_string(config, "model_type", "");
+  HFLayerConfig layer;
+  if (model_type == "mixtral") layer = parse_mixtral(config);
+  else if (model_type == "qwen2_moe") layer = parse_qwen2_moe(config);
+  else if (model_type == "deepseek_v3") layer = parse_deepseek_v3(config);
+  else if (model_type == "switch_transformers") layer = parse_switch(config);
+  else
+    fail(kOp, "unknown model_type '", model_type,
+         "'; expected one of mixtral, qwen2_moe, deepseek_v3, switch_transformers");
+  layer.model_type = model_type;
+  layer.router.validate();
+  return layer;
+}
+
+std::shared_ptr<SparseMoEBlock> load_hf_layer(const HFLayerConfig& config, const TensorMap& weights,
+                                              const std::string& prefix) {
+  return load_layer(config, weights, prefix).block;
+}
+
+TensorMap run_hf_layer(const HFLayerConfig& config, const TensorMap& weights, const TensorMap& input,
+                       const TensorMap& grad_output, const std::string& prefix) {
+  const Tensor& hidden_states = required_tensor(input, "hidden_states", "input");
+  check_dtype(hidden_states, DType::f32, kOp, "hidden_states");
+  const bool with_grad = !grad_output.empty();
+  Tensor output_grad = with_grad ? required_tensor(grad_output, "grad_output", "grad-output") : Tensor();
+  TINYMOE_CHECK(!with_grad || output_grad.shape() == hidden_states.shape(), kOp,
+                "expected grad_output of hidden_states' shape ", shape_str(hidden_states.shape()), ", got ",
+                shape_str(output_grad.shape()));
+
+  LoadedLayer layer = load_layer(config, weights, prefix);
+  Tensor x = hidden_states.detach().clone();
+  if (with_grad) x.requires_grad_();
+  std::optional<NoGradGuard> forward_only;
+  if (!with_grad) forward_only.emplace();
+  MoEOutput result = layer.block->forward(x);
+
+  TensorMap out{{"output", result.output.detach()}, {"router_logits", result.routing.router_logits.detach()}};
+  for (const auto& [name, loss] : result.routing.losses) out[name] = loss.detach();
+  if (!with_grad) return out;
+  // L = sum(output * grad_output): its gradient is grad_output pulled back through the layer.
+  sum(mul(result.output, output_grad.to(result.output.dtype()))).backward();
+  out["grad.hidden_states"] = x.grad().defined() ? x.grad().detach() : zeros_like(hidden_states);
+  for (const WeightSlot& slot : layer.slots) out["grad." + slot.hf_name] = slot_gradient(slot);
+  return out;
+}
+
+std::vector<TensorComparison> compare_tensor_maps(const TensorMap& actual, const TensorMap& expected,
+                                                  double tolerance) {
+  std::vector<TensorComparison> comparisons;
+  for (const auto& [name, tensor] : expected) {
+    auto found = actual.find(name);
+    if (found == actual.end())
+      comparisons.push_back({name, INFINITY, false, "missing from the result"});
+    else
+      comparisons.push_back(compare_tensors(name, found->second, tensor, tolerance));
+  }
+  for (const auto& [name, tensor] : actual)
+    if (!expected.count(name)) comparisons.push_back({name, INFINITY, false, "not in the expected file"});
+  std::sort(comparisons.begin(), comparisons.end(),
+            [](const TensorComparison& a, const TensorComparison& b) { return a.name < b.name; });
+  return comparisons;
+}
+
+}  // namespace tinymoe::nn

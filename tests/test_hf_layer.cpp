@@ -1,0 +1,227 @@
+// nn/hf_layer: whole HF MoE layers against the fixtures of tests/data/hf (made by
+// tools/hf_fixtures/generate.py from a PyTorch reimplementation of the HF layers; the contract is
+// docs/hf_check.md), plus every class of bad config, weights and inputs.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "nn/hf_layer.h"
+#include "nn/safetensors.h"
+
+using namespace tinymoe;
+using namespace tinymoe::nn;
+
+namespace {
+
+const std::string kHfData = std::string(TINYMOE_TEST_DATA_DIR) + "/hf/";
+
+std::string read_text(const std::string& path) {
+  std::ifstream file(path);
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+struct FixtureCase {
+  std::string name, prefix;
+  HFLayerConfig config;
+  TensorMap weights, input, grad_output, expected;
+};
+
+FixtureCase load_case(const std::string& name, const std::string& prefix) {
+  const std::string dir = kHfData + name + "/";
+  return {name,
+          prefix,
+          parse_hf_layer_config(read_text(dir + "config.json")),
+          load_safetensors(dir + "layer.safetensors"),
+          load_safetensors(dir + "input.safetensors"),
+          load_safetensors(dir + "grad_output.safetensors"),
+          load_safetensors(dir + "expected.safetensors")};
+}
+
+// The independent check of the contract: ||a - b|| <= 1e-5 max(1, ||b||) per tensor, in double.
+double relative_error(const Tensor& actual, const Tensor& expected) {
+  std::vector<float> a = actual.to_vector<float>(), b = expected.to_vector<float>();
+  double difference = 0.0, reference = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    difference += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    reference += double(b[i]) * b[i];
+  }
+  return std::sqrt(difference) / std::max(1.0, std::sqrt(reference));
+}
+
+FixtureCase mixtral_case() { return load_case("mixtral_basic", ""); }
+
+TensorMap without(TensorMap tensors, const std::string& name) {
+  tensors.erase(name);
+  return tensors;
+}
+
+}  // namespace
+
+TEST_CASE("hf_layer: every fixture case matches HuggingFace, forward and backward", "[hf_layer][hf]") {
+  nlohmann::json manifest = nlohmann::json::parse(read_text(kHfData + "manifest.json"));
+  REQUIRE(manifest.at("cases").size() == 6);
+  for (const nlohmann::json& entry : manifest.at("cases")) {
+    FixtureCase c = load_case(entry.at("name"), entry.at("prefix"));
+    INFO(c.name);
+    CHECK(c.config.model_type == entry.at("model_type").get<std::string>());
+    TensorMap result = run_hf_layer(c.config, c.weights, c.input, c.grad_output, c.prefix);
+    // Exactly the expected names: output, router_logits, the case's losses, grad.* of every weight.
+    std::set<std::string> names, want;
+    for (const auto& item : result) names.insert(item.first);
+    for (const auto& item : c.expected) want.insert(item.first);
+    CHECK(names == want);
+    for (const nlohmann::json& loss : entry.at("losses")) CHECK(result.count(loss.get<std::string>()) == 1);
+    for (const auto& [name, expected] : c.expected) {
+      INFO(name);
+      REQUIRE(result.count(name) == 1);
+      REQUIRE(result.at(name).shape() == expected.shape());
+      CHECK(relative_error(result.at(name), expected) <= 1e-5);
+    }
+  }
+}
+
+TEST_CASE("hf_layer: without a grad_output only the forward tensors come back", "[hf_layer][hf]") {
+  FixtureCase c = load_case("switch_capacity", "");
+  TensorMap result = run_hf_layer(c.config, c.weights, c.input);
+  std::set<std::string> names;
+  for (const auto& item : result) names.insert(item.first);
+  CHECK(names == std::set<std::string>{"aux_loss", "output", "router_logits", "z_loss"});
+  CHECK(relative_error(result.at("output"), c.expected.at("output")) <= 1e-5);
+}
+
+TEST_CASE("hf_layer: config.json parsing follows the HF config classes", "[hf_layer]") {
+  HFLayerConfig switch_layer = parse_hf_layer_config(read_text(kHfData + "switch_capacity/config.json"));
+  CHECK(switch_layer.block.hidden_size == 8);
+  CHECK(switch_layer.block.expert_kind == ExpertKind::relu);
+  CHECK(switch_layer.router.capacity.expert_capacity == 2);
+  CHECK(switch_layer.router.capacity.per_sequence);
+  CHECK(switch_layer.router.aux_loss_form == LoadBalanceForm::hf_switch);
+  CHECK(switch_layer.router.z_loss.enabled);
+
+  // Absent flags take the HF defaults: Qwen2-MoE does not renormalise, k = 4, coefficient 0.001.
+  HFLayerConfig qwen = parse_hf_layer_config(
+      R"({"model_type": "qwen2_moe", "hidden_size": 8, "moe_intermediate_size": 4,
+          "shared_expert_intermediate_size": 6, "num_experts": 6})");
+  CHECK_FALSE(qwen.router.weights.renormalize);
+  CHECK(qwen.router.top_k == 4);
+  CHECK(qwen.router.aux_loss.coefficient == 0.001);
+  CHECK(qwen.block.shared.kind == SharedExpertKind::sigmoid_gated);
+  CHECK(qwen.block.shared.intermediate_size == 6);
+
+  HFLayerConfig deepseek = parse_hf_layer_config(read_text(kHfData + "deepseek_v3_grouped/config.json"));
+  CHECK(deepseek.router.selection == SelectionKind::group_limited_topk);
+  CHECK(deepseek.router.weights.scaling_factor == 2.5);
+  CHECK(deepseek.router.n_group == 4);
+  CHECK(deepseek.router.topk_group == 2);
+  CHECK_FALSE(deepseek.router.aux_loss.enabled);
+  CHECK(deepseek.block.shared.kind == SharedExpertKind::ungated);
+
+  // Mixtral's attribute_map alias num_experts for num_local_experts.
+  HFLayerConfig alias = parse_hf_layer_config(
+      R"({"model_type": "mixtral", "hidden_size": 8, "intermediate_size": 4, "num_experts": 3})");
+  CHECK(alias.block.num_experts == 3);
+  CHECK(alias.router.top_k == 2);
+}
+
+TEST_CASE("hf_layer: bad configs are rejected with the reason", "[hf_layer][errors]") {
+  CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "llama", "hidden_size": 8})"),
+                    Catch::Contains("hf_layer") && Catch::Contains("unknown model_type 'llama'"));
+  CHECK_THROWS_WITH(parse_hf_layer_config(R"({"hidden_size": 8})"), Catch::Contains("unknown model_type"));
+  CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "mixtral", "hidden_size": 8,)"),
+                    Catch::Contains("hf_layer") && Catch::Contains("not valid JSON"));
+  CHECK_THROWS_WITH(parse_hf_layer_config("[1, 2]"), Catch::Contains("JSON object"));
+  CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "mixtral", "hidden_size": 8, "num_local_experts": 4})"),
+                    Catch::Contains("lacks the key 'intermediate_size'"));
+  CHECK_THROWS_WITH(parse_hf_layer_config(
+                        R"({"model_type": "mixtral", "hidden_size": "8", "intermediate_size": 4, "num_local_experts": 4})"),
+                    Catch::Contains("'hidden_size' to be an integer"));
+  CHECK_THROWS_WITH(parse_hf_layer_config(
+                        R"({"model_type": "mixtral", "hidden_size": 0, "intermediate_size": 4, "num_local_experts": 4})"),
+                    Catch::Contains("'hidden_size' >= 1"));
+  CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "mixtral", "hidden_size": 8, "intermediate_size": 4,
+                                             "num_local_experts": 4, "hidden_act": "gelu"})"),
+                    Catch::Contains("hidden_act 'silu'"));
+  CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "switch_transformers", "d_model": 8, "d_ff": 4,
+                                             "router_bias": true})"),
+                    Catch::Contains("router_bias"));
+  CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "switch_transformers", "d_model": 8, "d_ff": 4,
+                                             "router_dtype": "bfloat16"})"),
+                    Catch::Contains("router_dtype 'float32'"));
+  // k > E reaches the preset's validation.
+  CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "mixtral", "hidden_size": 8, "intermediate_size": 4,
+                                             "num_local_experts": 4, "num_experts_per_tok": 5})"),
+                    Catch::Contains("RouterConfig"));
+}
+
+TEST_CASE("hf_layer: weights that do not match the model type are listed by name", "[hf_layer][errors]") {
+  FixtureCase c = mixtral_case();
+  CHECK_THROWS_WITH(load_hf_layer(c.config, without(c.weights, "experts.2.w3.weight")),
+                    Catch::Contains("hf_layer") && Catch::Contains("missing: experts.2.w3.weight"));
+  TensorMap extra = c.weights;
+  extra["experts.4.w1.weight"] = c.weights.at("experts.0.w1.weight");
+  CHECK_THROWS_WITH(load_hf_layer(c.config, extra), Catch::Contains("unexpected") &&
+                                                         Catch::Contains("experts.4.w1.weight"));
+  TensorMap reshaped = c.weights;
+  reshaped["gate.weight"] = zeros({8, 4});
+  CHECK_THROWS_WITH(load_hf_layer(c.config, reshaped),
+                    Catch::Contains("wrong shape") && Catch::Contains("gate.weight") && Catch::Contains("[4, 8]"));
+  // The transposed (stacked) layout of an expert weight is a wrong shape, not silently accepted.
+  reshaped = c.weights;
+  reshaped["experts.1.w2.weight"] = zeros({16, 8});
+  CHECK_THROWS_WITH(load_hf_layer(c.config, reshaped), Catch::Contains("experts.1.w2.weight (expected"));
+  TensorMap integer = c.weights;
+  integer["gate.weight"] = zeros({4, 8}, DType::i64);
+  CHECK_THROWS_WITH(load_hf_layer(c.config, integer), Catch::Contains("wrong shape or dtype"));
+  // Every problem at once.
+  CHECK_THROWS_WITH(load_hf_layer(c.config, without(extra, "gate.weight")),
+                    Catch::Contains("missing: gate.weight") && Catch::Contains("experts.4.w1.weight"));
+  // A prefix that the names lack makes them all unexpected; the prefixed case needs its prefix.
+  CHECK_THROWS_WITH(load_hf_layer(c.config, c.weights, "model."), Catch::Contains("without the prefix 'model.'"));
+  FixtureCase prefixed = load_case("mixtral_prefixed", "model.layers.0.block_sparse_moe.");
+  CHECK_THROWS_WITH(load_hf_layer(prefixed.config, prefixed.weights),
+                    Catch::Contains("missing: gate.weight"));
+  CHECK_NOTHROW(load_hf_layer(prefixed.config, prefixed.weights, prefixed.prefix));
+}
+
+TEST_CASE("hf_layer: bad inputs name what was expected", "[hf_layer][errors]") {
+  FixtureCase c = mixtral_case();
+  TensorMap renamed{{"x", c.input.at("hidden_states")}};
+  CHECK_THROWS_WITH(run_hf_layer(c.config, c.weights, renamed),
+                    Catch::Contains("hf_layer") && Catch::Contains("'hidden_states'") && Catch::Contains("[x]"));
+  CHECK_THROWS_WITH(run_hf_layer(c.config, c.weights, c.input, TensorMap{{"grad_output", zeros({2, 6, 4})}}),
+                    Catch::Contains("grad_output of hidden_states' shape [2, 6, 8]"));
+  CHECK_THROWS_WITH(run_hf_layer(c.config, c.weights, c.input, TensorMap{{"g", zeros({2, 6, 8})}}),
+                    Catch::Contains("'grad_output'"));
+  CHECK_THROWS_WITH(run_hf_layer(c.config, c.weights, TensorMap{{"hidden_states", zeros({2, 6, 8}, DType::f64)}}),
+                    Catch::Contains("hf_layer") && Catch::Contains("f32"));
+  CHECK_THROWS_WITH(run_hf_layer(c.config, c.weights, TensorMap{{"hidden_states", zeros({2, 6, 5})}}),
+                    Catch::Contains("SparseMoEBlock"));
+}
+
+TEST_CASE("hf_layer: compare_tensor_maps reports relative errors and mismatched names", "[hf_layer]") {
+  TensorMap expected{{"a", from_vector(std::vector<float>{3, 4}, {2})}, {"b", scalar(0.5)}, {"c", zeros({2})}};
+  // ||(3, 4) - (3, 4.0001)|| / 5 = 2e-5; b: |0.5 - 0.5| / max(1, 0.5) = 0.
+  TensorMap actual{{"a", from_vector(std::vector<float>{3, 4.0001f}, {2})}, {"b", scalar(0.5)}, {"d", zeros({2})}};
+  std::vector<TensorComparison> comparisons = compare_tensor_maps(actual, expected);
+  REQUIRE(comparisons.size() == 4);
+  CHECK(comparisons[0].name == "a");
+  CHECK(comparisons[0].relative_error == Approx(2e-5).epsilon(1e-2));
+  CHECK_FALSE(comparisons[0].passed);
+  CHECK(compare_tensor_maps(actual, expected, 1e-4)[0].passed);
+  CHECK(comparisons[1].passed);
+  CHECK(comparisons[2].name == "c");
+  CHECK(comparisons[2].problem == "missing from the result");
+  CHECK(comparisons[3].problem == "not in the expected file");
+  TensorMap reshaped{{"a", zeros({1, 2})}};
+  CHECK(compare_tensor_maps(reshaped, {{"a", zeros({2})}})[0].problem == "shape [1, 2], expected [2]");
+  CHECK_THROWS_WITH(compare_tensor_maps({{"a", zeros({2}, DType::i64)}}, {{"a", zeros({2})}}),
+                    Catch::Contains("hf_compare"));
+}
