@@ -1,5 +1,6 @@
 #include "tinymoe/storage.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <new>
 
@@ -43,6 +44,16 @@ class CpuAllocator final : public Allocator {
 CpuAllocator cpu_allocator;
 Allocator* cuda_allocator = nullptr;
 
+std::atomic<int64_t> cpu_live_bytes{0};
+std::atomic<int64_t> cpu_peak_bytes{0};
+
+void count_cpu_allocation(int64_t nbytes) {
+  int64_t live = cpu_live_bytes.fetch_add(nbytes, std::memory_order_relaxed) + nbytes;
+  int64_t peak = cpu_peak_bytes.load(std::memory_order_relaxed);
+  while (live > peak && !cpu_peak_bytes.compare_exchange_weak(peak, live, std::memory_order_relaxed)) {
+  }
+}
+
 }  // namespace
 
 void register_allocator(DeviceKind kind, Allocator* allocator) {
@@ -56,12 +67,21 @@ Allocator& allocator_for(Device device) {
   return *cuda_allocator;
 }
 
+CpuMemoryStats cpu_memory_stats() {
+  return {cpu_live_bytes.load(std::memory_order_relaxed), cpu_peak_bytes.load(std::memory_order_relaxed)};
+}
+
+void reset_cpu_peak_bytes() { cpu_peak_bytes.store(cpu_live_bytes.load(std::memory_order_relaxed), std::memory_order_relaxed); }
+
 Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
   data_ = allocator_for(device).allocate(nbytes);
+  if (data_ != nullptr && device.is_cpu()) count_cpu_allocation(static_cast<int64_t>(nbytes));
 }
 
 Storage::~Storage() {
-  if (data_ != nullptr) allocator_for(device_).deallocate(data_, nbytes_);
+  if (data_ == nullptr) return;
+  allocator_for(device_).deallocate(data_, nbytes_);
+  if (device_.is_cpu()) cpu_live_bytes.fetch_sub(static_cast<int64_t>(nbytes_), std::memory_order_relaxed);
 }
 
 }  // namespace tinymoe
