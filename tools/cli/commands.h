@@ -12,4 +12,9 @@ namespace tinymoe::cli {
 // GEMM of equal FLOPs, and dense f32 GEMM throughput through each GEMM path (bench_ops.cpp).
 void add_bench_ops(CLI::App& bench);
 
+// `tinymoe bench moe`: SparseMoEBlock forward + backward against a dense SwiGLU MLP of equal
+// FLOPs at a Mixtral-like and a fine-grained shape: GFLOP/s, ratio, time split (routing,
+// permutation, experts, backward) and peak memory (bench_moe.cpp).
+void add_bench_moe(CLI::App& bench);
+
 }  // namespace tinymoe::cli

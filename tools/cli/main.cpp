@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   CLI::App* bench = app.add_subcommand("bench", "Measure tinymoe's kernels and overheads");
   bench->require_subcommand(1);
   tinymoe::cli::add_bench_ops(*bench);
+  tinymoe::cli::add_bench_moe(*bench);
 
   try {
     app.parse(argc, argv);  // runs the chosen command's callback
