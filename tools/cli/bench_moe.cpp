@@ -30,9 +30,9 @@
 #include "nn/dispatch.h"
 #include "nn/moe_block.h"
 #include "nn/router_presets.h"
-#include "ops/elementwise.h"
 #include "ops/gemm.h"
 #include "ops/matmul.h"
+#include "ops/swiglu.h"
 #include "tinymoe/autograd.h"
 #include "tinymoe/random.h"
 #include "tinymoe/storage.h"
@@ -101,7 +101,8 @@ struct Workload {
   Tensor grad_output;  // [T, d]
 };
 
-// Dense SwiGLU MLP of width k f: (silu(x W1) * (x W3)) W2, through matmul (ops/gemm.h).
+// Dense SwiGLU MLP of width k f: (silu(x W1) * (x W3)) W2, through matmul (ops/gemm.h) and the
+// same fused swiglu as the experts.
 struct DenseSwiGLU {
   Tensor w1, w3, w2;
 
@@ -112,7 +113,7 @@ struct DenseSwiGLU {
     w3 = rand({shape.d_model, shape.dense_ff()}, DType::f32, generator, -bound_in, bound_in).requires_grad_();
     w2 = rand({shape.dense_ff(), shape.d_model}, DType::f32, generator, -bound_out, bound_out).requires_grad_();
   }
-  Tensor forward(const Tensor& x) const { return matmul(mul(silu(matmul(x, w1)), matmul(x, w3)), w2); }
+  Tensor forward(const Tensor& x) const { return matmul(swiglu(matmul(x, w1), matmul(x, w3)), w2); }
   void zero_grad() {
     for (Tensor* w : {&w1, &w3, &w2}) w->zero_grad();
   }
