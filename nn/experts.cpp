@@ -5,6 +5,7 @@
 
 #include "ops/elementwise.h"
 #include "ops/grouped_matmul.h"
+#include "ops/swiglu.h"
 #include "tinymoe/autograd.h"
 
 namespace tinymoe {
@@ -94,9 +95,9 @@ SwiGLUExperts::SwiGLUExperts(const Tensor& w1, const Tensor& w3, const Tensor& w
 
 Tensor SwiGLUExperts::forward(const Tensor& x_perm, const Tensor& offsets) const {
   check_input(x_perm, "SwiGLUExperts");
-  // SwiGLU (Shazeer 2020), Mixtral's w2(silu(w1 x) * w3 x), one grouped GEMM per projection.
-  Tensor gate = silu(grouped_matmul(x_perm, w1_, offsets));
-  Tensor hidden = mul(gate, grouped_matmul(x_perm, w3_, offsets));
+  // SwiGLU (Shazeer 2020), Mixtral's w2(silu(w1 x) * w3 x), one grouped GEMM per projection;
+  // silu(.) * (.) is one fused op (ops/swiglu.h).
+  Tensor hidden = swiglu(grouped_matmul(x_perm, w1_, offsets), grouped_matmul(x_perm, w3_, offsets));
   return grouped_matmul(hidden, w2_, offsets);
 }
 
@@ -218,7 +219,7 @@ Tensor SharedExpert::forward(const Tensor& x) const {
                 hidden_size(), "], got ", shape_str(x.shape()));
   TINYMOE_CHECK(x.dtype() == dtype(), "SharedExpert", "expected x of the weights' dtype ", dtype_name(dtype()),
                 ", got ", dtype_name(x.dtype()));
-  return down_proj_->forward(mul(silu(gate_proj_->forward(x)), up_proj_->forward(x)));
+  return down_proj_->forward(swiglu(gate_proj_->forward(x), up_proj_->forward(x)));
 }
 
 }  // namespace nn

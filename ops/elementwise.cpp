@@ -150,7 +150,8 @@ Tensor unary(const char* op, const Tensor& x, Value value, Derivative derivative
     using T = typename decltype(tag)::type;
     const T* in = x.data<T>();
     T* result = out.data<T>();
-    for (int64_t i = 0; i < x.numel(); ++i) result[i] = static_cast<T>(value(in[i]));
+    const int64_t count = x.numel();  // hoisted: numel() is an out-of-line call per iteration otherwise
+    for (int64_t i = 0; i < count; ++i) result[i] = static_cast<T>(value(in[i]));
   });
   if (needs_record({&x})) {
     Tensor saved_x = x.detach(), saved_y = out.detach();
@@ -162,7 +163,8 @@ Tensor unary(const char* op, const Tensor& x, Value value, Derivative derivative
         const T* y = saved_y.data<T>();
         const T* g = grads[0].data<T>();
         T* result = dx.data<T>();
-        for (int64_t i = 0; i < dx.numel(); ++i) result[i] = static_cast<T>(g[i] * derivative(in[i], y[i]));
+        const int64_t count = dx.numel();
+        for (int64_t i = 0; i < count; ++i) result[i] = static_cast<T>(g[i] * derivative(in[i], y[i]));
       });
       return {dx};
     });

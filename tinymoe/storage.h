@@ -23,6 +23,18 @@ class Allocator {
 void register_allocator(DeviceKind kind, Allocator* allocator);
 Allocator& allocator_for(Device device);
 
+// Bytes of CPU tensor storage (Storage::nbytes, before the allocator's rounding): held now, and
+// the most held at once since the process started or the last reset_cpu_peak_bytes(). Counted by
+// every CPU Storage with relaxed atomics (thread-safe; a few nanoseconds per allocation), so a
+// benchmark can report the peak memory of a training step without reading the process's RSS.
+struct CpuMemoryStats {
+  int64_t live_bytes = 0;
+  int64_t peak_bytes = 0;
+};
+CpuMemoryStats cpu_memory_stats();
+// Starts a new peak window: peak_bytes = live_bytes.
+void reset_cpu_peak_bytes();
+
 class Storage {
  public:
   Storage(size_t nbytes, Device device);

@@ -28,7 +28,7 @@ std::string target_cell(const Measurement& m) {
   return "target " + m.target.str() + " " + m.unit + (m.target.met(m.value) ? "  ok" : "  MISSED");
 }
 
-constexpr int kBenchWidth = 16, kMetricWidth = 34, kValueWidth = 18, kTargetWidth = 24, kPathWidth = 28;
+constexpr int kBenchWidth = 16, kMetricWidth = 34, kValueWidth = 18, kTargetWidth = 26, kPathWidth = 28;
 
 }  // namespace
 

@@ -17,4 +17,9 @@ void add_bench_ops(CLI::App& bench);
 // against an expected file (moe_check.cpp).
 void add_moe_check(CLI::App& app);
 
+// `tinymoe bench moe`: SparseMoEBlock forward + backward against a dense SwiGLU MLP of equal
+// FLOPs at a Mixtral-like and a fine-grained shape: GFLOP/s, ratio, time split (routing,
+// permutation, experts, backward) and peak memory (bench_moe.cpp).
+void add_bench_moe(CLI::App& bench);
+
 }  // namespace tinymoe::cli

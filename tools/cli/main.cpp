@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   bench->require_subcommand(1);
   tinymoe::cli::add_bench_ops(*bench);
   tinymoe::cli::add_moe_check(app);
+  tinymoe::cli::add_bench_moe(*bench);
 
   try {
     app.parse(argc, argv);  // runs the chosen command's callback

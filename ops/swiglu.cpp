@@ -1,0 +1,70 @@
+#include "ops/swiglu.h"
+
+#include <cmath>
+
+#include "tinymoe/autograd.h"
+
+namespace tinymoe {
+namespace {
+
+constexpr const char* kOp = "swiglu";
+
+// 1 / (1 + e^-v): for very negative v, e^-v overflows to inf and the result is 0, not NaN.
+template <typename T>
+T sigmoid_of(T v) {
+  return T(1) / (T(1) + std::exp(-v));
+}
+
+void check_inputs(const Tensor& gate, const Tensor& up) {
+  check_floating(gate, kOp, "gate");
+  check_floating(up, kOp, "up");
+  check_same_device(gate, up, kOp);
+  check_cpu(gate, kOp);
+  TINYMOE_CHECK(gate.dtype() == up.dtype(), kOp, "expected gate and up of one dtype, got ",
+                dtype_name(gate.dtype()), " and ", dtype_name(up.dtype()));
+  TINYMOE_CHECK(gate.shape() == up.shape(), kOp, "expected gate and up of one shape, got ",
+                shape_str(gate.shape()), " and ", shape_str(up.shape()));
+}
+
+// d gate and d up (either may be skipped) in one pass over g, gate and up.
+TensorList swiglu_backward(const Tensor& g, const Tensor& gate, const Tensor& up, bool grad_gate, bool grad_up) {
+  Tensor d_gate = grad_gate ? Tensor::empty(gate.shape(), gate.dtype(), gate.device()) : Tensor();
+  Tensor d_up = grad_up ? Tensor::empty(up.shape(), up.dtype(), up.device()) : Tensor();
+  dispatch_floating(gate.dtype(), kOp, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T *pg = g.data<T>(), *pgate = gate.data<T>(), *pup = up.data<T>();
+    T* out_gate = grad_gate ? d_gate.data<T>() : nullptr;
+    T* out_up = grad_up ? d_up.data<T>() : nullptr;
+    const int64_t count = gate.numel();
+    for (int64_t i = 0; i < count; ++i) {
+      T s = sigmoid_of(pgate[i]);
+      if (out_up) out_up[i] = pg[i] * pgate[i] * s;
+      if (out_gate) out_gate[i] = pg[i] * pup[i] * s * (T(1) + pgate[i] * (T(1) - s));
+    }
+  });
+  return {d_gate, d_up};
+}
+
+}  // namespace
+
+Tensor swiglu(const Tensor& gate, const Tensor& up) {
+  check_inputs(gate, up);
+  Tensor out = Tensor::empty(gate.shape(), gate.dtype(), gate.device());
+  dispatch_floating(gate.dtype(), kOp, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T *pgate = gate.data<T>(), *pup = up.data<T>();
+    T* result = out.data<T>();
+    const int64_t count = gate.numel();
+    for (int64_t i = 0; i < count; ++i) result[i] = pgate[i] * sigmoid_of(pgate[i]) * pup[i];
+  });
+  if (needs_record({&gate, &up})) {
+    bool grad_gate = gate.requires_grad(), grad_up = up.requires_grad();
+    Tensor saved_gate = gate.detach(), saved_up = up.detach();
+    record(kOp, {gate, up}, {out}, [=](const TensorList& grads) -> TensorList {
+      return swiglu_backward(grads[0], saved_gate, saved_up, grad_gate, grad_up);
+    });
+  }
+  return out;
+}
+
+}  // namespace tinymoe
