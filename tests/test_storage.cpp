@@ -6,6 +6,7 @@
 #include <thread>
 #include <vector>
 
+#include "tinymoe/cpu_allocator.h"
 #include "tinymoe/storage.h"
 #include "tinymoe/tensor.h"
 
@@ -59,4 +60,30 @@ TEST_CASE("storage: an empty tensor allocates nothing and counts nothing", "[sto
   int64_t before = cpu_memory_stats().live_bytes;
   Tensor empty = Tensor::empty({0, 4}, DType::f32);
   CHECK(cpu_memory_stats().live_bytes == before);
+}
+
+TEST_CASE("storage: large CPU buffers are reused from the cache", "[storage]") {
+  set_cpu_cache_limit(size_t(64) << 20);
+  cpu_empty_cache();
+  void* first_pointer = nullptr;
+  {
+    Tensor big = Tensor::empty({1 << 20});  // 4 MiB of f32
+    first_pointer = big.raw_data();
+  }
+  CHECK(cpu_cache_stats().cached_bytes == size_t(4) << 20);
+  int64_t hits = cpu_cache_stats().hits;
+  Tensor again = Tensor::empty({(1 << 20) - 7});  // rounds to the same 4 MiB block
+  CHECK(again.raw_data() == first_pointer);
+  CHECK(cpu_cache_stats().hits == hits + 1);
+  CHECK(cpu_cache_stats().cached_bytes == 0);
+  again = Tensor();
+  cpu_empty_cache();
+  CHECK(cpu_cache_stats().cached_bytes == 0);
+}
+
+TEST_CASE("storage: a zero cache limit keeps nothing", "[storage]") {
+  set_cpu_cache_limit(0);
+  { Tensor big = Tensor::empty({1 << 20}); }
+  CHECK(cpu_cache_stats().cached_bytes == 0);
+  set_cpu_cache_limit(size_t(1) << 30);
 }

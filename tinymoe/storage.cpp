@@ -1,12 +1,8 @@
 #include "tinymoe/storage.h"
 
 #include <atomic>
-#include <cstdlib>
-#include <new>
 
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
+#include "tinymoe/cpu_allocator.h"
 
 #ifdef TINYMOE_WITH_CUDA
 #include "cuda/allocator.h"
@@ -14,38 +10,6 @@
 
 namespace tinymoe {
 namespace {
-
-// Buffers from 2 MiB up (activations, weight gradients) are asked to be backed by transparent
-// huge pages. Such buffers are freed and allocated again every training step, and every 4 KiB
-// page of a fresh buffer costs a page fault on first touch: on virtual machines each fault costs
-// tens of microseconds, and a 16 MiB weight gradient then spends longer faulting than in its
-// GEMM. One fault per 2 MiB instead of per 4 KiB removes that. PyTorch's CPU allocator does the
-// same for buffers >= 2 MiB (c10/core/impl/alloc_cpu.cpp, C10_THP_MEM_ALLOC_ENABLE).
-constexpr size_t kHugePageBytes = size_t(2) << 20;
-
-void* allocate_huge_page_aligned(size_t nbytes) {
-  void* pointer = nullptr;
-  if (posix_memalign(&pointer, kHugePageBytes, nbytes) != 0) return nullptr;
-#ifdef MADV_HUGEPAGE
-  madvise(pointer, nbytes, MADV_HUGEPAGE);  // advice only: without THP support it changes nothing
-#endif
-  return pointer;
-}
-
-// 64-byte alignment suits AVX-512 loads and cache lines.
-class CpuAllocator final : public Allocator {
- public:
-  void* allocate(size_t nbytes, Device) override {
-    if (nbytes == 0) return nullptr;
-    size_t rounded = (nbytes + 63) / 64 * 64;
-    void* pointer = rounded >= kHugePageBytes ? allocate_huge_page_aligned(rounded) : std::aligned_alloc(64, rounded);
-    if (pointer == nullptr) fail("allocate", "out of memory allocating ", nbytes, " bytes on cpu");
-    return pointer;
-  }
-  void deallocate(void* pointer, size_t, Device) override { std::free(pointer); }
-};
-
-CpuAllocator cpu_allocator;
 
 // The cuda allocator slot. With the CUDA backend compiled in, its caching allocator is the
 // default, named here directly: this file is in every program that makes a Tensor, so a
@@ -77,7 +41,7 @@ void register_allocator(DeviceKind kind, Allocator* allocator) {
 }
 
 Allocator& allocator_for(Device device) {
-  if (device.is_cpu()) return cpu_allocator;
+  if (device.is_cpu()) return cpu_allocator();
   TINYMOE_CHECK(cuda_allocator() != nullptr, "allocate",
                 "device ", device.str(), " requested but tinymoe was built without CUDA");
   return *cuda_allocator();

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "tinymoe/autograd.h"
+#include "tinymoe/cpu_allocator.h"
 #include "tinymoe/dtype.h"
 #include "tinymoe/error.h"
 #include "tinymoe/random.h"
