@@ -5,6 +5,7 @@
 #include "ops/index.h"
 #include "ops/shape.h"
 #include "ops/sort.h"
+#include "ops/weighted_scatter_add.h"
 
 namespace tinymoe {
 namespace nn {
@@ -74,9 +75,7 @@ Tensor combine_outputs(const Tensor& y_perm, const DispatchPlan& plan) {
                 ", d] (one row per sorted pair), got ", shape_str(y_perm.shape()));
   TINYMOE_CHECK(y_perm.dtype() == plan.sorted_weight.dtype(), op, "expected y_perm of the pair weights' dtype ",
                 dtype_name(plan.sorted_weight.dtype()), ", got ", dtype_name(y_perm.dtype()));
-  Tensor weighted = mul(y_perm, plan.sorted_weight);
-  return scatter_add(zeros({plan.num_tokens, y_perm.size(1)}, y_perm.dtype(), y_perm.device()), plan.sorted_token,
-                     weighted);
+  return weighted_scatter_add(y_perm, plan.sorted_token, plan.sorted_weight, plan.num_tokens);
 }
 
 }  // namespace nn

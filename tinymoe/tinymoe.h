@@ -19,6 +19,7 @@
 #include "ops/softmax.h"
 #include "ops/sort.h"
 #include "ops/topk.h"
+#include "ops/weighted_scatter_add.h"
 #include "ops/gemm.h"
 #include "ops/matmul.h"
 #include "ops/reduce.h"

@@ -1,0 +1,93 @@
+#include "ops/weighted_scatter_add.h"
+
+#include "tinymoe/autograd.h"
+
+namespace tinymoe {
+namespace {
+
+constexpr const char* kOp = "weighted_scatter_add";
+
+void check_arguments(const Tensor& source, const Tensor& index, const Tensor& weight, int64_t num_rows) {
+  check_floating(source, kOp, "source");
+  check_dim(source, 2, kOp, "source");
+  check_dtype(index, DType::i64, kOp, "index");
+  check_dim(index, 1, kOp, "index");
+  check_dtype(weight, source.dtype(), kOp, "weight");
+  check_same_device(source, index, kOp);
+  check_same_device(source, weight, kOp);
+  check_cpu(source, kOp);
+  const int64_t pairs = source.size(0);
+  TINYMOE_CHECK(index.numel() == pairs, kOp, "expected one index per source row (", pairs, "), got ", index.numel());
+  TINYMOE_CHECK(weight.numel() == pairs && (weight.dim() == 1 || (weight.dim() == 2 && weight.size(1) == 1)), kOp,
+                "expected weight of shape [", pairs, "] or [", pairs, ", 1], got ", shape_str(weight.shape()));
+  TINYMOE_CHECK(num_rows >= 0, kOp, "num_rows must be non-negative, got ", num_rows);
+  const int64_t* rows = index.data<int64_t>();
+  for (int64_t p = 0; p < pairs; ++p)
+    TINYMOE_CHECK(rows[p] >= 0 && rows[p] < num_rows, kOp, "index ", rows[p], " out of range for ", num_rows, " rows");
+}
+
+template <typename T>
+void combine(const Tensor& source, const Tensor& index, const Tensor& weight, Tensor& out) {
+  const int64_t pairs = source.size(0), width = source.size(1);
+  const T* in = source.data<T>();
+  const T* scale = weight.data<T>();
+  const int64_t* rows = index.data<int64_t>();
+  T* result = out.data<T>();
+  for (int64_t p = 0; p < pairs; ++p) {
+    T* target = result + rows[p] * width;
+    const T* row = in + p * width;
+    for (int64_t j = 0; j < width; ++j) target[j] += scale[p] * row[j];
+  }
+}
+
+// d_source[p] = weight[p] * g[index[p]] and d_weight[p] = <g[index[p]], source[p]>, each when wanted.
+template <typename T>
+void backward_rows(const Tensor& g, const Tensor& source, const Tensor& index, const Tensor& weight,
+                   Tensor* d_source, Tensor* d_weight) {
+  const int64_t pairs = source.size(0), width = source.size(1);
+  const T* grad = g.data<T>();
+  const T* in = source.data<T>();
+  const T* scale = weight.data<T>();
+  const int64_t* rows = index.data<int64_t>();
+  for (int64_t p = 0; p < pairs; ++p) {
+    const T* grad_row = grad + rows[p] * width;
+    if (d_source) {
+      T* out_row = d_source->data<T>() + p * width;
+      for (int64_t j = 0; j < width; ++j) out_row[j] = scale[p] * grad_row[j];
+    }
+    if (d_weight) {
+      const T* row = in + p * width;
+      T dot = 0;
+      for (int64_t j = 0; j < width; ++j) dot += grad_row[j] * row[j];
+      d_weight->data<T>()[p] = dot;
+    }
+  }
+}
+
+}  // namespace
+
+Tensor weighted_scatter_add(const Tensor& source, const Tensor& index, const Tensor& weight, int64_t num_rows) {
+  check_arguments(source, index, weight, num_rows);
+  Tensor out = zeros({num_rows, source.size(1)}, source.dtype(), source.device());
+  dispatch_floating(source.dtype(), kOp, [&](auto tag) { combine<typename decltype(tag)::type>(source, index, weight, out); });
+  if (needs_record({&source, &weight})) {
+    bool grad_source = source.requires_grad(), grad_weight = weight.requires_grad();
+    Tensor saved_source = grad_weight ? source.detach() : Tensor();
+    Tensor saved_index = index.detach(), saved_weight = weight.detach();
+    Shape source_shape = source.shape(), weight_shape = weight.shape();
+    record(kOp, {source, index, weight}, {out}, [=](const TensorList& grads) -> TensorList {
+      Tensor d_source = grad_source ? Tensor::empty(source_shape, grads[0].dtype(), grads[0].device()) : Tensor();
+      Tensor d_weight = grad_weight ? Tensor::empty(weight_shape, grads[0].dtype(), grads[0].device()) : Tensor();
+      // Without a weight gradient the saved source is not needed: pass a stand-in of the right shape.
+      const Tensor& rows_source = grad_weight ? saved_source : d_source;
+      dispatch_floating(grads[0].dtype(), kOp, [&](auto tag) {
+        backward_rows<typename decltype(tag)::type>(grads[0], rows_source, saved_index, saved_weight,
+                                                    grad_source ? &d_source : nullptr, grad_weight ? &d_weight : nullptr);
+      });
+      return {d_source, Tensor(), d_weight};
+    });
+  }
+  return out;
+}
+
+}  // namespace tinymoe
