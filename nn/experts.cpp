@@ -5,6 +5,7 @@
 
 #include "ops/elementwise.h"
 #include "ops/grouped_matmul.h"
+#include "ops/moe_swiglu_experts.h"
 #include "ops/swiglu.h"
 #include "tinymoe/autograd.h"
 
@@ -69,6 +70,10 @@ void Experts::check_input(const Tensor& x_perm, const char* op) const {
                 dtype_name(x_perm.dtype()));
 }
 
+Tensor Experts::forward_combined(const Tensor& x, const DispatchPlan& plan) const {
+  return combine_outputs(forward(dispatch_tokens(x, plan), plan.offsets), plan);
+}
+
 // ---- SwiGLUExperts ----
 
 SwiGLUExperts::SwiGLUExperts(int64_t num_experts, int64_t hidden_size, int64_t intermediate_size,
@@ -99,6 +104,15 @@ Tensor SwiGLUExperts::forward(const Tensor& x_perm, const Tensor& offsets) const
   // silu(.) * (.) is one fused op (ops/swiglu.h).
   Tensor hidden = swiglu(grouped_matmul(x_perm, w1_, offsets), grouped_matmul(x_perm, w3_, offsets));
   return grouped_matmul(hidden, w2_, offsets);
+}
+
+Tensor SwiGLUExperts::forward_combined(const Tensor& x, const DispatchPlan& plan) const {
+  if (!x.device().is_cpu()) return Experts::forward_combined(x, plan);
+  check_defined(x, "SwiGLUExperts", "x");
+  TINYMOE_CHECK(x.dim() == 2 && x.size(0) == plan.num_tokens, "SwiGLUExperts", "expected x of shape [",
+                plan.num_tokens, ", ", hidden_size(), "] (the plan's tokens), got ", shape_str(x.shape()));
+  check_input(x, "SwiGLUExperts");
+  return moe_swiglu_experts(x, plan.sorted_token, plan.sorted_weight, plan.offsets, w1_, w3_, w2_);
 }
 
 void SwiGLUExperts::load_expert_from_hf(int64_t expert, const Tensor& w1, const Tensor& w3, const Tensor& w2) {

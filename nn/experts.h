@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "nn/dispatch.h"
 #include "nn/linear.h"
 #include "nn/module.h"
 #include "tinymoe/random.h"
@@ -51,6 +52,13 @@ class Experts : public Module {
   // = expert_e(x_perm[i]) for the expert e owning row i. x_perm and the weights get gradients.
   virtual Tensor forward(const Tensor& x_perm, const Tensor& offsets) const = 0;
   Tensor operator()(const Tensor& x_perm, const Tensor& offsets) const { return forward(x_perm, offsets); }
+
+  // The experts on the tokens a dispatch plan sends them, combined back: x [T, d] -> y [T, d],
+  //   combine_outputs(forward(dispatch_tokens(x, plan), plan.offsets), plan)   (nn/dispatch.h).
+  // That composition is the default; SwiGLUExperts on the cpu runs it as one fused op
+  // (ops/moe_swiglu_experts.h) with the same result up to rounding order and no [P, d] buffers.
+  // x, the plan's sorted_weight and the weights get gradients.
+  virtual Tensor forward_combined(const Tensor& x, const DispatchPlan& plan) const;
 
   int64_t num_experts() const { return num_experts_; }
   int64_t hidden_size() const { return hidden_size_; }              // d
@@ -80,6 +88,8 @@ class SwiGLUExperts : public Experts {
   SwiGLUExperts(const Tensor& w1, const Tensor& w3, const Tensor& w2);
 
   Tensor forward(const Tensor& x_perm, const Tensor& offsets) const override;
+  // Fused on the cpu (gather, three GEMMs, SwiGLU and weighted scatter per expert).
+  Tensor forward_combined(const Tensor& x, const DispatchPlan& plan) const override;
 
   // Copies expert `expert`'s HF per-expert nn.Linear weights into the stacks, transposed:
   // w1 = experts.{e}.w1.weight (gate_proj) [f, d], w3 = experts.{e}.w3.weight (up_proj) [f, d],

@@ -110,8 +110,7 @@ MoEOutput SparseMoEBlock::forward(const Tensor& x) const {
   // S for [B, S, d], T for one sequence: per-sequence capacity and losses count by it.
   Routing routing = gate_->forward(tokens, x.size(-2));
   DispatchPlan plan = plan_dispatch(routing, tokens_count, experts, x.dtype(), kOp);
-  Tensor y_perm = experts_->forward(dispatch_tokens(tokens, plan), plan.offsets);
-  Tensor y = combine_outputs(y_perm, plan);
+  Tensor y = experts_->forward_combined(tokens, plan);
   if (shared_expert_) y = add(y, shared_output(tokens));
   RoutingDiagnostics diagnostics = diagnose(routing, gate_->e_score_correction_bias());
   return {y.reshape(x.shape()), std::move(routing), plan.tokens_per_expert, std::move(diagnostics)};

@@ -29,21 +29,6 @@ struct Groups {
   }
 };
 
-std::vector<int64_t> checked_offsets(const Tensor& offsets, int64_t experts, int64_t rows) {
-  check_dtype(offsets, DType::i64, kOp, "offsets");
-  check_cpu(offsets, kOp);
-  TINYMOE_CHECK(offsets.dim() == 1 && offsets.size(0) == experts + 1, kOp, "expected offsets of shape [",
-                experts + 1, "] (E + 1 for E = ", experts, " experts in w), got ", shape_str(offsets.shape()));
-  std::vector<int64_t> values = offsets.to_vector<int64_t>();
-  TINYMOE_CHECK(values[0] == 0, kOp, "expected offsets[0] == 0, got offsets[0] = ", values[0]);
-  for (int64_t e = 0; e < experts; ++e)
-    TINYMOE_CHECK(values[e] <= values[e + 1], kOp, "expected non-decreasing offsets, got offsets[", e,
-                  "] = ", values[e], " > offsets[", e + 1, "] = ", values[e + 1]);
-  TINYMOE_CHECK(values[experts] == rows, kOp, "expected offsets[", experts, "] == ", rows,
-                " (the rows of x), got ", values[experts]);
-  return values;
-}
-
 Groups checked_groups(const Tensor& x, const Tensor& w, const Tensor& offsets, bool transpose_weight) {
   check_floating(x, kOp, "x");
   check_floating(w, kOp, "w");
@@ -63,7 +48,7 @@ Groups checked_groups(const Tensor& x, const Tensor& w, const Tensor& offsets, b
   TINYMOE_CHECK(weight_in == groups.in_features, kOp, "x ", shape_str(x.shape()), " has ", groups.in_features,
                 " features but w ", shape_str(w.shape()), (transpose_weight ? " ([E, n, k], transposed)" : " ([E, k, n])"),
                 " expects ", weight_in);
-  groups.offsets = checked_offsets(offsets, groups.experts, groups.rows);
+  groups.offsets = checked_group_offsets(offsets, groups.experts, groups.rows, kOp);
   return groups;
 }
 
@@ -114,6 +99,21 @@ Tensor weight_gradient(const Tensor& x, const Tensor& grad_out, const Groups& gr
 }
 
 }  // namespace
+
+std::vector<int64_t> checked_group_offsets(const Tensor& offsets, int64_t groups, int64_t rows, const char* op) {
+  check_dtype(offsets, DType::i64, op, "offsets");
+  check_cpu(offsets, op);
+  TINYMOE_CHECK(offsets.dim() == 1 && offsets.size(0) == groups + 1, op, "expected offsets of shape [", groups + 1,
+                "] (E + 1 for E = ", groups, " experts), got ", shape_str(offsets.shape()));
+  std::vector<int64_t> values = offsets.to_vector<int64_t>();
+  TINYMOE_CHECK(values[0] == 0, op, "expected offsets[0] == 0, got offsets[0] = ", values[0]);
+  for (int64_t e = 0; e < groups; ++e)
+    TINYMOE_CHECK(values[e] <= values[e + 1], op, "expected non-decreasing offsets, got offsets[", e, "] = ",
+                  values[e], " > offsets[", e + 1, "] = ", values[e + 1]);
+  TINYMOE_CHECK(values[groups] == rows, op, "expected offsets[", groups, "] == ", rows, " (the rows of x), got ",
+                values[groups]);
+  return values;
+}
 
 Tensor grouped_matmul(const Tensor& x, const Tensor& w, const Tensor& offsets, bool transpose_weight) {
   Groups groups = checked_groups(x, w, offsets, transpose_weight);

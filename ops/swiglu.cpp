@@ -1,19 +1,12 @@
 #include "ops/swiglu.h"
 
-#include <cmath>
-
+#include "ops/swiglu_math.h"
 #include "tinymoe/autograd.h"
 
 namespace tinymoe {
 namespace {
 
 constexpr const char* kOp = "swiglu";
-
-// 1 / (1 + e^-v): for very negative v, e^-v overflows to inf and the result is 0, not NaN.
-template <typename T>
-T sigmoid_of(T v) {
-  return T(1) / (T(1) + std::exp(-v));
-}
 
 void check_inputs(const Tensor& gate, const Tensor& up) {
   check_floating(gate, kOp, "gate");
@@ -32,15 +25,8 @@ TensorList swiglu_backward(const Tensor& g, const Tensor& gate, const Tensor& up
   Tensor d_up = grad_up ? Tensor::empty(up.shape(), up.dtype(), up.device()) : Tensor();
   dispatch_floating(gate.dtype(), kOp, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const T *pg = g.data<T>(), *pgate = gate.data<T>(), *pup = up.data<T>();
-    T* out_gate = grad_gate ? d_gate.data<T>() : nullptr;
-    T* out_up = grad_up ? d_up.data<T>() : nullptr;
-    const int64_t count = gate.numel();
-    for (int64_t i = 0; i < count; ++i) {
-      T s = sigmoid_of(pgate[i]);
-      if (out_up) out_up[i] = pg[i] * pgate[i] * s;
-      if (out_gate) out_gate[i] = pg[i] * pup[i] * s * (T(1) + pgate[i] * (T(1) - s));
-    }
+    swiglu_backward_span(g.data<T>(), gate.data<T>(), up.data<T>(), grad_gate ? d_gate.data<T>() : nullptr,
+                         grad_up ? d_up.data<T>() : nullptr, gate.numel());
   });
   return {d_gate, d_up};
 }
@@ -52,10 +38,7 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
   Tensor out = Tensor::empty(gate.shape(), gate.dtype(), gate.device());
   dispatch_floating(gate.dtype(), kOp, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const T *pgate = gate.data<T>(), *pup = up.data<T>();
-    T* result = out.data<T>();
-    const int64_t count = gate.numel();
-    for (int64_t i = 0; i < count; ++i) result[i] = pgate[i] * sigmoid_of(pgate[i]) * pup[i];
+    swiglu_forward_span(gate.data<T>(), up.data<T>(), out.data<T>(), gate.numel());
   });
   if (needs_record({&gate, &up})) {
     bool grad_gate = gate.requires_grad(), grad_up = up.requires_grad();

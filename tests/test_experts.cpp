@@ -187,6 +187,51 @@ TEST_CASE("experts: gradcheck of SwiGLU and MLP experts with an empty expert", "
   }
 }
 
+namespace {
+
+// A dispatch plan for T tokens: pairs (token, expert, weight) as given, sorted by expert.
+nn::DispatchPlan plan_for(int64_t tokens, int64_t experts, const std::vector<int64_t>& pair_token,
+                          const std::vector<int64_t>& pair_expert, const Tensor& pair_weight) {
+  nn::Routing routing;
+  const int64_t pairs = static_cast<int64_t>(pair_token.size());
+  routing.pair_token = from_vector(pair_token, {pairs});
+  routing.pair_expert = from_vector(pair_expert, {pairs});
+  routing.pair_weight = pair_weight;
+  return nn::plan_dispatch(routing, tokens, experts, pair_weight.dtype());
+}
+
+}  // namespace
+
+TEST_CASE("experts: forward_combined equals dispatch, forward and combine; SwiGLU's fused path too",
+          "[experts]") {
+  Generator generator(31);
+  // 5 tokens, 3 experts (expert 1 unused), token 3 routed nowhere, token 0 twice.
+  const std::vector<int64_t> pair_token{0, 2, 4, 0, 1, 2}, pair_expert{2, 0, 2, 0, 2, 2};
+  Tensor pair_weight = rand({6}, DType::f64, &generator, 0.1, 1.0).requires_grad_();
+  nn::DispatchPlan plan = plan_for(5, 3, pair_token, pair_expert, pair_weight);
+  Tensor x = randn({5, 4}, DType::f64, &generator).requires_grad_();
+  SwiGLUExperts swiglu(3, 4, 6, &generator, DType::f64);
+  MLPExperts mlp(3, 4, 6, Activation::gelu, &generator, DType::f64);
+  for (const nn::Experts* experts : std::initializer_list<const nn::Experts*>{&swiglu, &mlp}) {
+    Tensor combined = experts->forward_combined(x, plan);
+    Tensor composed = nn::combine_outputs(experts->forward(nn::dispatch_tokens(x, plan), plan.offsets), plan);
+    std::vector<double> a = combined.to_vector<double>(), b = composed.to_vector<double>();
+    for (size_t i = 0; i < a.size(); ++i) CHECK(a[i] == Approx(b[i]).margin(1e-12));
+    for (int64_t c = 0; c < 4; ++c) CHECK(a[3 * 4 + c] == 0.0);  // token 3 has no pair
+  }
+  GradcheckResult result = gradcheck(
+      [&](const TensorList& in) {
+        nn::DispatchPlan p = plan_for(5, 3, pair_token, pair_expert, in[1]);
+        return SwiGLUExperts(in[2], in[3], in[4]).forward_combined(in[0], p);
+      },
+      {x, pair_weight, swiglu.w1().detach().requires_grad_(), swiglu.w3().detach().requires_grad_(),
+       swiglu.w2().detach().requires_grad_()});
+  INFO(result.report);
+  CHECK(result.passed());
+  CHECK_THROWS_WITH(swiglu.forward_combined(randn({4, 4}, DType::f64), plan),
+                    Catch::Contains("SwiGLUExperts") && Catch::Contains("plan's tokens"));
+}
+
 TEST_CASE("experts: gradcheck of the shared expert", "[experts][gradcheck]") {
   Generator generator(8);
   Tensor x = randn({2, 2, 3}, DType::f64, &generator).requires_grad_();

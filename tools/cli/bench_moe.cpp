@@ -48,6 +48,7 @@ struct BenchMoeOptions {
   int threads = 1;
   int repeats = 5;
   bool quick = false;
+  std::string shape;  // run only the shape of this name; empty: all
 };
 
 // T tokens of width d, E SwiGLU experts of width f, each token routed to top_k of them.
@@ -279,7 +280,8 @@ void run_bench_moe(const BenchMoeOptions& options) {
           << " BLAS thread(s); GFLOP/s count the expert GEMMs only (9 x 2 T k d f per step); GEMM path "
           << gemm_path_name() << (options.quick ? "; --quick shapes" : "");
   report.note(context.str());
-  for (const MoeShape& shape : moe_shapes(options.quick)) bench_shape(options, shape, report);
+  for (const MoeShape& shape : moe_shapes(options.quick))
+    if (options.shape.empty() || options.shape == shape.name) bench_shape(options, shape, report);
 }
 
 }  // namespace
@@ -296,6 +298,8 @@ void add_bench_moe(CLI::App& bench) {
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
   command->add_flag("--quick", options->quick, "Small shapes, for a smoke test");
+  command->add_option("--shape", options->shape, "Run only this shape")
+      ->check(CLI::IsMember({"mixtral-like", "fine-grained"}));
   command->callback([options] { run_bench_moe(*options); });
 }
 
