@@ -40,7 +40,10 @@ Tensor segment_offsets(const Tensor& counts);
 
 // The k largest entries along the last dimension, in descending order, with their indices
 // (i64); ties go to the lower index and NaN counts as the largest value (as torch). One warp
-// per row: 1 <= k <= 8 and n <= 256 entries per row (router logits over experts).
+// per row: 1 <= k <= kTopkMaxK and n <= kTopkMaxColumns entries per row (router logits over
+// experts).
+constexpr int64_t kTopkMaxK = 8;
+constexpr int64_t kTopkMaxColumns = 256;
 ValuesIndices topk(const Tensor& x, int64_t k);
 // The gradient of topk's values: zeros of input_shape with grad_values[r, j] at indices[r, j].
 Tensor topk_backward(const Tensor& grad_values, const Tensor& indices, const Shape& input_shape);

@@ -1,6 +1,6 @@
-// CUDA kernels for reductions along one dimension (ops/reduce.h) and for row-wise softmax and
-// log_softmax with their backward. They compute without recording on the tape: the autograd
-// stays in ops/*.cpp, which calls these for cuda inputs.
+// CUDA kernels for reductions along one dimension (ops/reduce.h) and for row-wise softmax,
+// log_softmax and logsumexp with their backward. They compute without recording on the tape:
+// the autograd stays in ops/*.cpp, which calls these for cuda inputs.
 //
 // Each reduction runs one thread block per output element over [outer, extent, inner] (the
 // layout around `dim`); the block's threads stride over the reduced dimension, so a reduction
@@ -33,6 +33,12 @@ Tensor log_softmax(const Tensor& x, int64_t dim);
 Tensor softmax_backward(const Tensor& grad_y, const Tensor& y, int64_t dim);
 // Backward given y = log_softmax(x): dx = dy - exp(y) * sum(dy).
 Tensor log_softmax_backward(const Tensor& grad_y, const Tensor& y, int64_t dim);
+
+// logsumexp(x) = m + log sum_j exp(x_j - m) along dim (floating dtypes), m the maximum; as on the
+// CPU, -inf for an empty or all -inf row and +inf for a row holding +inf.
+Tensor logsumexp(const Tensor& x, int64_t dim, bool keepdim = false);
+// Backward given out = logsumexp(x, dim, keepdim) and grad_out of out's shape: dx = g * exp(x - out).
+Tensor logsumexp_backward(const Tensor& grad_out, const Tensor& x, const Tensor& out, int64_t dim);
 
 }  // namespace cuda
 }  // namespace tinymoe

@@ -10,8 +10,8 @@ namespace tinymoe {
 namespace cuda {
 namespace {
 
-constexpr int kMaxK = 8;
-constexpr int kMaxColumns = 256;
+constexpr int kMaxK = static_cast<int>(kTopkMaxK);
+constexpr int kMaxColumns = static_cast<int>(kTopkMaxColumns);
 constexpr int kSlotsPerLane = kMaxColumns / kWarpSize;
 constexpr int kRowsPerBlock = kBlockThreads / kWarpSize;
 

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "cuda/elementwise.h"  // cuda::UnaryOp names the kernel of each unary op in every build
 #include "ops/reduce.h"
 #include "tinymoe/autograd.h"
 
@@ -83,6 +84,17 @@ const char* binary_name(BinaryOp op) {
   }
 }
 
+#ifdef TINYMOE_WITH_CUDA
+cuda::BinaryOp cuda_binary_op(BinaryOp op) {
+  switch (op) {
+    case BinaryOp::add: return cuda::BinaryOp::add;
+    case BinaryOp::sub: return cuda::BinaryOp::sub;
+    case BinaryOp::mul: return cuda::BinaryOp::mul;
+    default: return cuda::BinaryOp::div;
+  }
+}
+#endif
+
 Tensor binary_forward(BinaryOp op, const Tensor& a, const Tensor& b) {
   const char* name = binary_name(op);
   check_defined(a, name, "a");
@@ -90,8 +102,12 @@ Tensor binary_forward(BinaryOp op, const Tensor& a, const Tensor& b) {
   check_same_device(a, b, name);
   TINYMOE_CHECK(a.dtype() == b.dtype(), name, "expected operands of one dtype, got ", dtype_name(a.dtype()),
                 " and ", dtype_name(b.dtype()));
+  Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
+#ifdef TINYMOE_WITH_CUDA
+  if (a.device().is_cuda()) return cuda::binary(cuda_binary_op(op), a, b);
+#endif
   check_cpu(a, name);
-  Tensor out = Tensor::empty(broadcast_shapes(a.shape(), b.shape(), name), a.dtype(), a.device());
+  Tensor out = Tensor::empty(shape, a.dtype(), a.device());
   dispatch_all(a.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     switch (op) {
@@ -113,6 +129,7 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   Tensor saved_a = (op == BinaryOp::mul && grad_b) ? a.detach() : Tensor();
   Tensor saved_b = (op == BinaryOp::mul || op == BinaryOp::div) ? b.detach() : Tensor();
   Tensor saved_out = (op == BinaryOp::div && grad_b) ? out.detach() : Tensor();
+  // The backward is made of ops (sum_to, neg, mul, div), so it runs on the operands' device.
   record(binary_name(op), {a, b}, {out},
          [=](const TensorList& grads) -> TensorList {
            const Tensor& g = grads[0];
@@ -140,10 +157,9 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   return out;
 }
 
-// Applies value(x) elementwise; the backward multiplies by derivative(x, y) (y = value(x)).
-template <typename Value, typename Derivative>
-Tensor unary(const char* op, const Tensor& x, Value value, Derivative derivative) {
-  check_floating(x, op, "x");
+// The CPU kernels of a unary op: y = value(x), and dx = g * derivative(x, y).
+template <typename Value>
+Tensor unary_forward_cpu(const char* op, const Tensor& x, Value value) {
   check_cpu(x, op);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   dispatch_floating(x.dtype(), op, [&](auto tag) {
@@ -153,20 +169,51 @@ Tensor unary(const char* op, const Tensor& x, Value value, Derivative derivative
     const int64_t count = x.numel();  // hoisted: numel() is an out-of-line call per iteration otherwise
     for (int64_t i = 0; i < count; ++i) result[i] = static_cast<T>(value(in[i]));
   });
+  return out;
+}
+
+template <typename Derivative>
+Tensor unary_backward_cpu(const char* op, const Tensor& grad_y, const Tensor& x, const Tensor& y,
+                          Derivative derivative) {
+  Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
+  dispatch_floating(x.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* in = x.data<T>();
+    const T* y_values = y.data<T>();
+    const T* g = grad_y.data<T>();
+    T* result = dx.data<T>();
+    const int64_t count = dx.numel();
+    for (int64_t i = 0; i < count; ++i) result[i] = static_cast<T>(g[i] * derivative(in[i], y_values[i]));
+  });
+  return dx;
+}
+
+// The CUDA kernel of a unary op (cuda/elementwise.h) and its scalar (add_scalar, mul_scalar, pow).
+struct UnaryKernel {
+  cuda::UnaryOp op;
+  double scalar = 0.0;
+};
+
+// Applies value(x) elementwise; the backward multiplies by derivative(x, y) (y = value(x)).
+// On a cuda device `kernel` computes both, with the same formulas.
+template <typename Value, typename Derivative>
+Tensor unary(const char* op, [[maybe_unused]] UnaryKernel kernel, const Tensor& x, Value value,
+             Derivative derivative) {
+  check_floating(x, op, "x");
+  Tensor out;
+#ifdef TINYMOE_WITH_CUDA
+  if (x.device().is_cuda()) out = cuda::unary(kernel.op, x, kernel.scalar);
+  else
+#endif
+    out = unary_forward_cpu(op, x, value);
   if (needs_record({&x})) {
     Tensor saved_x = x.detach(), saved_y = out.detach();
     record(op, {x}, {out}, [=](const TensorList& grads) -> TensorList {
-      Tensor dx = Tensor::empty(saved_x.shape(), saved_x.dtype(), saved_x.device());
-      dispatch_floating(saved_x.dtype(), op, [&](auto tag) {
-        using T = typename decltype(tag)::type;
-        const T* in = saved_x.data<T>();
-        const T* y = saved_y.data<T>();
-        const T* g = grads[0].data<T>();
-        T* result = dx.data<T>();
-        const int64_t count = dx.numel();
-        for (int64_t i = 0; i < count; ++i) result[i] = static_cast<T>(g[i] * derivative(in[i], y[i]));
-      });
-      return {dx};
+#ifdef TINYMOE_WITH_CUDA
+      if (saved_x.device().is_cuda())
+        return {cuda::unary_backward(kernel.op, grads[0], saved_x, saved_y, kernel.scalar)};
+#endif
+      return {unary_backward_cpu(op, grads[0], saved_x, saved_y, derivative)};
     });
   }
   return out;
@@ -186,49 +233,56 @@ Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryOp::mul, a, b
 Tensor div(const Tensor& a, const Tensor& b) { return binary(BinaryOp::div, a, b); }
 
 Tensor add(const Tensor& a, double b) {
-  return unary("add_scalar", a, [b](auto x) { return x + b; }, [](auto, auto) { return 1.0; });
+  return unary("add_scalar", {cuda::UnaryOp::add_scalar, b}, a, [b](auto x) { return x + b; },
+               [](auto, auto) { return 1.0; });
 }
 Tensor mul(const Tensor& a, double b) {
-  return unary("mul_scalar", a, [b](auto x) { return x * b; }, [b](auto, auto) { return b; });
+  return unary("mul_scalar", {cuda::UnaryOp::mul_scalar, b}, a, [b](auto x) { return x * b; },
+               [b](auto, auto) { return b; });
 }
 Tensor pow(const Tensor& a, double exponent) {
-  return unary("pow", a, [exponent](auto x) { return std::pow(static_cast<double>(x), exponent); },
+  return unary("pow", {cuda::UnaryOp::pow, exponent}, a,
+               [exponent](auto x) { return std::pow(static_cast<double>(x), exponent); },
                [exponent](auto x, auto) { return exponent * std::pow(static_cast<double>(x), exponent - 1.0); });
 }
 
 Tensor neg(const Tensor& x) {
-  return unary("neg", x, [](auto v) { return -v; }, [](auto, auto) { return -1.0; });
+  return unary("neg", {cuda::UnaryOp::neg}, x, [](auto v) { return -v; }, [](auto, auto) { return -1.0; });
 }
 Tensor exp(const Tensor& x) {
-  return unary("exp", x, [](auto v) { return std::exp(v); }, [](auto, auto y) { return y; });
+  return unary("exp", {cuda::UnaryOp::exp}, x, [](auto v) { return std::exp(v); }, [](auto, auto y) { return y; });
 }
 Tensor log(const Tensor& x) {
-  return unary("log", x, [](auto v) { return std::log(v); }, [](auto v, auto) { return 1.0 / v; });
+  return unary("log", {cuda::UnaryOp::log}, x, [](auto v) { return std::log(v); },
+               [](auto v, auto) { return 1.0 / v; });
 }
 Tensor sqrt(const Tensor& x) {
-  return unary("sqrt", x, [](auto v) { return std::sqrt(v); }, [](auto, auto y) { return 0.5 / y; });
+  return unary("sqrt", {cuda::UnaryOp::sqrt}, x, [](auto v) { return std::sqrt(v); },
+               [](auto, auto y) { return 0.5 / y; });
 }
 Tensor tanh(const Tensor& x) {
-  return unary("tanh", x, [](auto v) { return std::tanh(v); }, [](auto, auto y) { return 1.0 - y * y; });
+  return unary("tanh", {cuda::UnaryOp::tanh}, x, [](auto v) { return std::tanh(v); },
+               [](auto, auto y) { return 1.0 - y * y; });
 }
 Tensor sigmoid(const Tensor& x) {
-  return unary("sigmoid", x, [](auto v) { return stable_sigmoid(v); }, [](auto, auto y) { return y * (1.0 - y); });
+  return unary("sigmoid", {cuda::UnaryOp::sigmoid}, x, [](auto v) { return stable_sigmoid(v); },
+               [](auto, auto y) { return y * (1.0 - y); });
 }
 Tensor silu(const Tensor& x) {
   // d/dx x s(x) = s(x) (1 + x (1 - s(x)))
-  return unary("silu", x, [](auto v) { return v * stable_sigmoid(v); },
+  return unary("silu", {cuda::UnaryOp::silu}, x, [](auto v) { return v * stable_sigmoid(v); },
                [](auto v, auto) {
                  double s = stable_sigmoid(v);
                  return s * (1.0 + v * (1.0 - s));
                });
 }
 Tensor relu(const Tensor& x) {
-  return unary("relu", x, [](auto v) { return v > 0 ? v : decltype(v)(0); },
+  return unary("relu", {cuda::UnaryOp::relu}, x, [](auto v) { return v > 0 ? v : decltype(v)(0); },
                [](auto v, auto) { return v > 0 ? 1.0 : 0.0; });
 }
 Tensor gelu(const Tensor& x) {
   // gelu(x) = x Phi(x); d/dx = Phi(x) + x phi(x) (Hendrycks & Gimpel 2016).
-  return unary("gelu", x, [](auto v) { return 0.5 * v * (1.0 + std::erf(v * M_SQRT1_2)); },
+  return unary("gelu", {cuda::UnaryOp::gelu}, x, [](auto v) { return 0.5 * v * (1.0 + std::erf(v * M_SQRT1_2)); },
                [](auto v, auto) {
                  double cdf = 0.5 * (1.0 + std::erf(v * M_SQRT1_2));
                  double pdf = std::exp(-0.5 * v * v) / std::sqrt(2.0 * M_PI);
@@ -237,7 +291,8 @@ Tensor gelu(const Tensor& x) {
 }
 Tensor softplus(const Tensor& x) {
   // log(1 + e^x) = max(x, 0) + log1p(e^-|x|); derivative sigmoid(x).
-  return unary("softplus", x, [](auto v) { return std::max<double>(v, 0.0) + std::log1p(std::exp(-std::abs(v))); },
+  return unary("softplus", {cuda::UnaryOp::softplus}, x,
+               [](auto v) { return std::max<double>(v, 0.0) + std::log1p(std::exp(-std::abs(v))); },
                [](auto v, auto) { return stable_sigmoid(v); });
 }
 

@@ -1,9 +1,14 @@
 #include "ops/grouped_matmul.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "ops/gemm.h"
 #include "tinymoe/autograd.h"
+#ifdef TINYMOE_WITH_CUDA
+#include "cuda/gemm.h"
+#include "cuda/runtime.h"
+#endif
 
 namespace tinymoe {
 namespace {
@@ -35,7 +40,9 @@ Groups checked_groups(const Tensor& x, const Tensor& w, const Tensor& offsets, b
   check_dim(x, 2, kOp, "x");
   check_dim(w, 3, kOp, "w");
   check_same_device(x, w, kOp);
-  check_cpu(x, kOp);
+#ifndef TINYMOE_WITH_CUDA
+  check_cpu(x, kOp);  // with the CUDA backend, both devices have a kernel
+#endif
   TINYMOE_CHECK(x.dtype() == w.dtype(), kOp, "expected x and w of one dtype, got ", dtype_name(x.dtype()),
                 " and ", dtype_name(w.dtype()));
   Groups groups;
@@ -48,9 +55,34 @@ Groups checked_groups(const Tensor& x, const Tensor& w, const Tensor& offsets, b
   TINYMOE_CHECK(weight_in == groups.in_features, kOp, "x ", shape_str(x.shape()), " has ", groups.in_features,
                 " features but w ", shape_str(w.shape()), (transpose_weight ? " ([E, n, k], transposed)" : " ([E, k, n])"),
                 " expects ", weight_in);
-  groups.offsets = checked_group_offsets(offsets, groups.experts, groups.rows, kOp);
+  groups.offsets = checked_group_offsets(offsets, x.device(), groups.experts, groups.rows, kOp);
   return groups;
 }
+
+#ifdef TINYMOE_WITH_CUDA
+template <typename T>
+const T* device_data(const Tensor& x) { return static_cast<const T*>(x.raw_data()); }
+template <typename T>
+T* device_output(const Tensor& x) { return static_cast<T*>(x.raw_data()); }
+
+// One cuBLAS grouped GEMM (cuda/gemm.h) on `device` with one problem per expert, empty groups
+// included: problem(e, first_row, row_count) gives expert e's row-major product.
+template <typename T, typename Problem>
+void grouped_gemm_on_device(const Groups& groups, bool trans_a, bool trans_b, Device device, Problem problem) {
+  std::vector<cuda::GemmProblem<T>> problems;
+  groups.for_each([&](int64_t e, int64_t first, int64_t count) {
+    cuda::GemmProblem<T> product = problem(e, first, count);
+    // A row stride is 0 only for a matrix with no columns, which is never read (an empty inner
+    // dimension writes zeros, an empty output nothing), but cuBLAS wants at least 1.
+    product.lda = std::max<int64_t>(product.lda, 1);
+    product.ldb = std::max<int64_t>(product.ldb, 1);
+    product.ldc = std::max<int64_t>(product.ldc, 1);
+    problems.push_back(product);
+  });
+  cuda::DeviceGuard guard(device);
+  cuda::grouped_gemm<T>(trans_a, trans_b, problems, T(1), T(0));
+}
+#endif
 
 // out_e [rows_e, width] = a_e [rows_e, depth] op(w[e]) for every expert, op(w[e]) = w[e] or,
 // with transpose_w, w[e]^T. Both the forward (a = x) and the input gradient (a = dy, the weight
@@ -60,6 +92,16 @@ Tensor grouped_gemm_with_weight(const Tensor& a, const Tensor& w, const Groups& 
   Tensor out = Tensor::empty({groups.rows, width}, a.dtype(), a.device());
   dispatch_floating(a.dtype(), kOp, [&](auto tag) {
     using T = typename decltype(tag)::type;
+#ifdef TINYMOE_WITH_CUDA
+    if (a.device().is_cuda()) {
+      grouped_gemm_on_device<T>(groups, false, transpose_w, a.device(), [&](int64_t e, int64_t first, int64_t count) {
+        return cuda::GemmProblem<T>{count, width, depth, device_data<T>(a) + first * depth, depth,
+                                    device_data<T>(w) + e * groups.weight_stride(), groups.weight_ld(),
+                                    device_output<T>(out) + first * width, width};
+      });
+      return;
+    }
+#endif
     groups.for_each([&](int64_t e, int64_t first, int64_t count) {
       gemm<T>(false, transpose_w, count, width, depth, T(1), a.data<T>() + first * depth, depth,
               w.data<T>() + e * groups.weight_stride(), groups.weight_ld(), T(0), out.data<T>() + first * width, width);
@@ -87,6 +129,18 @@ Tensor weight_gradient(const Tensor& x, const Tensor& grad_out, const Groups& gr
   Tensor dw = Tensor::empty(shape, x.dtype(), x.device());
   dispatch_floating(x.dtype(), kOp, [&](auto tag) {
     using T = typename decltype(tag)::type;
+#ifdef TINYMOE_WITH_CUDA
+    if (x.device().is_cuda()) {
+      grouped_gemm_on_device<T>(groups, true, false, x.device(), [&](int64_t e, int64_t first, int64_t count) {
+        const T* x_e = device_data<T>(x) + first * k;
+        const T* dy_e = device_data<T>(grad_out) + first * n;
+        T* dw_e = device_output<T>(dw) + e * groups.weight_stride();
+        return groups.transpose_weight ? cuda::GemmProblem<T>{n, k, count, dy_e, n, x_e, k, dw_e, k}
+                                       : cuda::GemmProblem<T>{k, n, count, x_e, k, dy_e, n, dw_e, n};
+      });
+      return;
+    }
+#endif
     groups.for_each([&](int64_t e, int64_t first, int64_t count) {
       const T* x_e = x.data<T>() + first * k;
       const T* dy_e = grad_out.data<T>() + first * n;
@@ -100,11 +154,15 @@ Tensor weight_gradient(const Tensor& x, const Tensor& grad_out, const Groups& gr
 
 }  // namespace
 
-std::vector<int64_t> checked_group_offsets(const Tensor& offsets, int64_t groups, int64_t rows, const char* op) {
+std::vector<int64_t> checked_group_offsets(const Tensor& offsets, Device device, int64_t groups, int64_t rows,
+                                           const char* op) {
   check_dtype(offsets, DType::i64, op, "offsets");
-  check_cpu(offsets, op);
+  TINYMOE_CHECK(offsets.device() == device, op, "expected offsets on x's device ", device.str(), ", got ",
+                offsets.device().str(), " (mixed devices are an error, not a copy)");
   TINYMOE_CHECK(offsets.dim() == 1 && offsets.size(0) == groups + 1, op, "expected offsets of shape [", groups + 1,
                 "] (E + 1 for E = ", groups, " experts), got ", shape_str(offsets.shape()));
+  // The group sizes drive the GEMM calls from the host: cuda offsets are copied here, once, and the
+  // copy serves the forward and the backward.
   std::vector<int64_t> values = offsets.to_vector<int64_t>();
   TINYMOE_CHECK(values[0] == 0, op, "expected offsets[0] == 0, got offsets[0] = ", values[0]);
   for (int64_t e = 0; e < groups; ++e)

@@ -28,8 +28,10 @@ namespace tinymoe {
 
 Tensor grouped_matmul(const Tensor& x, const Tensor& w, const Tensor& offsets, bool transpose_weight = false);
 
-// The group boundaries as a host vector, after checking them as above: offsets i64 [groups + 1]
-// on the cpu, offsets[0] == 0, non-decreasing, offsets[groups] == rows. Errors name `op`.
-std::vector<int64_t> checked_group_offsets(const Tensor& offsets, int64_t groups, int64_t rows, const char* op);
+// The group boundaries copied to the host, after checking them as above: offsets i64
+// [groups + 1] on `device` (x's), offsets[0] == 0, non-decreasing, offsets[groups] == rows.
+// Errors name `op`.
+std::vector<int64_t> checked_group_offsets(const Tensor& offsets, Device device, int64_t groups, int64_t rows,
+                                           const char* op);
 
 }  // namespace tinymoe

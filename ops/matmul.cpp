@@ -1,12 +1,38 @@
 #include "ops/matmul.h"
 
+#include <algorithm>
+
 #include "ops/elementwise.h"
 #include "ops/gemm.h"
 #include "ops/reduce.h"
 #include "tinymoe/autograd.h"
+#ifdef TINYMOE_WITH_CUDA
+#include "cuda/gemm.h"
+#include "cuda/runtime.h"
+#endif
 
 namespace tinymoe {
 namespace {
+
+// Row-major c[m, n] = op(a) op(b) (ops/gemm.h's contract, alpha 1, beta 0) on the device the
+// tensors live on: tinymoe::gemm on the CPU, cuBLAS (cuda::gemm) on a cuda device.
+template <typename T>
+void gemm_on_device(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const Tensor& a, int64_t lda,
+                    const Tensor& b, int64_t ldb, const Tensor& c, int64_t ldc) {
+#ifdef TINYMOE_WITH_CUDA
+  if (c.device().is_cuda()) {
+    if (m == 0 || n == 0) return;  // c is empty
+    // A leading dimension is a row stride: 0 only for a matrix with no columns, which is never read
+    // (k == 0 writes zeros), but cuBLAS wants at least 1.
+    auto stride = [](int64_t ld) { return std::max<int64_t>(ld, 1); };
+    cuda::DeviceGuard guard(c.device());
+    cuda::gemm<T>(trans_a, trans_b, m, n, k, T(1), static_cast<const T*>(a.raw_data()), stride(lda),
+                  static_cast<const T*>(b.raw_data()), stride(ldb), T(0), static_cast<T*>(c.raw_data()), ldc);
+    return;
+  }
+#endif
+  gemm<T>(trans_a, trans_b, m, n, k, T(1), a.data<T>(), lda, b.data<T>(), ldb, T(0), c.data<T>(), ldc);
+}
 
 // out[rows, n] = x[rows, k] op(w), with op(w) = w [k, n] or w^T (w [n, k]).
 Tensor product(const Tensor& x, const Tensor& w, bool trans_w, const char* op) {
@@ -18,7 +44,7 @@ Tensor product(const Tensor& x, const Tensor& w, bool trans_w, const char* op) {
   Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
   dispatch_floating(x.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    gemm<T>(false, trans_w, rows, n, k, T(1), x.data<T>(), k, w.data<T>(), w.size(1), T(0), out.data<T>(), n);
+    gemm_on_device<T>(false, trans_w, rows, n, k, x, k, w, w.size(1), out, n);
   });
   return out;
 }
@@ -31,8 +57,8 @@ Tensor weight_gradient(const Tensor& x, const Tensor& g, bool trans_w, const cha
   Tensor dw = Tensor::empty(trans_w ? Shape{n, k} : Shape{k, n}, x.dtype(), x.device());
   dispatch_floating(x.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (trans_w) gemm<T>(true, false, n, k, rows, T(1), g.data<T>(), n, x.data<T>(), k, T(0), dw.data<T>(), k);
-    else gemm<T>(true, false, k, n, rows, T(1), x.data<T>(), k, g.data<T>(), n, T(0), dw.data<T>(), n);
+    if (trans_w) gemm_on_device<T>(true, false, n, k, rows, g, n, x, k, dw, k);
+    else gemm_on_device<T>(true, false, k, n, rows, x, k, g, n, dw, n);
   });
   return dw;
 }
@@ -47,7 +73,7 @@ Tensor input_gradient(const Tensor& g, const Tensor& w, bool trans_w, const char
   Tensor dx = Tensor::empty(shape, g.dtype(), g.device());
   dispatch_floating(g.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    gemm<T>(false, !trans_w, rows, k, n, T(1), g.data<T>(), n, w.data<T>(), w.size(1), T(0), dx.data<T>(), k);
+    gemm_on_device<T>(false, !trans_w, rows, k, n, g, n, w, w.size(1), dx, k);
   });
   return dx;
 }
@@ -70,7 +96,9 @@ void check_operands(const Tensor& x, const Tensor& w, const char* op, const char
   check_floating(x, op, "x");
   check_floating(w, op, w_name);
   check_same_device(x, w, op);
-  check_cpu(x, op);
+#ifndef TINYMOE_WITH_CUDA
+  check_cpu(x, op);  // with the CUDA backend, gemm_on_device has a kernel for every device
+#endif
   TINYMOE_CHECK(x.dtype() == w.dtype(), op, "expected operands of one dtype, got ", dtype_name(x.dtype()),
                 " and ", dtype_name(w.dtype()));
   TINYMOE_CHECK(x.dim() >= 1, op, "expected x with at least 1 dimension, got a scalar");

@@ -69,7 +69,7 @@ Layout checked_layout(const Tensor& x, const Tensor& sorted_token, const Tensor&
   layout.experts = w1.size(0);
   layout.d = x.size(1);
   layout.f = w1.size(2);
-  layout.offsets = checked_group_offsets(offsets, layout.experts, layout.pairs, kOp);
+  layout.offsets = checked_group_offsets(offsets, Device::cpu(), layout.experts, layout.pairs, kOp);
   return layout;
 }
 

@@ -4,6 +4,10 @@
 #include "ops/elementwise.h"
 #include "ops/shape.h"
 #include "tinymoe/autograd.h"
+#ifdef TINYMOE_WITH_CUDA
+#include "cuda/elementwise.h"
+#include "cuda/reduce.h"
+#endif
 
 namespace tinymoe {
 namespace {
@@ -15,8 +19,11 @@ Shape reduced_shape(const Shape& shape, int64_t dim, bool keepdim) {
   return out;
 }
 
-// Repeats g (reduced over dim with keepdim) along dim to `shape`.
+// Repeats g (reduced over dim with keepdim) along dim to `shape`: the backward of sum.
 Tensor expand_along(const Tensor& g, const Shape& shape, int64_t dim) {
+#ifdef TINYMOE_WITH_CUDA
+  if (g.device().is_cuda()) return cuda::broadcast_to(g, shape);
+#endif
   AxisLayout split = axis_layout(shape, dim);
   Tensor out = Tensor::empty(shape, g.dtype(), g.device());
   dispatch_floating(g.dtype(), "sum", [&](auto tag) {
@@ -31,12 +38,8 @@ Tensor expand_along(const Tensor& g, const Shape& shape, int64_t dim) {
   return out;
 }
 
-}  // namespace
-
-Tensor sum(const Tensor& x, int64_t dim, bool keepdim) {
-  check_defined(x, "sum", "x");
+Tensor sum_cpu(const Tensor& x, int64_t dim, bool keepdim) {
   check_cpu(x, "sum");
-  dim = normalize_dim(dim, x.dim(), "sum");
   AxisLayout split = axis_layout(x.shape(), dim);
   Tensor out = zeros(reduced_shape(x.shape(), dim, keepdim), x.dtype(), x.device());
   dispatch_all(x.dtype(), [&](auto tag) {
@@ -47,9 +50,68 @@ Tensor sum(const Tensor& x, int64_t dim, bool keepdim) {
       for (int64_t e = 0; e < split.extent; ++e)
         for (int64_t i = 0; i < split.inner; ++i) result[o * split.inner + i] += in[(o * split.extent + e) * split.inner + i];
   });
+  return out;
+}
+
+ValuesIndices max_cpu(const Tensor& x, int64_t dim, bool keepdim) {
+  check_cpu(x, "max");
+  AxisLayout split = axis_layout(x.shape(), dim);
+  Shape shape = reduced_shape(x.shape(), dim, keepdim);
+  Tensor values = Tensor::empty(shape, x.dtype(), x.device());
+  Tensor indices = Tensor::empty(shape, DType::i64, x.device());
+  int64_t* index_out = indices.data<int64_t>();
+  dispatch_all(x.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* in = x.data<T>();
+    T* value_out = values.data<T>();
+    for (int64_t o = 0; o < split.outer; ++o)
+      for (int64_t i = 0; i < split.inner; ++i) {
+        int64_t best = 0;
+        T best_value = in[o * split.extent * split.inner + i];
+        for (int64_t e = 1; e < split.extent; ++e) {
+          T candidate = in[(o * split.extent + e) * split.inner + i];
+          if (candidate > best_value) best_value = candidate, best = e;
+        }
+        value_out[o * split.inner + i] = best_value;
+        index_out[o * split.inner + i] = best;
+      }
+  });
+  return {values, indices};
+}
+
+// The gradient of max: zeros of input_shape with g at the position each maximum came from.
+Tensor max_backward(const Tensor& g, const Tensor& indices, const Shape& input_shape, int64_t dim) {
+#ifdef TINYMOE_WITH_CUDA
+  if (g.device().is_cuda()) return cuda::max_dim_backward(g, indices, input_shape, dim);
+#endif
+  AxisLayout split = axis_layout(input_shape, dim);
+  Tensor dx = zeros(input_shape, g.dtype(), g.device());
+  const int64_t* chosen = indices.data<int64_t>();
+  dispatch_floating(dx.dtype(), "max", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* grad = g.data<T>();
+    T* result = dx.data<T>();
+    for (int64_t o = 0; o < split.outer; ++o)
+      for (int64_t i = 0; i < split.inner; ++i)
+        result[(o * split.extent + chosen[o * split.inner + i]) * split.inner + i] = grad[o * split.inner + i];
+  });
+  return dx;
+}
+
+}  // namespace
+
+Tensor sum(const Tensor& x, int64_t dim, bool keepdim) {
+  check_defined(x, "sum", "x");
+  dim = normalize_dim(dim, x.dim(), "sum");
+  Tensor out;
+#ifdef TINYMOE_WITH_CUDA
+  if (x.device().is_cuda()) out = cuda::sum_dim(x, dim, keepdim);
+  else
+#endif
+    out = sum_cpu(x, dim, keepdim);
   if (needs_record({&x})) {
     Shape shape = x.shape();
-    record("sum", {x}, {out}, [shape, dim, keepdim](const TensorList& grads) -> TensorList {
+    record("sum", {x}, {out}, [shape, dim](const TensorList& grads) -> TensorList {
       Tensor g = grads[0].reshape(reduced_shape(shape, dim, true));
       return {expand_along(g, shape, dim)};
     });
@@ -77,48 +139,22 @@ Tensor mean(const Tensor& x) {
 
 ValuesIndices max(const Tensor& x, int64_t dim, bool keepdim) {
   check_defined(x, "max", "x");
-  check_cpu(x, "max");
   dim = normalize_dim(dim, x.dim(), "max");
-  AxisLayout split = axis_layout(x.shape(), dim);
-  TINYMOE_CHECK(split.extent > 0, "max", "max over an empty dimension ", dim, " of shape ", shape_str(x.shape()));
-  Shape shape = reduced_shape(x.shape(), dim, keepdim);
-  Tensor values = Tensor::empty(shape, x.dtype(), x.device());
-  Tensor indices = Tensor::empty(shape, DType::i64, x.device());
-  int64_t* index_out = indices.data<int64_t>();
-  dispatch_all(x.dtype(), [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* in = x.data<T>();
-    T* value_out = values.data<T>();
-    for (int64_t o = 0; o < split.outer; ++o)
-      for (int64_t i = 0; i < split.inner; ++i) {
-        int64_t best = 0;
-        T best_value = in[o * split.extent * split.inner + i];
-        for (int64_t e = 1; e < split.extent; ++e) {
-          T candidate = in[(o * split.extent + e) * split.inner + i];
-          if (candidate > best_value) best_value = candidate, best = e;
-        }
-        value_out[o * split.inner + i] = best_value;
-        index_out[o * split.inner + i] = best;
-      }
-  });
+  TINYMOE_CHECK(x.shape()[dim] > 0, "max", "max over an empty dimension ", dim, " of shape ", shape_str(x.shape()));
+  ValuesIndices out;
+#ifdef TINYMOE_WITH_CUDA
+  if (x.device().is_cuda()) out = cuda::max_dim(x, dim, keepdim);
+  else
+#endif
+    out = max_cpu(x, dim, keepdim);
   if (needs_record({&x})) {
     Shape input_shape = x.shape();
-    Tensor saved_indices = indices.detach();
-    record("max", {x}, {values}, [input_shape, dim, split, saved_indices](const TensorList& grads) -> TensorList {
-      Tensor dx = zeros(input_shape, grads[0].dtype(), grads[0].device());
-      const int64_t* chosen = saved_indices.data<int64_t>();
-      dispatch_floating(dx.dtype(), "max", [&](auto tag) {
-        using T = typename decltype(tag)::type;
-        const T* g = grads[0].data<T>();
-        T* result = dx.data<T>();
-        for (int64_t o = 0; o < split.outer; ++o)
-          for (int64_t i = 0; i < split.inner; ++i)
-            result[(o * split.extent + chosen[o * split.inner + i]) * split.inner + i] = g[o * split.inner + i];
-      });
-      return {dx};
+    Tensor saved_indices = out.indices.detach();
+    record("max", {x}, {out.values}, [input_shape, dim, saved_indices](const TensorList& grads) -> TensorList {
+      return {max_backward(grads[0], saved_indices, input_shape, dim)};
     });
   }
-  return {values, indices};
+  return out;
 }
 
 Tensor max(const Tensor& x) {

@@ -7,6 +7,9 @@
 #include "ops/axis_layout.h"
 #include "ops/shape.h"
 #include "tinymoe/autograd.h"
+#ifdef TINYMOE_WITH_CUDA
+#include "cuda/reduce.h"
+#endif
 
 namespace tinymoe {
 namespace {
@@ -79,17 +82,15 @@ double lane_sum(const T* a, const Lane& lane) {
   return total;
 }
 
-AxisLayout checked_layout(const Tensor& x, int64_t& dim, const char* op) {
+// The checks every op here shares (x floating, dim in range); returns dim normalised.
+int64_t checked_dim(const Tensor& x, int64_t dim, const char* op) {
   check_floating(x, op, "x");
-  check_cpu(x, op);
-  dim = normalize_dim(dim, x.dim(), op);
-  return axis_layout(x.shape(), dim);
+  return normalize_dim(dim, x.dim(), op);
 }
 
-// softmax and log_softmax share the forward and differ in the backward; both save only y.
-Tensor softmax_family(const Tensor& x, int64_t dim, bool log_output) {
-  const char* op = log_output ? "log_softmax" : "softmax";
-  AxisLayout layout = checked_layout(x, dim, op);
+Tensor softmax_forward_cpu(const Tensor& x, int64_t dim, bool log_output, const char* op) {
+  check_cpu(x, op);
+  AxisLayout layout = axis_layout(x.shape(), dim);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   dispatch_floating(x.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -97,39 +98,58 @@ Tensor softmax_family(const Tensor& x, int64_t dim, bool log_output) {
     T* result = out.data<T>();
     for_each_lane(layout, [&](int64_t, const Lane& lane) { softmax_lane(in, result, lane, log_output); });
   });
+  return out;
+}
+
+Tensor softmax_backward_cpu(const Tensor& grad_y, const Tensor& y, int64_t dim, bool log_output, const char* op) {
+  AxisLayout layout = axis_layout(y.shape(), dim);
+  Tensor dx = Tensor::empty(y.shape(), y.dtype(), y.device());
+  dispatch_floating(y.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* y_values = y.data<T>();
+    const T* g = grad_y.data<T>();
+    T* result = dx.data<T>();
+    for_each_lane(layout, [&](int64_t, const Lane& lane) {
+      if (log_output) {  // d log_softmax: g - softmax * sum(g)
+        double g_total = lane_sum(g, lane);
+        for (int64_t e = 0; e < lane.count; ++e)
+          result[lane.at(e)] = static_cast<T>(g[lane.at(e)] - std::exp(y_values[lane.at(e)]) * g_total);
+      } else {  // d softmax: y * (g - sum(g * y))
+        double g_dot_y = lane_dot(g, y_values, lane);
+        for (int64_t e = 0; e < lane.count; ++e)
+          result[lane.at(e)] = static_cast<T>(y_values[lane.at(e)] * (g[lane.at(e)] - g_dot_y));
+      }
+    });
+  });
+  return dx;
+}
+
+// softmax and log_softmax share the forward and differ in the backward; both save only y.
+Tensor softmax_family(const Tensor& x, int64_t dim, bool log_output) {
+  const char* op = log_output ? "log_softmax" : "softmax";
+  dim = checked_dim(x, dim, op);
+  Tensor out;
+#ifdef TINYMOE_WITH_CUDA
+  if (x.device().is_cuda()) out = log_output ? cuda::log_softmax(x, dim) : cuda::softmax(x, dim);
+  else
+#endif
+    out = softmax_forward_cpu(x, dim, log_output, op);
   if (!needs_record({&x})) return out;
   Tensor saved_y = out.detach();
-  record(op, {x}, {out}, [saved_y, layout, log_output, op](const TensorList& grads) -> TensorList {
-    Tensor dx = Tensor::empty(saved_y.shape(), saved_y.dtype(), saved_y.device());
-    dispatch_floating(saved_y.dtype(), op, [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      const T* y = saved_y.data<T>();
-      const T* g = grads[0].data<T>();
-      T* result = dx.data<T>();
-      for_each_lane(layout, [&](int64_t, const Lane& lane) {
-        if (log_output) {  // d log_softmax: g - softmax * sum(g)
-          double g_total = lane_sum(g, lane);
-          for (int64_t e = 0; e < lane.count; ++e)
-            result[lane.at(e)] = static_cast<T>(g[lane.at(e)] - std::exp(y[lane.at(e)]) * g_total);
-        } else {  // d softmax: y * (g - sum(g * y))
-          double g_dot_y = lane_dot(g, y, lane);
-          for (int64_t e = 0; e < lane.count; ++e)
-            result[lane.at(e)] = static_cast<T>(y[lane.at(e)] * (g[lane.at(e)] - g_dot_y));
-        }
-      });
-    });
-    return {dx};
+  record(op, {x}, {out}, [saved_y, dim, log_output, op](const TensorList& grads) -> TensorList {
+#ifdef TINYMOE_WITH_CUDA
+    if (saved_y.device().is_cuda())
+      return {log_output ? cuda::log_softmax_backward(grads[0], saved_y, dim)
+                         : cuda::softmax_backward(grads[0], saved_y, dim)};
+#endif
+    return {softmax_backward_cpu(grads[0], saved_y, dim, log_output, op)};
   });
   return out;
 }
 
-}  // namespace
-
-Tensor softmax(const Tensor& x, int64_t dim) { return softmax_family(x, dim, false); }
-Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_family(x, dim, true); }
-
-Tensor logsumexp(const Tensor& x, int64_t dim, bool keepdim) {
-  AxisLayout layout = checked_layout(x, dim, "logsumexp");
+Tensor logsumexp_cpu(const Tensor& x, int64_t dim, bool keepdim) {
+  check_cpu(x, "logsumexp");
+  AxisLayout layout = axis_layout(x.shape(), dim);
   Shape shape = x.shape();
   if (keepdim)
     shape[dim] = 1;
@@ -144,22 +164,47 @@ Tensor logsumexp(const Tensor& x, int64_t dim, bool keepdim) {
     for_each_lane(layout,
                   [&](int64_t index, const Lane& lane) { result[index] = static_cast<T>(lane_logsumexp(in, lane)); });
   });
+  return out;
+}
+
+// g * softmax(x) = g * exp(x - lse), lane by lane.
+Tensor logsumexp_backward_cpu(const Tensor& grad_out, const Tensor& x, const Tensor& lse_out, int64_t dim) {
+  AxisLayout layout = axis_layout(x.shape(), dim);
+  Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
+  dispatch_floating(x.dtype(), "logsumexp", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* x_values = x.data<T>();
+    const T* lse = lse_out.data<T>();
+    const T* g = grad_out.data<T>();
+    T* result = dx.data<T>();
+    for_each_lane(layout, [&](int64_t index, const Lane& lane) {
+      for (int64_t e = 0; e < lane.count; ++e)
+        result[lane.at(e)] = static_cast<T>(g[index] * std::exp(x_values[lane.at(e)] - lse[index]));
+    });
+  });
+  return dx;
+}
+
+}  // namespace
+
+Tensor softmax(const Tensor& x, int64_t dim) { return softmax_family(x, dim, false); }
+Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_family(x, dim, true); }
+
+Tensor logsumexp(const Tensor& x, int64_t dim, bool keepdim) {
+  dim = checked_dim(x, dim, "logsumexp");
+  Tensor out;
+#ifdef TINYMOE_WITH_CUDA
+  if (x.device().is_cuda()) out = cuda::logsumexp(x, dim, keepdim);
+  else
+#endif
+    out = logsumexp_cpu(x, dim, keepdim);
   if (!needs_record({&x})) return out;
   Tensor saved_x = x.detach(), saved_out = out.detach();
-  record("logsumexp", {x}, {out}, [saved_x, saved_out, layout](const TensorList& grads) -> TensorList {
-    Tensor dx = Tensor::empty(saved_x.shape(), saved_x.dtype(), saved_x.device());
-    dispatch_floating(saved_x.dtype(), "logsumexp", [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      const T* x_values = saved_x.data<T>();
-      const T* lse = saved_out.data<T>();
-      const T* g = grads[0].data<T>();
-      T* result = dx.data<T>();
-      for_each_lane(layout, [&](int64_t index, const Lane& lane) {  // g * softmax(x) = g * exp(x - lse)
-        for (int64_t e = 0; e < lane.count; ++e)
-          result[lane.at(e)] = static_cast<T>(g[index] * std::exp(x_values[lane.at(e)] - lse[index]));
-      });
-    });
-    return {dx};
+  record("logsumexp", {x}, {out}, [saved_x, saved_out, dim](const TensorList& grads) -> TensorList {
+#ifdef TINYMOE_WITH_CUDA
+    if (saved_x.device().is_cuda()) return {cuda::logsumexp_backward(grads[0], saved_x, saved_out, dim)};
+#endif
+    return {logsumexp_backward_cpu(grads[0], saved_x, saved_out, dim)};
   });
   return out;
 }

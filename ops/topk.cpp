@@ -9,6 +9,9 @@
 #include "ops/index.h"
 #include "ops/sort.h"
 #include "tinymoe/autograd.h"
+#ifdef TINYMOE_WITH_CUDA
+#include "cuda/permute.h"
+#endif
 
 namespace tinymoe {
 namespace {
@@ -63,16 +66,63 @@ double select_rows(const Tensor& x, int64_t dim, int64_t k, bool largest, bool s
   return margin;
 }
 
+#ifdef TINYMOE_WITH_CUDA
+// The cuda kernel (cuda/permute.h) is the router's top-k: the k <= 8 largest of rows of at most
+// 256 entries along the last dimension, best first. Other requests are an Error, never a wrong
+// answer.
+void check_cuda_request(const Tensor& x, int64_t k, int64_t dim, bool largest, bool sorted) {
+  TINYMOE_CHECK(dim == x.dim() - 1, "topk", "on cuda only along the last dimension (", x.dim() - 1,
+                "), got dim ", dim, " of shape ", shape_str(x.shape()));
+  TINYMOE_CHECK(largest, "topk", "on cuda only the largest entries (largest=true)");
+  TINYMOE_CHECK(sorted, "topk", "on cuda only sorted results (sorted=true)");
+  TINYMOE_CHECK(x.size(dim) <= cuda::kTopkMaxColumns, "topk", "on cuda rows of at most ", cuda::kTopkMaxColumns,
+                " entries, got n = ", x.size(dim));
+  TINYMOE_CHECK(k <= cuda::kTopkMaxK, "topk", "on cuda k of at most ", cuda::kTopkMaxK, ", got k = ", k);
+}
+
+// gradcheck's choice observer wants the choice and its margin on the host: only then are the
+// chosen indices copied back and the selection rerun on a host copy of x for the margin.
+void note_cuda_choice(const Tensor& x, int64_t k, int64_t dim, const Tensor& indices) {
+  if (choice_observer() == nullptr) return;
+  Tensor host_x = x.detach().to(Device::cpu());
+  Tensor host_indices = Tensor::empty(indices.shape(), DType::i64);
+  double margin = dispatch_all(host_x.dtype(), [&](auto tag) {
+    return select_rows<typename decltype(tag)::type>(host_x, dim, k, true, true, host_indices);
+  });
+  std::vector<int64_t> chosen = indices.to_vector<int64_t>();
+  note_choice("topk", chosen.data(), static_cast<int64_t>(chosen.size()), margin);
+}
+
+TopK topk_cuda(const Tensor& x, int64_t k, int64_t dim) {
+  ValuesIndices best = cuda::topk(x, k);
+  note_cuda_choice(x, k, dim, best.indices);
+  if (needs_record({&x})) {
+    Shape input_shape = x.shape();
+    Tensor saved_indices = best.indices.detach();
+    record("topk", {x}, {best.values}, [input_shape, saved_indices](const TensorList& grads) -> TensorList {
+      return {cuda::topk_backward(grads[0], saved_indices, input_shape)};
+    });
+  }
+  return {best.values, best.indices};
+}
+#endif
+
 }  // namespace
 
 TopK topk(const Tensor& x, int64_t k, int64_t dim, bool largest, bool sorted) {
   check_defined(x, "topk", "x");
-  check_cpu(x, "topk");
   dim = normalize_dim(dim, x.dim(), "topk");
   int64_t extent = x.shape()[dim];
   TINYMOE_CHECK(k >= 1, "topk", "k must be at least 1, got ", k);
   TINYMOE_CHECK(k <= extent, "topk", "k = ", k, " is larger than n = ", extent, ", the size of dim ", dim,
                 " of shape ", shape_str(x.shape()));
+#ifdef TINYMOE_WITH_CUDA
+  if (x.device().is_cuda()) {
+    check_cuda_request(x, k, dim, largest, sorted);
+    return topk_cuda(x, k, dim);
+  }
+#endif
+  check_cpu(x, "topk");
   Shape shape = x.shape();
   shape[dim] = k;
   Tensor indices = Tensor::empty(shape, DType::i64, x.device());
