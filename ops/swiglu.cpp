@@ -2,7 +2,12 @@
 
 #include <cmath>
 
+#include "ops/cuda_dispatch.h"
 #include "tinymoe/autograd.h"
+
+#ifdef TINYMOE_WITH_CUDA
+#include "cuda/fused.h"
+#endif
 
 namespace tinymoe {
 namespace {
@@ -19,7 +24,7 @@ void check_inputs(const Tensor& gate, const Tensor& up) {
   check_floating(gate, kOp, "gate");
   check_floating(up, kOp, "up");
   check_same_device(gate, up, kOp);
-  check_cpu(gate, kOp);
+  check_has_kernel(gate, kOp);
   TINYMOE_CHECK(gate.dtype() == up.dtype(), kOp, "expected gate and up of one dtype, got ",
                 dtype_name(gate.dtype()), " and ", dtype_name(up.dtype()));
   TINYMOE_CHECK(gate.shape() == up.shape(), kOp, "expected gate and up of one shape, got ",
@@ -28,6 +33,9 @@ void check_inputs(const Tensor& gate, const Tensor& up) {
 
 // d gate and d up (either may be skipped) in one pass over g, gate and up.
 TensorList swiglu_backward(const Tensor& g, const Tensor& gate, const Tensor& up, bool grad_gate, bool grad_up) {
+#ifdef TINYMOE_WITH_CUDA
+  if (gate.device().is_cuda()) return cuda::swiglu_backward(g, gate, up, grad_gate, grad_up);
+#endif
   Tensor d_gate = grad_gate ? Tensor::empty(gate.shape(), gate.dtype(), gate.device()) : Tensor();
   Tensor d_up = grad_up ? Tensor::empty(up.shape(), up.dtype(), up.device()) : Tensor();
   dispatch_floating(gate.dtype(), kOp, [&](auto tag) {
@@ -49,14 +57,19 @@ TensorList swiglu_backward(const Tensor& g, const Tensor& gate, const Tensor& up
 
 Tensor swiglu(const Tensor& gate, const Tensor& up) {
   check_inputs(gate, up);
-  Tensor out = Tensor::empty(gate.shape(), gate.dtype(), gate.device());
-  dispatch_floating(gate.dtype(), kOp, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T *pgate = gate.data<T>(), *pup = up.data<T>();
-    T* result = out.data<T>();
-    const int64_t count = gate.numel();
-    for (int64_t i = 0; i < count; ++i) result[i] = pgate[i] * sigmoid_of(pgate[i]) * pup[i];
-  });
+  Tensor out;
+#ifdef TINYMOE_WITH_CUDA
+  if (gate.device().is_cuda()) out = cuda::swiglu(gate, up);
+  else
+#endif
+    dispatch_floating(gate.dtype(), kOp, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      out = Tensor::empty(gate.shape(), gate.dtype(), gate.device());
+      const T *pgate = gate.data<T>(), *pup = up.data<T>();
+      T* result = out.data<T>();
+      const int64_t count = gate.numel();
+      for (int64_t i = 0; i < count; ++i) result[i] = pgate[i] * sigmoid_of(pgate[i]) * pup[i];
+    });
   if (needs_record({&gate, &up})) {
     bool grad_gate = gate.requires_grad(), grad_up = up.requires_grad();
     Tensor saved_gate = gate.detach(), saved_up = up.detach();
