@@ -15,6 +15,12 @@ namespace cuda_test {
 
 using GraphFn = std::function<Tensor(const TensorList&)>;
 
+// Indices uniform in [0, bound), of any shape.
+inline Tensor random_ids(const Shape& shape, int64_t bound, uint64_t seed) {
+  Generator generator(seed);
+  return randint(0, bound, shape, &generator);
+}
+
 struct GraphRun {
   Tensor output;
   TensorList grads;  // one per input; undefined for inputs without a gradient

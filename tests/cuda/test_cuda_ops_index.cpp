@@ -19,11 +19,6 @@ using Catch::Contains;
 
 namespace {
 
-Tensor random_ids(const Shape& shape, int64_t bound, uint64_t seed) {
-  Generator generator(seed);
-  return randint(0, bound, shape, &generator);
-}
-
 Tensor ids(const std::vector<int64_t>& values) { return from_vector(values, {static_cast<int64_t>(values.size())}); }
 
 struct SelectCase {

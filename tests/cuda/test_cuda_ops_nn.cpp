@@ -18,11 +18,6 @@ using Catch::Contains;
 
 namespace {
 
-Tensor random_ids(const Shape& shape, int64_t bound, uint64_t seed) {
-  Generator generator(seed);
-  return randint(0, bound, shape, &generator);
-}
-
 // Every combination of which floating inputs want a gradient, at least one.
 const std::vector<std::vector<bool>> kGradientChoices = {{true, true}, {true, false}, {false, true}};
 
