@@ -10,6 +10,8 @@ namespace cuda {
 // the i64 tensor `index` outside [0, bound). Reads one flag back from the device, so it waits
 // for the work queued before it.
 void check_index_range(const Tensor& index, int64_t bound, const char* op);
+// The same, where entries equal to `ignored` are allowed too (cross_entropy's ignore_index).
+void check_index_range_except(const Tensor& index, int64_t bound, int64_t ignored, const char* op);
 
 }  // namespace cuda
 }  // namespace tinymoe

@@ -6,6 +6,7 @@
 
 #ifdef TINYMOE_WITH_CUDA
 #include "cuda/device_copy.h"
+#include "cuda/layout.h"
 #endif
 
 namespace tinymoe {
@@ -63,6 +64,12 @@ Tensor copy_values(const Tensor& source, DType dtype, Device device, const char*
     device_copy()(out.raw_data(), device, source.raw_data(), source.device(), source.nbytes());
     return out;
   }
+#ifdef TINYMOE_WITH_CUDA
+  if (device.is_cuda()) {  // cuda -> cuda with a cast: move the values (if needed), cast on the destination
+    Tensor moved = device == source.device() ? source : copy_values(source, source.dtype(), device, op);
+    return cuda::cast(moved, dtype);
+  }
+#endif
   Tensor staged = Tensor::empty(source.shape(), source.dtype(), device.is_cpu() ? device : Device::cpu());
   device_copy()(staged.raw_data(), staged.device(), source.raw_data(), source.device(), source.nbytes());
   return copy_values(staged, dtype, device, op);  // cast on the host; back to cuda if asked

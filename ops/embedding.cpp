@@ -2,7 +2,12 @@
 
 #include <algorithm>
 
+#include "ops/cuda_dispatch.h"
 #include "tinymoe/autograd.h"
+
+#ifdef TINYMOE_WITH_CUDA
+#include "cuda/index.h"
+#endif
 
 namespace tinymoe {
 namespace {
@@ -14,18 +19,15 @@ void check_ids_in_range(const Tensor& ids, int64_t vocabulary) {
                   " at flat position ", position, " out of range for a weight of ", vocabulary, " rows");
 }
 
-}  // namespace
-
-Tensor embedding(const Tensor& weight, const Tensor& ids) {
-  check_floating(weight, "embedding", "weight");
-  check_dim(weight, 2, "embedding", "weight");
-  check_dtype(ids, DType::i64, "embedding", "ids");
-  check_same_device(weight, ids, "embedding");
-  check_cpu(weight, "embedding");
+// The rows of weight named by ids, as ids.shape + [d]; ids checked (on the device for cuda).
+Tensor lookup(const Tensor& weight, const Tensor& ids) {
   int64_t vocabulary = weight.size(0), width = weight.size(1);
-  check_ids_in_range(ids, vocabulary);
   Shape shape = ids.shape();
   shape.push_back(width);
+#ifdef TINYMOE_WITH_CUDA
+  if (weight.device().is_cuda()) return cuda::index_select(weight, ids.flatten(), 0, "embedding").reshape(shape);
+#endif
+  check_ids_in_range(ids, vocabulary);
   Tensor out = Tensor::empty(shape, weight.dtype(), weight.device());
   dispatch_floating(weight.dtype(), "embedding", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -35,22 +37,45 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
     for (int64_t position = 0; position < ids.numel(); ++position)
       std::copy_n(table + id[position] * width, width, result + position * width);
   });
+  return out;
+}
+
+// The reverse of a gather is a scatter-add: row v of dweight sums the output gradients of every
+// position whose id is v, in position order (deterministic on cuda too).
+Tensor weight_gradient(const Tensor& grad, const Tensor& ids, const Shape& weight_shape) {
+  int64_t width = weight_shape[1];
+#ifdef TINYMOE_WITH_CUDA
+  if (grad.device().is_cuda())
+    return cuda::scatter_add(cuda::device_zeros(weight_shape, grad.dtype(), grad.device()), ids.flatten(),
+                             grad.reshape({ids.numel(), width}), 0, cuda::ScatterMode::deterministic, "embedding",
+                             cuda::IndexValidation::done);
+#endif
+  Tensor dweight = zeros(weight_shape, grad.dtype(), grad.device());
+  dispatch_floating(dweight.dtype(), "embedding", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const int64_t* id = ids.data<int64_t>();
+    const T* g = grad.data<T>();
+    T* result = dweight.data<T>();
+    for (int64_t position = 0; position < ids.numel(); ++position)
+      for (int64_t j = 0; j < width; ++j) result[id[position] * width + j] += g[position * width + j];
+  });
+  return dweight;
+}
+
+}  // namespace
+
+Tensor embedding(const Tensor& weight, const Tensor& ids) {
+  check_floating(weight, "embedding", "weight");
+  check_dim(weight, 2, "embedding", "weight");
+  check_dtype(ids, DType::i64, "embedding", "ids");
+  check_same_device(weight, ids, "embedding");
+  check_has_kernel(weight, "embedding");
+  Tensor out = lookup(weight.detach(), ids.detach());
   if (needs_record({&weight})) {
     Tensor saved_ids = ids.detach();
     Shape weight_shape = weight.shape();
     record("embedding", {weight, ids}, {out}, [saved_ids, weight_shape](const TensorList& grads) -> TensorList {
-      // The reverse of a gather is a scatter-add: repeated ids sum their rows.
-      Tensor dweight = zeros(weight_shape, grads[0].dtype(), grads[0].device());
-      int64_t width = weight_shape[1];
-      dispatch_floating(dweight.dtype(), "embedding", [&](auto tag) {
-        using T = typename decltype(tag)::type;
-        const int64_t* id = saved_ids.data<int64_t>();
-        const T* g = grads[0].data<T>();
-        T* result = dweight.data<T>();
-        for (int64_t position = 0; position < saved_ids.numel(); ++position)
-          for (int64_t j = 0; j < width; ++j) result[id[position] * width + j] += g[position * width + j];
-      });
-      return {dweight, Tensor()};
+      return {weight_gradient(grads[0], saved_ids, weight_shape), Tensor()};
     });
   }
   return out;

@@ -13,7 +13,7 @@ namespace tinymoe {
 
 // out.select(dim, i) = x.select(dim, index[i]); out has x's shape with size index.numel() at dim.
 // index: i64, 1-D; duplicates allowed. Gradient: x (scatter_add of the gradient into zeros, so
-// duplicated indices accumulate). index gets none.
+// duplicated indices accumulate, in index order on every device: deterministic). index gets none.
 Tensor index_select(const Tensor& x, const Tensor& index, int64_t dim = 0);
 
 // out = base + contributions, out.select(dim, index[i]) += source.select(dim, i) (torch's
@@ -28,7 +28,7 @@ Tensor scatter_add(const Tensor& base, const Tensor& index, const Tensor& source
 
 // torch.gather: out[..., j, ...] = x[..., index[..., j, ...], ...] along dim. index: i64 with
 // x's number of dimensions and index.size(d) <= x.size(d) for d != dim; out has index's shape.
-// Gradient: x (the gradient scattered back into zeros, duplicates accumulating).
+// Gradient: x (the gradient scattered back into zeros, duplicates accumulating in index order).
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
 
 // gather() that checks its arguments and records under `op` (a string literal: the tape keeps

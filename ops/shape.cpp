@@ -3,7 +3,12 @@
 #include <Eigen/Core>
 #include <cstring>
 
+#include "ops/cuda_dispatch.h"
 #include "tinymoe/autograd.h"
+
+#ifdef TINYMOE_WITH_CUDA
+#include "cuda/layout.h"
+#endif
 
 namespace tinymoe {
 
@@ -14,6 +19,12 @@ namespace {
 // contiguous run of count * inner elements.
 void copy_along(const Tensor& source, int64_t source_start, const Tensor& destination, int64_t destination_start,
                 int64_t dim, int64_t count) {
+#ifdef TINYMOE_WITH_CUDA
+  if (source.device().is_cuda()) {
+    cuda::copy_along(source, source_start, destination, destination_start, dim, count);
+    return;
+  }
+#endif
   AxisLayout from = axis_layout(source.shape(), dim);
   AxisLayout to = axis_layout(destination.shape(), dim);
   size_t element = element_size(source.dtype());
@@ -70,6 +81,17 @@ Tensor join(const TensorList& parts, const TensorList& inputs, int64_t dim, cons
   return out;
 }
 
+Tensor transpose_on_cpu(const Tensor& x) {
+  int64_t rows = x.size(0), cols = x.size(1);
+  Tensor out = Tensor::empty({cols, rows}, x.dtype(), x.device());
+  dispatch_all(x.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    Eigen::Map<RowMatrix>(out.data<T>(), cols, rows) = Eigen::Map<const RowMatrix>(x.data<T>(), rows, cols).transpose();
+  });
+  return out;
+}
+
 // Every tensor defined, on the first one's device, of its dtype; returns the first.
 const Tensor& check_joinable(const TensorList& tensors, const char* op) {
   TINYMOE_CHECK(!tensors.empty(), op, "expected at least one tensor, got an empty list");
@@ -80,7 +102,7 @@ const Tensor& check_joinable(const TensorList& tensors, const char* op) {
                   dtype_name(tensors[0].dtype()), " (tensor 0) and ", dtype_name(tensors[k].dtype()), " (tensor ", k,
                   ")");
   }
-  check_cpu(tensors[0], op);
+  check_has_kernel(tensors[0], op);
   return tensors[0];
 }
 
@@ -88,7 +110,7 @@ const Tensor& check_joinable(const TensorList& tensors, const char* op) {
 
 Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end) {
   check_defined(x, "slice", "x");
-  check_cpu(x, "slice");
+  check_has_kernel(x, "slice");
   dim = normalize_dim(dim, x.dim(), "slice");
   int64_t extent = x.size(dim);
   TINYMOE_CHECK(0 <= start && start <= end && end <= extent, "slice", "expected 0 <= start <= end <= ", extent,
@@ -97,7 +119,7 @@ Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end) {
   if (needs_record({&x})) {
     Shape input_shape = x.shape();
     record("slice", {x}, {out}, [input_shape, dim, start, end](const TensorList& grads) -> TensorList {
-      Tensor dx = zeros(input_shape, grads[0].dtype(), grads[0].device());
+      Tensor dx = zeros_on(input_shape, grads[0].dtype(), grads[0].device());
       copy_along(grads[0], 0, dx, start, dim, end - start);
       return {dx};
     });
@@ -138,14 +160,13 @@ Tensor stack(const TensorList& tensors, int64_t dim) {
 
 Tensor transpose(const Tensor& x) {
   check_dim(x, 2, "transpose", "x");
-  check_cpu(x, "transpose");
-  int64_t rows = x.size(0), cols = x.size(1);
-  Tensor out = Tensor::empty({cols, rows}, x.dtype(), x.device());
-  dispatch_all(x.dtype(), [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    Eigen::Map<RowMatrix>(out.data<T>(), cols, rows) = Eigen::Map<const RowMatrix>(x.data<T>(), rows, cols).transpose();
-  });
+  check_has_kernel(x, "transpose");
+  Tensor out;
+#ifdef TINYMOE_WITH_CUDA
+  if (x.device().is_cuda()) out = cuda::transpose(x);
+  else
+#endif
+    out = transpose_on_cpu(x);
   if (needs_record({&x})) {
     record("transpose", {x}, {out}, [](const TensorList& grads) -> TensorList { return {transpose(grads[0])}; });
   }

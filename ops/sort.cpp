@@ -5,8 +5,13 @@
 #include <vector>
 
 #include "ops/axis_layout.h"
+#include "ops/cuda_dispatch.h"
 #include "ops/index.h"
 #include "tinymoe/autograd.h"
+
+#ifdef TINYMOE_WITH_CUDA
+#include "cuda/sort.h"
+#endif
 
 namespace tinymoe {
 namespace {
@@ -49,39 +54,66 @@ void sort_row(const std::vector<T>& keys, bool descending, std::vector<int64_t>&
   });
 }
 
-// Writes the stable sorting permutation of every row of x along dim into `indices`; returns the
-// smallest gap between neighbours in sorted order (+inf when there is none).
+// Writes the stable sorting permutation of every row of x along dim into `indices`.
 template <typename T>
-double sort_rows(const Tensor& x, int64_t dim, bool descending, const Tensor& indices) {
+void sort_rows(const Tensor& x, int64_t dim, bool descending, const Tensor& indices) {
   AxisLayout split = axis_layout(x.shape(), dim);
   const T* in = x.data<T>();
   int64_t* out = indices.data<int64_t>();
   std::vector<T> keys(split.extent);
   std::vector<int64_t> order(split.extent);
+  if (split.extent == 0) return;
+  for (int64_t lane = 0; lane < split.lanes(); ++lane) {
+    int64_t first = split.lane_start(lane);
+    for (int64_t e = 0; e < split.extent; ++e) keys[e] = in[first + e * split.inner];
+    sort_row(keys, descending, order);
+    for (int64_t e = 0; e < split.extent; ++e) out[first + e * split.inner] = order[e];
+  }
+}
+
+// The smallest gap between neighbours in sorted order over every row of x along dim (+inf
+// when there is none): how far the sort is from changing. x and indices on the host.
+template <typename T>
+double sorted_margin(const Tensor& x, const Tensor& indices, int64_t dim) {
+  AxisLayout split = axis_layout(x.shape(), dim);
+  const T* in = x.data<T>();
+  const int64_t* order = indices.data<int64_t>();
   double margin = std::numeric_limits<double>::infinity();
-  if (split.extent == 0) return margin;
-  for (int64_t o = 0; o < split.outer; ++o)
-    for (int64_t i = 0; i < split.inner; ++i) {
-      int64_t first = o * split.extent * split.inner + i;
-      for (int64_t e = 0; e < split.extent; ++e) keys[e] = in[first + e * split.inner];
-      sort_row(keys, descending, order);
-      for (int64_t e = 0; e < split.extent; ++e) out[first + e * split.inner] = order[e];
-      for (int64_t e = 0; e + 1 < split.extent; ++e)
-        margin = std::min(margin, ordering_gap(keys[order[e]], keys[order[e + 1]]));
-    }
+  for (int64_t lane = 0; lane < split.lanes(); ++lane) {
+    int64_t first = split.lane_start(lane);
+    auto key = [&](int64_t rank) { return in[first + order[first + rank * split.inner] * split.inner]; };
+    for (int64_t rank = 0; rank + 1 < split.extent; ++rank)
+      margin = std::min(margin, ordering_gap(key(rank), key(rank + 1)));
+  }
   return margin;
+}
+
+// Reports the sort of floating x as a choice of `op` (tinymoe::note_choice), with its margin, so
+// gradcheck can tell a tie; nothing to do (and no copy from a device) when no one observes.
+void note_sort_choice(const char* op, const Tensor& x, const Tensor& indices, int64_t dim) {
+  if (!is_floating(x.dtype()) || choice_observer() == nullptr) return;
+  Tensor host_x = x.detach().to(Device::cpu()), host_indices = indices.to(Device::cpu());
+  double margin = dispatch_floating(x.dtype(), op, [&](auto tag) {
+    return sorted_margin<typename decltype(tag)::type>(host_x, host_indices, dim);
+  });
+  note_choice(op, host_indices.data<int64_t>(), host_indices.numel(), margin);
 }
 
 // The sorting permutation of x along dim; floating input reports it as a choice of `op`.
 Tensor sorting_permutation(const char* op, const Tensor& x, int64_t dim, bool descending) {
   check_defined(x, op, "x");
-  check_cpu(x, op);
+  check_has_kernel(x, op);
   dim = normalize_dim(dim, x.dim(), op);
-  Tensor indices = Tensor::empty(x.shape(), DType::i64, x.device());
-  double margin = dispatch_all(x.dtype(), [&](auto tag) {
-    return sort_rows<typename decltype(tag)::type>(x, dim, descending, indices);
-  });
-  if (is_floating(x.dtype())) note_choice(op, indices.data<int64_t>(), indices.numel(), margin);
+  Tensor indices;
+#ifdef TINYMOE_WITH_CUDA
+  if (x.device().is_cuda()) indices = cuda::sort_indices(x, dim, descending, op);
+  else
+#endif
+  {
+    indices = Tensor::empty(x.shape(), DType::i64, x.device());
+    dispatch_all(x.dtype(), [&](auto tag) { sort_rows<typename decltype(tag)::type>(x, dim, descending, indices); });
+  }
+  note_sort_choice(op, x, indices, dim);
   return indices;
 }
 
