@@ -1,32 +1,54 @@
 // The elementwise math of SwiGLU (Shazeer 2020), shared by the swiglu op (ops/swiglu.h) and the
 // fused MoE experts (ops/moe_swiglu_experts.h), over spans of n values:
-//   forward   out    = silu(gate) * up = gate * s * up,        s = sigmoid(gate)
+//   forward   out    = silu(gate) * up = gate * s * up,        s = sigmoid(gate) = 1 / (1 + e^-gate)
 //   backward  d_gate = g * up * s * (1 + gate * (1 - s)),     d_up = g * gate * s
+// Vectorised through Eigen arrays (its packet exp): a scalar std::exp per element made these
+// loops a tenth of an MoE block's step. For very negative gate, e^-gate overflows to inf and
+// s is 0, not NaN.
 #pragma once
 
-#include <cmath>
+#include <Eigen/Core>
+
+#include <algorithm>
 #include <cstdint>
 
 namespace tinymoe {
 
-// 1 / (1 + e^-v): for very negative v, e^-v overflows to inf and the result is 0, not NaN.
+namespace swiglu_detail {
 template <typename T>
-T sigmoid_of(T v) {
-  return T(1) / (T(1) + std::exp(-v));
+using Column = Eigen::Array<T, Eigen::Dynamic, 1>;
+template <typename T>
+using ConstSpan = Eigen::Map<const Column<T>>;
+template <typename T>
+using Span = Eigen::Map<Column<T>>;
+
+template <typename T>
+auto sigmoid(const ConstSpan<T>& x) {
+  return (T(1) + (-x).exp()).inverse();
 }
+}  // namespace swiglu_detail
 
 template <typename T>
 void swiglu_forward_span(const T* gate, const T* up, T* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] * sigmoid_of(gate[i]) * up[i];
+  using namespace swiglu_detail;
+  ConstSpan<T> gate_values(gate, n);
+  Span<T>(out, n) = gate_values * sigmoid(gate_values) * ConstSpan<T>(up, n);
 }
 
-// d_gate or d_up may be null (that gradient is skipped).
+// d_gate or d_up may be null (that gradient is skipped). s is computed once per chunk of values
+// and shared by both gradients.
 template <typename T>
 void swiglu_backward_span(const T* g, const T* gate, const T* up, T* d_gate, T* d_up, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    T s = sigmoid_of(gate[i]);
-    if (d_up) d_up[i] = g[i] * gate[i] * s;
-    if (d_gate) d_gate[i] = g[i] * up[i] * s * (T(1) + gate[i] * (T(1) - s));
+  using namespace swiglu_detail;
+  constexpr int64_t kChunk = 512;
+  alignas(64) T sigmoid_buffer[kChunk];
+  for (int64_t first = 0; first < n; first += kChunk) {
+    const int64_t count = std::min(kChunk, n - first);
+    ConstSpan<T> grad(g + first, count), gate_values(gate + first, count), up_values(up + first, count);
+    Span<T> s(sigmoid_buffer, count);
+    s = sigmoid(gate_values);
+    if (d_up) Span<T>(d_up + first, count) = grad * gate_values * s;
+    if (d_gate) Span<T>(d_gate + first, count) = grad * up_values * s * (T(1) + gate_values * (T(1) - s));
   }
 }
 
