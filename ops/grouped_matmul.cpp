@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "ops/cuda_dispatch.h"
 #include "ops/gemm.h"
 #include "tinymoe/autograd.h"
 #ifdef TINYMOE_WITH_CUDA
@@ -40,9 +41,7 @@ Groups checked_groups(const Tensor& x, const Tensor& w, const Tensor& offsets, b
   check_dim(x, 2, kOp, "x");
   check_dim(w, 3, kOp, "w");
   check_same_device(x, w, kOp);
-#ifndef TINYMOE_WITH_CUDA
-  check_cpu(x, kOp);  // with the CUDA backend, both devices have a kernel
-#endif
+  check_has_kernel(x, kOp);
   TINYMOE_CHECK(x.dtype() == w.dtype(), kOp, "expected x and w of one dtype, got ", dtype_name(x.dtype()),
                 " and ", dtype_name(w.dtype()));
   Groups groups;

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "ops/elementwise.h"
+#include "ops/cuda_dispatch.h"
 #include "ops/gemm.h"
 #include "ops/reduce.h"
 #include "tinymoe/autograd.h"
@@ -96,9 +97,7 @@ void check_operands(const Tensor& x, const Tensor& w, const char* op, const char
   check_floating(x, op, "x");
   check_floating(w, op, w_name);
   check_same_device(x, w, op);
-#ifndef TINYMOE_WITH_CUDA
-  check_cpu(x, op);  // with the CUDA backend, gemm_on_device has a kernel for every device
-#endif
+  check_has_kernel(x, op);
   TINYMOE_CHECK(x.dtype() == w.dtype(), op, "expected operands of one dtype, got ", dtype_name(x.dtype()),
                 " and ", dtype_name(w.dtype()));
   TINYMOE_CHECK(x.dim() >= 1, op, "expected x with at least 1 dimension, got a scalar");
