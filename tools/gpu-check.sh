@@ -4,9 +4,12 @@
 #   2. run the CUDA tests (tinymoe_cuda_tests: every kernel against the CPU ops)
 #   3. run them again under compute-sanitizer --tool memcheck (out-of-bounds and misaligned
 #      accesses, bad frees, CUDA API errors)
-#   4. run the GPU benchmarks when the tinymoe CLI has them (tinymoe bench ops --device cuda)
-# and prints a summary table. Exit status 0 only when every step passed; it fails at once, and
-# says why, when the machine has no NVIDIA GPU or driver.
+#   4. run the GPU benchmarks, tinymoe bench ops --device cuda and tinymoe bench moe --device cuda
+#      (JSON lines in their logs)
+# and prints a summary table, then the benchmarks' key figures: every row with a target (the
+# grouped/dense and block/dense ratios, the routing+permutation share, the tape overhead; f32 and
+# TF32). A missed target is a figure, not a failed step. Exit status 0 only when every step passed; it fails at
+# once, and says why, when the machine has no NVIDIA GPU or driver.
 #
 # Usage: tools/gpu-check.sh [--build-dir DIR] [--jobs N] [--no-sanitizer]
 #   --no-sanitizer  skip step 3 on purpose (otherwise a missing compute-sanitizer fails the check)
@@ -22,7 +25,7 @@ while [[ $# -gt 0 ]]; do
     --build-dir) build_dir="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
     --no-sanitizer) use_sanitizer=0; shift ;;
-    -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu-check: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -36,6 +39,8 @@ record() {  # name result seconds note
   [[ "$2" == PASS || "$2" == SKIP ]] || failed=1
 }
 
+figure_rows=()
+
 print_summary() {
   echo
   echo "gpu-check summary (${gpu_name:-no GPU})"
@@ -44,6 +49,12 @@ print_summary() {
   for i in "${!step_names[@]}"; do
     printf '%-12s %-8s %8s  %s\n' "${step_names[$i]}" "${step_results[$i]}" "${step_seconds[$i]}" "${step_notes[$i]}"
   done
+  if [[ ${#figure_rows[@]} -gt 0 ]]; then
+    echo
+    echo "benchmark figures (measured on ${gpu_name:-the GPU above})"
+    printf '%-36s %10s %-3s %-9s %-7s %-13s %s\n' metric value '' target result path shape
+    printf '%s\n' "${figure_rows[@]}"
+  fi
   echo "logs: $log_dir"
 }
 
@@ -125,14 +136,33 @@ else
   fi
 fi
 
-# ---- 4. GPU benchmarks, when the CLI offers them.
+# ---- 4. GPU benchmarks. Each writes one JSON object per line (tools/cli/bench_util.h); the rows
+# with a target are the key figures.
+
+# "value unit target met|MISSED path shape" of each JSON line in a log that has a target, tab
+# separated (sed, so the check needs no JSON tool on the machine).
+figures_of() {  # log
+  sed -n 's/.*"metric":"\([^"]*\)","value":\([^,]*\),"unit":"\([^"]*\)","shape":"\([^"]*\)","path":"\([^"]*\)","target":"\([^"]*\)","target_met":\([a-z]*\).*/\1\t\2\t\3\t\6\t\7\t\5\t\4/p' "$1"
+}
+
+add_figures() {  # log
+  local metric value unit target met path shape
+  while IFS=$'\t' read -r metric value unit target met path shape; do
+    [[ "$met" == true ]] && met=met || met=MISSED
+    figure_rows+=("$(printf '%-36s %10.3f %-3s %-9s %-7s %-13s %s' "$metric" "$value" "$unit" "$target" "$met" \
+      "${path%%,*}" "${shape%%(*}")")
+  done < <(figures_of "$1")
+}
+
 cli="$build_dir/tools/tinymoe"
-if [[ -x "$cli" ]] && "$cli" bench ops --help >/dev/null 2>&1 && "$cli" bench ops --help 2>&1 | grep -q -- --device; then
-  run_logged bench "$cli" bench ops --device cuda
-  if [[ $step_status -eq 0 ]]; then record bench PASS "$step_elapsed" "output in bench.log"
-  else record bench FAIL "$step_elapsed" "exit $step_status (see bench.log)"; fi
-else
-  record bench SKIP 0 "this build has no 'tinymoe bench ops --device cuda'"
-fi
+for bench in ops moe; do
+  run_logged "bench-$bench" "$cli" bench "$bench" --device cuda --json
+  if [[ $step_status -eq 0 ]]; then
+    record "bench $bench" PASS "$step_elapsed" "JSON lines in bench-$bench.log"
+    add_figures "$log_dir/bench-$bench.log"
+  else
+    record "bench $bench" FAIL "$step_elapsed" "exit $step_status: $(tail -n 1 "$log_dir/bench-$bench.log")"
+  fi
+done
 
 finish

@@ -1,6 +1,7 @@
 // `tinymoe bench moe`: a SparseMoEBlock (nn/moe_block.h, SwiGLU experts, Mixtral routing) trained
 // forward + backward, next to a dense SwiGLU MLP doing the same GEMM FLOPs, at a Mixtral-like shape
-// (few wide experts) and a fine-grained one (many narrow experts, DeepSeek-style), f32.
+// (few wide experts) and a fine-grained one (many narrow experts, DeepSeek-style), f32; on cuda
+// (--device) also at Mixtral 8x7B's layer sizes, and every shape in f32 then with TF32 GEMMs.
 //
 //  - GFLOP/s count only the expert GEMMs, the same count for both: 3 projections (w1, w3, w2) of
 //    2 T k d f FLOPs forward, and two GEMMs per projection backward (input and weight gradient),
@@ -11,14 +12,16 @@
 //    weights + aux loss; permutation = argsort, bincount, offsets, index_select and the
 //    scatter_add combine; experts = the three grouped GEMMs and SwiGLU; backward = all of it).
 //  - routing + permutation forward + backward: the same block with the experts left out (y_perm =
-//    x_perm), its share of the full block's time (target <= 10%).
+//    x_perm), its share of the full block's time (target <= 10% on the cpu, <= 15% on cuda).
 //  - peak memory: the most CPU tensor storage held at once during one step, minus what was held
 //    before it (cpu_memory_stats: exact bytes of tensors, not RSS; weights and the input excluded,
-//    weight gradients, activations and the tape's saved tensors included).
+//    weight gradients, activations and the tape's saved tensors included). On cuda: what the
+//    caching allocator reserved during one step, starting from an empty cache (see
+//    peak_mebibytes_of).
+// On cuda every time is device time between CUDA events (LapTimer, tools/cli/bench_util.h).
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <functional>
 #include <iostream>
@@ -37,6 +40,7 @@
 #include "tinymoe/random.h"
 #include "tinymoe/storage.h"
 #include "tinymoe/tensor.h"
+#include "tools/cli/bench_device.h"
 #include "tools/cli/bench_util.h"
 #include "tools/cli/commands.h"
 
@@ -44,17 +48,15 @@ namespace tinymoe::cli {
 namespace {
 
 struct BenchMoeOptions {
-  bool json = false;
-  int threads = 1;
-  int repeats = 5;
-  bool quick = false;
-  std::string shape;  // run only the shape of this name; empty: all
+  BenchOptions common;
+  std::string shape;  // run only the shape of this name; empty: all that suit the device
 };
 
 // T tokens of width d, E SwiGLU experts of width f, each token routed to top_k of them.
 struct MoeShape {
   std::string name;
   int64_t tokens, d_model, d_ff, experts, top_k;
+  bool gpu_sized = false;  // run by default on cuda only (named with --shape, it runs anywhere)
 
   int64_t dense_ff() const { return top_k * d_ff; }  // the dense MLP's width: equal FLOPs
   double gemm_flops() const { return 2.0 * tokens * top_k * d_model * d_ff; }  // one projection, forward
@@ -71,28 +73,30 @@ struct MoeShape {
   }
 };
 
+// mixtral-8x7b: Mixtral 8x7B's MoE layer (d=4096, f=14336, E=8, k=2) on 4096 tokens, 1024 pairs
+// per expert at balanced load; an estimated 20 GiB on a GPU with the dense MLP beside it.
 std::vector<MoeShape> moe_shapes(bool quick) {
   if (quick) return {{"mixtral-like", 128, 64, 128, 4, 2}, {"fine-grained", 128, 64, 32, 16, 4}};
-  return {{"mixtral-like", 2048, 512, 1024, 8, 2}, {"fine-grained", 2048, 512, 256, 64, 8}};
+  return {{"mixtral-like", 2048, 512, 1024, 8, 2},
+          {"fine-grained", 2048, 512, 256, 64, 8},
+          {"mixtral-8x7b", 4096, 4096, 14336, 8, 2, true}};
 }
 
-std::string gemm_path_name() {
-  return gemm_backend() == GemmBackend::cblas ? "cblas " + blas_core_name() : "eigen";
+std::vector<std::string> shape_names() {
+  std::vector<std::string> names;
+  for (const MoeShape& shape : moe_shapes(false)) names.push_back(shape.name);
+  return names;
 }
 
-// Seconds since construction or the previous lap().
-class Stopwatch {
- public:
-  double lap() {
-    auto now = std::chrono::steady_clock::now();
-    double seconds = std::chrono::duration<double>(now - last_).count();
-    last_ = now;
-    return seconds;
-  }
-
- private:
-  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
-};
+// The shapes to run: the one named by --shape, else all that suit the device.
+std::vector<MoeShape> selected_shapes(const BenchMoeOptions& options, Device device) {
+  std::vector<MoeShape> selected;
+  for (const MoeShape& shape : moe_shapes(options.common.quick))
+    if (options.shape.empty() ? !shape.gpu_sized || device.is_cuda() : options.shape == shape.name)
+      selected.push_back(shape);
+  TINYMOE_CHECK(!selected.empty(), "bench moe", "shape ", options.shape, " has no --quick version");
+  return selected;
+}
 
 // ---- the two models ----
 
@@ -107,12 +111,16 @@ struct Workload {
 struct DenseSwiGLU {
   Tensor w1, w3, w2;
 
-  DenseSwiGLU(const MoeShape& shape, Generator* generator) {
+  // Drawn on the cpu (the same values on every device), then put on `device`.
+  DenseSwiGLU(const MoeShape& shape, Generator* generator, Device device) {
     double bound_in = 1.0 / std::sqrt(static_cast<double>(shape.d_model));
     double bound_out = 1.0 / std::sqrt(static_cast<double>(shape.dense_ff()));
-    w1 = rand({shape.d_model, shape.dense_ff()}, DType::f32, generator, -bound_in, bound_in).requires_grad_();
-    w3 = rand({shape.d_model, shape.dense_ff()}, DType::f32, generator, -bound_in, bound_in).requires_grad_();
-    w2 = rand({shape.dense_ff(), shape.d_model}, DType::f32, generator, -bound_out, bound_out).requires_grad_();
+    auto weight = [&](int64_t rows, int64_t columns, double bound) {
+      return rand({rows, columns}, DType::f32, generator, -bound, bound).to(device).requires_grad_();
+    };
+    w1 = weight(shape.d_model, shape.dense_ff(), bound_in);
+    w3 = weight(shape.d_model, shape.dense_ff(), bound_in);
+    w2 = weight(shape.dense_ff(), shape.d_model, bound_out);
   }
   Tensor forward(const Tensor& x) const { return matmul(swiglu(matmul(x, w1), matmul(x, w3)), w2); }
   void zero_grad() {
@@ -128,6 +136,22 @@ nn::SparseMoEConfig block_config(const MoeShape& shape) {
   config.expert_kind = nn::ExpertKind::swiglu;
   config.router = nn::mixtral(shape.experts, shape.top_k);
   return config;
+}
+
+// The block of `shape` with its parameters on `device`. The parameters are drawn on the cpu (the
+// same values on every device); for cuda the block is then assembled from cuda copies of its
+// parts (SparseMoEBlock(MoEParts)), the gate keeping its RouterConfig.
+std::shared_ptr<nn::SparseMoEBlock> make_block(const MoeShape& shape, Generator* generator, Device device) {
+  auto block = std::make_shared<nn::SparseMoEBlock>(block_config(shape), generator);
+  if (device.is_cpu()) return block;
+  auto experts = std::dynamic_pointer_cast<nn::SwiGLUExperts>(block->experts());
+  TINYMOE_CHECK(experts != nullptr, "bench moe", "expected SwiGLU experts");
+  auto on_device = [device](const Tensor& parameter) { return parameter.detach().to(device); };
+  nn::MoEParts parts;
+  parts.gate = std::make_shared<nn::Router>(block->gate()->config(), on_device(block->gate()->weight()));
+  parts.experts = std::make_shared<nn::SwiGLUExperts>(on_device(experts->w1()), on_device(experts->w3()),
+                                                      on_device(experts->w2()));
+  return std::make_shared<nn::SparseMoEBlock>(parts);
 }
 
 // One training step of each, the gradients dropped afterwards (as zero_grad does), so every step
@@ -165,21 +189,23 @@ nn::DispatchPlan plan_of(const nn::SparseMoEBlock& block, const nn::Routing& rou
 }
 
 // SparseMoEBlock::forward's steps (no shared expert) with a lap after each, then backward.
-Phases timed_block_step(nn::SparseMoEBlock& block, Workload& work) {
+Phases timed_block_step(nn::SparseMoEBlock& block, Workload& work, Device device) {
   Phases phases;
   {
-    Stopwatch watch;
+    LapTimer timer(device);
     nn::Routing routing = routing_of(block, work.x);
-    phases.routing = watch.lap();
+    timer.lap();
     nn::DispatchPlan plan = plan_of(block, routing, work.x);
     Tensor x_perm = nn::dispatch_tokens(work.x, plan);
-    phases.permutation = watch.lap();
+    timer.lap();
     Tensor y_perm = block.experts()->forward(x_perm, plan.offsets);
-    phases.experts = watch.lap();
+    timer.lap();
     Tensor y = nn::combine_outputs(y_perm, plan);
-    phases.permutation += watch.lap();
+    timer.lap();
     y.backward(work.grad_output);
-    phases.backward = watch.lap();
+    timer.lap();
+    std::vector<double> laps = timer.seconds();  // routing, dispatch, experts, combine, backward
+    phases = {laps[0], laps[1] + laps[3], laps[2], laps[4]};
   }
   block.zero_grad();
   work.x.zero_grad();
@@ -199,11 +225,30 @@ std::function<void()> routing_permutation_step(nn::SparseMoEBlock& block, Worklo
 
 // ---- measurements ----
 
-double peak_bytes_of(const std::function<void()>& step) {
-  reset_cpu_peak_bytes();
-  int64_t before = cpu_memory_stats().live_bytes;
+// The memory one step needs beyond what was held before it, in MiB. cpu: the most tensor bytes
+// held at once (cpu_memory_stats' peak: exact). cuda: the caching allocator keeps no peak, but
+// within a step its reserved bytes (blocks in use + cached) only grow, by a cudaMalloc whenever
+// no cached block of the size class is free; so from an empty cache, the growth over a step is
+// its peak reserved memory: in size classes (up to 25% above the tensors' bytes), an upper bound
+// of the tensor bytes held at once.
+double peak_mebibytes_of(const std::function<void()>& step, Device device) {
+  const double mebibyte = 1024.0 * 1024.0;
+  if (device.is_cpu()) {
+    reset_cpu_peak_bytes();
+    int64_t before = cpu_memory_stats().live_bytes;
+    step();
+    return static_cast<double>(cpu_memory_stats().peak_bytes - before) / mebibyte;
+  }
+  synchronize(device);
+  cuda_release_cached_blocks();
+  size_t before = cuda_reserved_bytes(device);
   step();
-  return static_cast<double>(cpu_memory_stats().peak_bytes - before);
+  synchronize(device);
+  return static_cast<double>(cuda_reserved_bytes(device) - before) / mebibyte;
+}
+
+std::string peak_memory_metric(Device device) {
+  return device.is_cuda() ? "peak memory (reserved), forward+backward" : "peak memory, forward+backward";
 }
 
 // max / mean of the kept pairs per expert: 1 is a perfectly balanced load.
@@ -222,7 +267,7 @@ std::vector<double> per_round(const std::vector<std::vector<double>>& seconds, s
   return ratios;
 }
 
-void report_split(Report& report, const MoeShape& shape, const std::vector<Phases>& rounds) {
+void report_split(Report& report, const MoeShape& shape, const std::string& path, const std::vector<Phases>& rounds) {
   auto median_of = [&](double Phases::*part) {
     std::vector<double> values;
     for (const Phases& phases : rounds) values.push_back(phases.*part);
@@ -230,7 +275,6 @@ void report_split(Report& report, const MoeShape& shape, const std::vector<Phase
   };
   std::vector<double> forward_share;
   for (const Phases& phases : rounds) forward_share.push_back((phases.routing + phases.permutation) / phases.total());
-  const std::string path = gemm_path_name();
   report.add({"moe_block", "time: routing (forward)", median_of(&Phases::routing) * 1e3, "ms", shape.str(), path, {}});
   report.add({"moe_block", "time: permutation (forward)", median_of(&Phases::permutation) * 1e3, "ms", shape.str(),
               path, {}});
@@ -239,20 +283,35 @@ void report_split(Report& report, const MoeShape& shape, const std::vector<Phase
   report.add({"moe_block", "routing+permutation fwd share", median(forward_share) * 100, "%", shape.str(), path, {}});
 }
 
-void bench_shape(const BenchMoeOptions& options, const MoeShape& shape, Report& report) {
-  Generator generator(0);
-  nn::SparseMoEBlock block(block_config(shape), &generator);
-  DenseSwiGLU dense(shape, &generator);
-  Workload work{randn({shape.tokens, shape.d_model}, DType::f32, &generator).requires_grad_(),
-                randn({shape.tokens, shape.d_model}, DType::f32, &generator)};
+// Both models of one shape on one device.
+struct Models {
+  std::shared_ptr<nn::SparseMoEBlock> block;
+  DenseSwiGLU dense;
+  Workload work;
+};
 
+Models make_models(const MoeShape& shape, Device device) {
+  Generator generator(0);
+  auto block = make_block(shape, &generator, device);
+  DenseSwiGLU dense(shape, &generator, device);
+  Workload work{randn({shape.tokens, shape.d_model}, DType::f32, &generator).to(device).requires_grad_(),
+                randn({shape.tokens, shape.d_model}, DType::f32, &generator).to(device)};
+  return {block, dense, work};
+}
+
+// The timed measurements of one shape, at the current GEMM precision.
+void measure_times(const BenchMoeOptions& options, Device device, const MoeShape& shape, Models& models,
+                   Report& report) {
+  nn::SparseMoEBlock& block = *models.block;
+  DenseSwiGLU& dense = models.dense;
+  Workload& work = models.work;
   std::vector<Phases> phases;
   auto seconds = interleaved_seconds({block_step(block, work), dense_step(dense, work),
                                       routing_permutation_step(block, work),
-                                      [&] { phases.push_back(timed_block_step(block, work)); }},
-                                     options.repeats);
+                                      [&] { phases.push_back(timed_block_step(block, work, device)); }},
+                                     options.common.repeats, 1, device);
   phases.erase(phases.begin());  // the warm-up round's
-  const std::string path = gemm_path_name();
+  const std::string path = gemm_path(device);
   const double flops = shape.step_flops();
   report.add({"moe_block", "forward+backward", gflops_per_second(flops, median(seconds[0])), "GFLOP/s", shape.str(),
               path, {}});
@@ -260,28 +319,56 @@ void bench_shape(const BenchMoeOptions& options, const MoeShape& shape, Report& 
               "GFLOP/s", shape.dense_str(), path, {}});
   report.add({"moe_block", "forward+backward / dense", median(per_round(seconds, 1, 0)), "x", shape.str(), path,
               Target::at_least(0.85)});
-  report_split(report, shape, phases);
+  report_split(report, shape, path, phases);
+  // On cuda the GEMMs are far faster than on the cpu while routing and permutation stay many small
+  // kernels, so their share is allowed to be larger.
+  Target share_target = Target::at_most(device.is_cuda() ? 15 : 10);
   report.add({"moe_block", "routing+permutation fwd+bwd share", median(per_round(seconds, 2, 0)) * 100, "%",
-              shape.str(), path, Target::at_most(10)});
-  report.add({"moe_block", "expert load max/mean", load_imbalance(block, work.x), "x", shape.str(), "", {}});
-  const double mebibyte = 1024.0 * 1024.0;
-  report.add({"moe_block", "peak memory, forward+backward", peak_bytes_of(block_step(block, work)) / mebibyte, "MiB",
-              shape.str(), "", {}});
-  report.add({"dense_swiglu", "peak memory, forward+backward", peak_bytes_of(dense_step(dense, work)) / mebibyte,
-              "MiB", shape.dense_str(), "", {}});
+              shape.str(), path, share_target});
+}
+
+// Expert load and peak memory: the same at every GEMM precision, so measured once.
+void measure_load_and_memory(Device device, const MoeShape& shape, Models& models, Report& report) {
+  nn::SparseMoEBlock& block = *models.block;
+  Workload& work = models.work;
+  const std::string where = device.is_cuda() ? "cuda, " + cuda_device_name(device) : "";
+  const std::string memory = peak_memory_metric(device);
+  report.add({"moe_block", "expert load max/mean", load_imbalance(block, work.x), "x", shape.str(), where, {}});
+  report.add({"moe_block", memory, peak_mebibytes_of(block_step(block, work), device), "MiB", shape.str(), where, {}});
+  report.add({"dense_swiglu", memory, peak_mebibytes_of(dense_step(models.dense, work), device), "MiB",
+              shape.dense_str(), where, {}});
+}
+
+// Times on cuda twice: f32 GEMMs, then TF32 tensor cores (separate rows, path "cublas tf32").
+void bench_shape(const BenchMoeOptions& options, Device device, const MoeShape& shape, Report& report) {
+  Models models = make_models(shape, device);
+  if (device.is_cpu()) {
+    measure_times(options, device, shape, models, report);
+  } else {
+    for (bool tf32 : {false, true}) {
+      Tf32Guard precision(tf32);
+      measure_times(options, device, shape, models, report);
+    }
+  }
+  measure_load_and_memory(device, shape, models, report);
 }
 
 void run_bench_moe(const BenchMoeOptions& options) {
-  set_blas_threads(options.threads);
-  Report report(std::cout, options.json);
+  const BenchOptions& common = options.common;
+  Device device = prepare_bench_device(common);
+  std::vector<MoeShape> shapes = selected_shapes(options, device);
+  Report report(std::cout, common.json);
   std::ostringstream context;
-  context << "tinymoe bench moe: f32 SwiGLU experts, Mixtral routing; median of " << options.repeats
-          << " interleaved rounds after 1 warm-up; " << options.threads
-          << " BLAS thread(s); GFLOP/s count the expert GEMMs only (9 x 2 T k d f per step); GEMM path "
-          << gemm_path_name() << (options.quick ? "; --quick shapes" : "");
+  context << "tinymoe bench moe: f32 SwiGLU experts, Mixtral routing; median of " << common.repeats
+          << " interleaved rounds after 1 warm-up; ";
+  if (device.is_cuda())
+    context << device.str() << " " << cuda_device_summary(device) << ", timed with CUDA events; f32 then TF32 GEMMs";
+  else
+    context << common.threads << " BLAS thread(s); GEMM path " << gemm_path(device);
+  context << "; GFLOP/s count the expert GEMMs only (9 x 2 T k d f per step)"
+          << (common.quick ? "; --quick shapes" : "");
   report.note(context.str());
-  for (const MoeShape& shape : moe_shapes(options.quick))
-    if (options.shape.empty() || options.shape == shape.name) bench_shape(options, shape, report);
+  for (const MoeShape& shape : shapes) bench_shape(options, device, shape, report);
 }
 
 }  // namespace
@@ -290,16 +377,9 @@ void add_bench_moe(CLI::App& bench) {
   auto options = std::make_shared<BenchMoeOptions>();
   CLI::App* command = bench.add_subcommand(
       "moe", "SparseMoEBlock forward+backward vs a dense SwiGLU MLP of equal FLOPs: GFLOP/s, time split, peak memory");
-  command->add_flag("--json", options->json, "One JSON object per line instead of a table");
-  command->add_option("--threads", options->threads, "BLAS threads (set_blas_threads)")
-      ->check(CLI::Range(1, 1024))
-      ->capture_default_str();
-  command->add_option("--repeats", options->repeats, "Timed rounds per measurement; the median is reported")
-      ->check(CLI::Range(1, 100000))
-      ->capture_default_str();
-  command->add_flag("--quick", options->quick, "Small shapes, for a smoke test");
-  command->add_option("--shape", options->shape, "Run only this shape")
-      ->check(CLI::IsMember({"mixtral-like", "fine-grained"}));
+  add_bench_options(*command, options->common);
+  command->add_option("--shape", options->shape, "Run only this shape (mixtral-8x7b runs by default on cuda only)")
+      ->check(CLI::IsMember(shape_names()));
   command->callback([options] { run_bench_moe(*options); });
 }
 

@@ -1,10 +1,14 @@
-// `tinymoe bench ops`: the costs that decide whether a small MoE trains fast on a CPU.
+// `tinymoe bench ops`: the costs that decide whether a small MoE trains fast, on the cpu or on a
+// cuda device (--device).
 //  - tape: what recording one op costs on 1-element tensors, where the arithmetic is nothing and
-//    only the autograd bookkeeping is left (target: <= 1 us per op, DESIGN.md "Tape").
+//    only the autograd bookkeeping (and on cuda the kernel launch) is left (target: <= 1 us per
+//    op, DESIGN.md "Tape").
 //  - grouped_matmul: an MoE layer's expert GEMMs (T tokens, top-k, E experts, balanced) forward
 //    and backward, next to one dense GEMM of equal FLOPs; the ratio says what the segmentation
-//    costs (target: >= 0.9 of dense).
-//  - gemm_f32: the raw GEMM kernel through each path (Eigen, CBLAS) on the same sizes.
+//    costs (target: >= 0.9 of dense on the cpu). On cuda at Mixtral 8x7B's sizes (512 rows per
+//    expert), cuBLAS grouped GEMM against one cuBLAS GEMM, in f32 and again with TF32 (target:
+//    >= 0.7; MegaBlocks reports about 0.98 of cuBLAS on an A100).
+//  - gemm_f32: the raw GEMM kernel through each cpu path (Eigen, CBLAS) on the same sizes.
 #include <CLI/CLI.hpp>
 
 #include <functional>
@@ -22,18 +26,12 @@
 #include "tinymoe/autograd.h"
 #include "tinymoe/random.h"
 #include "tinymoe/tensor.h"
+#include "tools/cli/bench_device.h"
 #include "tools/cli/bench_util.h"
 #include "tools/cli/commands.h"
 
 namespace tinymoe::cli {
 namespace {
-
-struct BenchOpsOptions {
-  bool json = false;
-  int threads = 1;
-  int repeats = 5;
-  bool quick = false;
-};
 
 // An MoE layer's expert GEMM: T tokens each routed to top_k of E experts, d -> f.
 struct ExpertSizes {
@@ -56,13 +54,13 @@ struct ExpertSizes {
   }
 };
 
-ExpertSizes expert_sizes(const BenchOpsOptions& options) {
-  return options.quick ? ExpertSizes{128, 2, 4, 64, 128} : ExpertSizes{2048, 2, 8, 512, 1024};
+// On cuda: Mixtral 8x7B's expert GEMM (d=4096, f=14336, E=8, k=2), 2048 tokens so that each expert
+// gets 512 rows at balanced load, a size where cuBLAS runs near its peak.
+ExpertSizes expert_sizes(const BenchOptions& options, Device device) {
+  if (options.quick) return {128, 2, 4, 64, 128};
+  return device.is_cuda() ? ExpertSizes{2048, 2, 8, 4096, 14336} : ExpertSizes{2048, 2, 8, 512, 1024};
 }
 
-std::string gemm_path_name(GemmBackend backend) {
-  return backend == GemmBackend::cblas ? "cblas " + blas_core_name() : "eigen";
-}
 
 // ---- tape: recording cost per op ----
 
@@ -87,20 +85,21 @@ double median_of_pairs(const std::vector<std::vector<double>>& seconds, double (
   return median(values);
 }
 
-void bench_tape(const BenchOpsOptions& options, Report& report) {
+void bench_tape(const BenchOptions& options, Device device, Report& report) {
   int chains = options.quick ? 4 : 40, chain_length = options.quick ? 64 : 256;
   double ops = static_cast<double>(chains) * chain_length;
-  Tensor a = scalar(1.0001).requires_grad_(), b = scalar(0.9999).requires_grad_();
+  Tensor a = scalar(1.0001).to(device).requires_grad_(), b = scalar(0.9999).to(device).requires_grad_();
   auto seconds = interleaved_seconds(
       {scalar_chains(a, b, true, chains, chain_length), scalar_chains(a, b, false, chains, chain_length)},
-      options.repeats);
+      options.repeats, 1, device);
   auto overhead = [](double recorded, double plain) { return recorded - plain; };
   std::ostringstream shape;
   shape << "1-element f32, chains of " << chain_length << " add/mul";
-  report.add({"tape", "time per op, recorded", median(seconds[0]) / ops * 1e6, "us", shape.str(), "", {}});
-  report.add({"tape", "time per op, no grad", median(seconds[1]) / ops * 1e6, "us", shape.str(), "", {}});
+  const std::string path = device.is_cuda() ? "cuda, " + cuda_device_name(device) : "";
+  report.add({"tape", "time per op, recorded", median(seconds[0]) / ops * 1e6, "us", shape.str(), path, {}});
+  report.add({"tape", "time per op, no grad", median(seconds[1]) / ops * 1e6, "us", shape.str(), path, {}});
   report.add({"tape", "recording overhead per op", median_of_pairs(seconds, overhead) / ops * 1e6, "us",
-              shape.str(), "", Target::at_most(1.0)});
+              shape.str(), path, Target::at_most(1.0)});
 }
 
 // ---- grouped_matmul against dense ----
@@ -121,17 +120,18 @@ std::function<void()> forward_only(std::function<Tensor()> forward) {
   };
 }
 
-Tensor balanced_offsets(const ExpertSizes& sizes) {
+// On `device`: grouped_matmul wants its offsets where x is.
+Tensor balanced_offsets(const ExpertSizes& sizes, Device device) {
   std::vector<int64_t> offsets;
   for (int64_t e = 0; e <= sizes.experts; ++e) offsets.push_back(e * sizes.rows() / sizes.experts);
-  return from_vector(offsets, {sizes.experts + 1});
+  return from_vector(offsets, {sizes.experts + 1}).to(device);
 }
 
 // Reports grouped and dense GFLOP/s (medians) and their ratio (the median of the per-round
 // ratios, each round timing both back to back).
-void report_grouped_vs_dense(Report& report, const ExpertSizes& sizes, const std::string& what,
-                             const std::vector<std::vector<double>>& seconds, double flops, Target ratio_target) {
-  std::string path = gemm_path_name(gemm_backend());
+void report_grouped_vs_dense(Report& report, const ExpertSizes& sizes, const std::string& path,
+                             const std::string& what, const std::vector<std::vector<double>>& seconds, double flops,
+                             Target ratio_target) {
   auto speedup = [](double grouped, double dense) { return dense / grouped; };
   report.add({"grouped_matmul", what, gflops_per_second(flops, median(seconds[0])), "GFLOP/s", sizes.str(), path, {}});
   report.add({"matmul (dense)", what + ", equal FLOPs", gflops_per_second(flops, median(seconds[1])), "GFLOP/s",
@@ -140,30 +140,57 @@ void report_grouped_vs_dense(Report& report, const ExpertSizes& sizes, const std
               ratio_target});
 }
 
-void bench_grouped_matmul(const BenchOpsOptions& options, Report& report) {
-  ExpertSizes sizes = expert_sizes(options);
-  Generator generator(0);
-  Tensor x = randn({sizes.rows(), sizes.d_model}, DType::f32, &generator).requires_grad_();
-  Tensor w = randn({sizes.experts, sizes.d_model, sizes.d_ff}, DType::f32, &generator).requires_grad_();
-  Tensor w_dense = randn({sizes.d_model, sizes.d_ff}, DType::f32, &generator).requires_grad_();
-  Tensor grad_output = randn({sizes.rows(), sizes.d_ff}, DType::f32, &generator);
-  Tensor offsets = balanced_offsets(sizes);
-  std::function<Tensor()> grouped = [=] { return grouped_matmul(x, w, offsets); };
-  std::function<Tensor()> dense = [=] { return matmul(x, w_dense); };
+// The operands of one grouped-vs-dense comparison, on one device.
+struct GroupedOperands {
+  Tensor x, w, w_dense, grad_output, offsets;
+};
 
+GroupedOperands grouped_operands(const ExpertSizes& sizes, Device device) {
+  Generator generator(0);
+  auto leaf = [&](const Shape& shape) { return randn(shape, DType::f32, &generator).to(device).requires_grad_(); };
+  GroupedOperands operands;
+  operands.x = leaf({sizes.rows(), sizes.d_model});
+  operands.w = leaf({sizes.experts, sizes.d_model, sizes.d_ff});
+  operands.w_dense = leaf({sizes.d_model, sizes.d_ff});
+  operands.grad_output = randn({sizes.rows(), sizes.d_ff}, DType::f32, &generator).to(device);
+  operands.offsets = balanced_offsets(sizes, device);
+  return operands;
+}
+
+// Grouped against dense, forward + backward (with the target) and forward only.
+void compare_grouped_dense(const BenchOptions& options, Device device, const ExpertSizes& sizes,
+                           const GroupedOperands& operands, Target ratio_target, Report& report) {
+  const GroupedOperands& o = operands;
+  std::function<Tensor()> grouped = [o] { return grouped_matmul(o.x, o.w, o.offsets); };
+  std::function<Tensor()> dense = [o] { return matmul(o.x, o.w_dense); };
+  const std::string path = gemm_path(device);
   auto training = interleaved_seconds(
-      {forward_backward(grouped, grad_output, {x, w}), forward_backward(dense, grad_output, {x, w_dense})},
-      options.repeats);
-  report_grouped_vs_dense(report, sizes, "forward+backward", training, sizes.forward_backward_flops(),
-                          Target::at_least(0.9));
-  auto inference = interleaved_seconds({forward_only(grouped), forward_only(dense)}, options.repeats);
-  report_grouped_vs_dense(report, sizes, "forward only", inference, sizes.forward_flops(), {});
+      {forward_backward(grouped, o.grad_output, {o.x, o.w}), forward_backward(dense, o.grad_output, {o.x, o.w_dense})},
+      options.repeats, 1, device);
+  report_grouped_vs_dense(report, sizes, path, "forward+backward", training, sizes.forward_backward_flops(),
+                          ratio_target);
+  auto inference = interleaved_seconds({forward_only(grouped), forward_only(dense)}, options.repeats, 1, device);
+  report_grouped_vs_dense(report, sizes, path, "forward only", inference, sizes.forward_flops(), {});
+}
+
+// On cuda twice: f32 GEMMs, then TF32 tensor cores (reported as separate rows, path "cublas tf32").
+void bench_grouped_matmul(const BenchOptions& options, Device device, Report& report) {
+  ExpertSizes sizes = expert_sizes(options, device);
+  GroupedOperands operands = grouped_operands(sizes, device);
+  if (device.is_cpu()) {
+    compare_grouped_dense(options, device, sizes, operands, Target::at_least(0.9), report);
+    return;
+  }
+  for (bool tf32 : {false, true}) {
+    Tf32Guard precision(tf32);
+    compare_grouped_dense(options, device, sizes, operands, Target::at_least(0.7), report);
+  }
 }
 
 // ---- the raw GEMM kernel through each path ----
 
-void bench_gemm_paths(const BenchOpsOptions& options, Report& report) {
-  ExpertSizes sizes = expert_sizes(options);
+void bench_gemm_paths(const BenchOptions& options, Report& report) {
+  ExpertSizes sizes = expert_sizes(options, Device::cpu());
   const int64_t m = sizes.rows(), k = sizes.d_model, n = sizes.d_ff;
   Generator generator(1);
   Tensor a = randn({m, k}, DType::f32, &generator), b = randn({k, n}, DType::f32, &generator);
@@ -185,33 +212,30 @@ void bench_gemm_paths(const BenchOpsOptions& options, Report& report) {
   set_gemm_backend(previous);
 }
 
-void run_bench_ops(const BenchOpsOptions& options) {
-  set_blas_threads(options.threads);
+void run_bench_ops(const BenchOptions& options) {
+  Device device = prepare_bench_device(options);
   Report report(std::cout, options.json);
   std::ostringstream context;
-  context << "tinymoe bench ops: median of " << options.repeats << " runs after 1 warm-up; " << options.threads
-          << " BLAS thread(s) (Eigen runs single-threaded); default GEMM path "
-          << gemm_path_name(gemm_backend()) << (options.quick ? "; --quick shapes" : "");
+  context << "tinymoe bench ops: median of " << options.repeats << " runs after 1 warm-up; ";
+  if (device.is_cuda())
+    context << device.str() << " " << cuda_device_summary(device) << ", timed with CUDA events; f32 then TF32";
+  else
+    context << options.threads << " BLAS thread(s) (Eigen runs single-threaded); default GEMM path "
+            << gemm_path_name(gemm_backend());
+  context << (options.quick ? "; --quick shapes" : "");
   report.note(context.str());
-  bench_tape(options, report);
-  bench_grouped_matmul(options, report);
-  bench_gemm_paths(options, report);
+  bench_tape(options, device, report);
+  bench_grouped_matmul(options, device, report);
+  if (device.is_cpu()) bench_gemm_paths(options, report);  // the cpu's GEMM paths; cuda has one
 }
 
 }  // namespace
 
 void add_bench_ops(CLI::App& bench) {
-  auto options = std::make_shared<BenchOpsOptions>();
+  auto options = std::make_shared<BenchOptions>();
   CLI::App* command = bench.add_subcommand(
       "ops", "Tape overhead per op, grouped_matmul vs dense GEMM, f32 GEMM per path (Eigen, CBLAS)");
-  command->add_flag("--json", options->json, "One JSON object per line instead of a table");
-  command->add_option("--threads", options->threads, "BLAS threads (set_blas_threads)")
-      ->check(CLI::Range(1, 1024))
-      ->capture_default_str();
-  command->add_option("--repeats", options->repeats, "Timed runs per measurement; the median is reported")
-      ->check(CLI::Range(1, 100000))
-      ->capture_default_str();
-  command->add_flag("--quick", options->quick, "Small shapes, for a smoke test");
+  add_bench_options(*command, *options);
   command->callback([options] { run_bench_ops(*options); });
 }
 

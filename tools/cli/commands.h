@@ -2,11 +2,23 @@
 // the parent command it belongs to; tools/cli/main.cpp builds the tree.
 #pragma once
 
+#include <stdexcept>
+#include <string>
+
 namespace CLI {
 class App;
 }
 
 namespace tinymoe::cli {
+
+// Thrown by a command that cannot run here and was asked to skip rather than fail (a GPU bench
+// with --skip-without-gpu on a machine without one): the tool prints "SKIPPED: <reason>" and
+// exits with kSkipExitCode, which CTest reports as skipped (SKIP_RETURN_CODE).
+class CommandSkipped : public std::runtime_error {
+ public:
+  explicit CommandSkipped(const std::string& reason) : std::runtime_error(reason) {}
+};
+constexpr int kSkipExitCode = 77;
 
 // `tinymoe bench ops`: autograd tape overhead per recorded op, grouped_matmul against a dense
 // GEMM of equal FLOPs, and dense f32 GEMM throughput through each GEMM path (bench_ops.cpp).

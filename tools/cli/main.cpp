@@ -1,5 +1,6 @@
 // The `tinymoe` command-line tool: builds the command tree and turns errors into messages and
-// exit codes (0 success, 1 a tinymoe::Error or other failure, CLI11's codes for usage errors).
+// exit codes (0 success, 1 a tinymoe::Error or other failure, 77 a command skipped on request,
+// CLI11's codes for usage errors).
 #include <CLI/CLI.hpp>
 
 #include <exception>
@@ -38,6 +39,9 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);  // runs the chosen command's callback
   } catch (const CLI::ParseError& error) {
     return report_parse_error(app, error);
+  } catch (const tinymoe::cli::CommandSkipped& skipped) {
+    std::cout << "SKIPPED: " << skipped.what() << std::endl;
+    return tinymoe::cli::kSkipExitCode;
   } catch (const std::exception& error) {
     std::cerr << "tinymoe: " << error.what() << "\n";
     return 1;
