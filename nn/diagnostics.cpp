@@ -15,11 +15,31 @@
 namespace tinymoe::nn {
 namespace {
 
-// Mean over rows of -sum_i q_i log q_i, q the row normalised to sum 1 (softmax rows already do),
-// computed by ops on the scores' device in f64; one number comes back to the host. Entries <= 0
-// count as 0 (scores are probabilities or sigmoids); 0 log 0 = 0, and an all-zero row adds 0.
-// kTiny changes no q that matters: q + 1e-300 == q for every q > 1e-284.
-double mean_entropy(const Tensor& scores) {
+// The router entropy: the mean over rows of -sum_i q_i log q_i, q the row's entries > 0
+// normalised to sum 1 (softmax rows already do; sigmoid rows do not); entries <= 0 and all-zero
+// rows add nothing. On the host for cpu scores:
+double mean_entropy_on_host(const Tensor& scores) {
+  const int64_t tokens = scores.size(0), experts = scores.size(1);
+  if (tokens == 0) return 0.0;
+  std::vector<double> values = scores.detach().to(DType::f64).to_vector<double>();
+  double total = 0.0;
+  for (int64_t t = 0; t < tokens; ++t) {
+    const double* row = &values[t * experts];
+    double row_sum = 0.0;
+    for (int64_t i = 0; i < experts; ++i) row_sum += row[i] > 0.0 ? row[i] : 0.0;
+    if (row_sum <= 0.0) continue;
+    for (int64_t i = 0; i < experts; ++i) {
+      double q = row[i] / row_sum;
+      if (q > 0.0) total -= q * std::log(q);
+    }
+  }
+  return total / static_cast<double>(tokens);
+}
+
+// ... and by ops on a device, in f64, so that only one number comes back: relu drops the entries
+// <= 0, and kTiny keeps 0 log 0 and 0 / 0 at 0 while changing no q that matters (q + 1e-300 == q
+// for every q > 1e-284).
+double mean_entropy_on_device(const Tensor& scores) {
   const int64_t tokens = scores.size(0);
   if (tokens == 0) return 0.0;
   constexpr double kTiny = 1e-300;
@@ -66,7 +86,8 @@ RoutingDiagnostics diagnose(const Routing& routing, const Tensor& selection_bias
   d.dropped_fraction = routing.routed_pairs > 0
                            ? static_cast<double>(routing.dropped_pairs) / static_cast<double>(routing.routed_pairs)
                            : 0.0;
-  d.router_entropy = mean_entropy(routing.scores);
+  d.router_entropy = routing.scores.device().is_cpu() ? mean_entropy_on_host(routing.scores)
+                                                      : mean_entropy_on_device(routing.scores);
   if (selection_bias.defined()) {
     check_floating(selection_bias, op, "selection_bias");
     TINYMOE_CHECK(selection_bias.shape() == Shape{experts}, op, "expected selection_bias of shape [", experts,

@@ -4,9 +4,11 @@
 // to a GPU and back are in tests/cuda/test_cuda_nn.cpp.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <memory>
 #include <vector>
 
+#include "nn/diagnostics.h"
 #include "nn/id_range.h"
 #include "nn/in_place.h"
 #include "nn/moe_block.h"
@@ -110,4 +112,13 @@ TEST_CASE("nn_devices: check_id_range names the op, the tensor and the first bad
   CHECK_THROWS_WITH(check_id_range(from_vector(std::vector<int64_t>{-1}, {1}), 3, "ids", "a token", "op"),
                     Contains("ids[0] = -1 out of range"));
   CHECK_THROWS_WITH(check_id_range(ones({2}, DType::f32), 3, "ids", "a token", "op"), Contains("op") && Contains("i64"));
+}
+
+TEST_CASE("nn_devices: the router entropy counts scores <= 0 as 0, the rule its device path follows",
+          "[nn_devices][diagnostics]") {
+  Routing routing;
+  routing.pair_expert = from_vector(std::vector<int64_t>{0, 1}, {2});
+  // Row 0: (0.5, -1, 0.5) -> q = (1/2, 0, 1/2), entropy log 2; row 1: nothing positive -> 0.
+  routing.scores = from_vector(std::vector<double>{0.5, -1.0, 0.5, -0.5, 0.0, -2.0}, {2, 3});
+  CHECK(diagnose(routing).router_entropy == Approx(std::log(2.0) / 2));
 }
