@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "nn/id_range.h"
 #include "nn/routing_parts.h"
 #include "ops/elementwise.h"
 #include "ops/index.h"
@@ -25,11 +26,12 @@ Tensor zero_loss(const Tensor& input) { return mul(sum(input), 0.0); }
 
 // count[g * E + i]: pairs of group g (consecutive blocks of T / groups tokens) on expert i. With
 // distinct_per_token a token counts once per expert whatever its number of slots there (HF
-// Switch takes the max over slots of the one-hot mask).
+// Switch takes the max over slots of the one-hot mask). Counted on the host: the [T, k] ids of a
+// device tensor are copied there once.
 std::vector<double> group_counts(const Tensor& expert_index, int64_t num_experts, int64_t groups,
                                  bool distinct_per_token, const char* op) {
   const int64_t tokens = expert_index.size(0), k = expert_index.size(1);
-  std::vector<int64_t> ids = expert_index.to_vector<int64_t>();
+  std::vector<int64_t> ids = expert_index.to(Device::cpu()).to_vector<int64_t>();
   std::vector<double> counts(groups * num_experts, 0.0);
   for (int64_t t = 0; t < tokens; ++t) {
     int64_t group = t / (tokens / groups);
@@ -50,7 +52,7 @@ std::vector<double> group_counts(const Tensor& expert_index, int64_t num_experts
 Tensor balance_term(const Tensor& probs, const std::vector<double>& f, int64_t groups) {
   const int64_t tokens = probs.size(0), experts = probs.size(1);
   Tensor mean_probs = mean(probs.reshape({groups, tokens / groups, experts}), 1);
-  Tensor f_tensor = from_vector(f, {groups, experts}).to(probs.dtype());
+  Tensor f_tensor = from_vector(f, {groups, experts}).to(probs.dtype()).to(probs.device());
   return mul(sum(mul(mean_probs, f_tensor)), static_cast<double>(experts) / static_cast<double>(groups));
 }
 
@@ -114,9 +116,11 @@ Tensor importance_loss(const Tensor& weights, const Tensor& expert_index, int64_
   TINYMOE_CHECK(weights.shape() == expert_index.shape(), op, "expected weights of shape ",
                 shape_str(expert_index.shape()), ", got ", shape_str(weights.shape()));
   TINYMOE_CHECK(num_experts >= 1, op, "expected E >= 1, got ", num_experts);
-  group_counts(expert_index, num_experts, 1, false, op);  // validates the ids
+  check_id_range(expert_index, num_experts, "expert_index", "an expert", op);
   if (num_experts == 1 || weights.numel() == 0) return zero_loss(weights);
-  Tensor importance = scatter_add(zeros({num_experts}, weights.dtype()), expert_index.flatten(), weights.flatten());
+  // Deterministic: on cuda the sums then come out bit-identical run to run (the cpu always is).
+  Tensor importance = scatter_add(zeros({num_experts}, weights.dtype(), weights.device()), expert_index.flatten(),
+                                  weights.flatten(), 0, /*deterministic=*/true);
   Tensor average = mean(importance);
   Tensor variance = mean(pow(sub(importance, average), 2.0));
   return div(variance, add(mul(average, average), 1e-10));
@@ -133,10 +137,12 @@ Tensor hf_switch_loss_expert_index(const Tensor& expert_index, const Tensor& kep
   check_dtype(kept, DType::i64, op, "kept");
   TINYMOE_CHECK(kept.shape() == expert_index.shape(), op, "expected kept flags of shape ",
                 shape_str(expert_index.shape()), ", got ", shape_str(kept.shape()));
-  std::vector<int64_t> ids = expert_index.to_vector<int64_t>(), flags = kept.to_vector<int64_t>();
+  // On the host ([T, k] ids and flags copied once from a device), the result back on the ids' device.
+  std::vector<int64_t> ids = expert_index.to(Device::cpu()).to_vector<int64_t>();
+  std::vector<int64_t> flags = kept.to(Device::cpu()).to_vector<int64_t>();
   for (size_t p = 0; p < ids.size(); ++p)
     if (!flags[p]) ids[p] = 0;
-  return from_vector(ids, expert_index.shape());
+  return from_vector(ids, expert_index.shape()).to(expert_index.device());
 }
 
 }  // namespace tinymoe::nn

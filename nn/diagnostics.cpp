@@ -5,17 +5,28 @@
 #include <iomanip>
 #include <sstream>
 
+#include "nn/id_range.h"
+#include "ops/counting.h"
+#include "ops/elementwise.h"
+#include "ops/reduce.h"
+#include "ops/shape.h"
+#include "tinymoe/autograd.h"
+
 namespace tinymoe::nn {
 namespace {
 
-// Mean over rows of -sum_i q_i log q_i with q the row normalised to sum 1 (softmax rows already do).
-double mean_entropy(const std::vector<double>& scores, int64_t tokens, int64_t experts) {
+// The router entropy: the mean over rows of -sum_i q_i log q_i, q the row's entries > 0
+// normalised to sum 1 (softmax rows already do; sigmoid rows do not); entries <= 0 and all-zero
+// rows add nothing. On the host for cpu scores:
+double mean_entropy_on_host(const Tensor& scores) {
+  const int64_t tokens = scores.size(0), experts = scores.size(1);
   if (tokens == 0) return 0.0;
+  std::vector<double> values = scores.detach().to(DType::f64).to_vector<double>();
   double total = 0.0;
   for (int64_t t = 0; t < tokens; ++t) {
-    const double* row = &scores[t * experts];
+    const double* row = &values[t * experts];
     double row_sum = 0.0;
-    for (int64_t i = 0; i < experts; ++i) row_sum += row[i];
+    for (int64_t i = 0; i < experts; ++i) row_sum += row[i] > 0.0 ? row[i] : 0.0;
     if (row_sum <= 0.0) continue;
     for (int64_t i = 0; i < experts; ++i) {
       double q = row[i] / row_sum;
@@ -23,6 +34,20 @@ double mean_entropy(const std::vector<double>& scores, int64_t tokens, int64_t e
     }
   }
   return total / static_cast<double>(tokens);
+}
+
+// ... and by ops on a device, in f64, so that only one number comes back: relu drops the entries
+// <= 0, and kTiny keeps 0 log 0 and 0 / 0 at 0 while changing no q that matters (q + 1e-300 == q
+// for every q > 1e-284).
+double mean_entropy_on_device(const Tensor& scores) {
+  const int64_t tokens = scores.size(0);
+  if (tokens == 0) return 0.0;
+  constexpr double kTiny = 1e-300;
+  NoGradGuard no_grad;
+  Tensor positive = relu(scores.detach().to(DType::f64));
+  Tensor q = div(positive, add(sum(positive, -1, /*keepdim=*/true), kTiny));
+  Tensor total = sum(mul(q, log(add(q, kTiny))));
+  return -total.to(Device::cpu()).item<double>() / static_cast<double>(tokens);
 }
 
 void fill_load_statistics(RoutingDiagnostics& d, int64_t tokens) {
@@ -53,24 +78,21 @@ RoutingDiagnostics diagnose(const Routing& routing, const Tensor& selection_bias
                 " does not fit in ", routing.pair_expert.numel(), " pairs");
 
   RoutingDiagnostics d;
-  d.tokens_per_expert.assign(experts, 0);
-  std::vector<int64_t> pair_expert = routing.pair_expert.to_vector<int64_t>();
-  for (int64_t p = 0; p < real_pairs; ++p) {
-    TINYMOE_CHECK(pair_expert[p] >= 0 && pair_expert[p] < experts, op, "pair ", p, " has expert ", pair_expert[p],
-                  ", out of range for E = ", experts);
-    ++d.tokens_per_expert[pair_expert[p]];
-  }
+  // Counted on the pairs' device; only the [E] counts come to the host.
+  Tensor real = slice(routing.pair_expert.flatten(), 0, 0, real_pairs);
+  check_id_range(real, experts, "routing.pair_expert", "an expert", op);
+  d.tokens_per_expert = bincount(real, experts).to(Device::cpu()).to_vector<int64_t>();
   fill_load_statistics(d, tokens);
   d.dropped_fraction = routing.routed_pairs > 0
                            ? static_cast<double>(routing.dropped_pairs) / static_cast<double>(routing.routed_pairs)
                            : 0.0;
-  std::vector<double> scores = routing.scores.detach().to(DType::f64).to_vector<double>();
-  d.router_entropy = mean_entropy(scores, tokens, experts);
+  d.router_entropy = routing.scores.device().is_cpu() ? mean_entropy_on_host(routing.scores)
+                                                      : mean_entropy_on_device(routing.scores);
   if (selection_bias.defined()) {
     check_floating(selection_bias, op, "selection_bias");
     TINYMOE_CHECK(selection_bias.shape() == Shape{experts}, op, "expected selection_bias of shape [", experts,
                   "], got ", shape_str(selection_bias.shape()));
-    d.selection_bias = selection_bias.detach().to(DType::f64).to_vector<double>();
+    d.selection_bias = selection_bias.detach().to(Device::cpu()).to(DType::f64).to_vector<double>();  // [E] to the host
   }
   return d;
 }

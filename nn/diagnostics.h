@@ -18,7 +18,8 @@ struct RoutingDiagnostics {
   double coefficient_of_variation = 0;  // population std / mean of tokens_per_expert (0 when the mean is 0)
   double dropped_fraction = 0;          // dropped_pairs / routed_pairs (0 when nothing was routed)
   // Mean over tokens of the entropy (nats) of the token's score distribution: softmax scores as
-  // they are, other scores (sigmoid) normalised to sum to 1 first. log(E) is uniform, 0 one-hot.
+  // they are, other scores (sigmoid) normalised to sum to 1 first (entries <= 0 count as 0).
+  // log(E) is uniform, 0 one-hot.
   double router_entropy = 0;
   int64_t dead_experts = 0;  // experts with no kept pair
   // One expert takes more than half of the tokens (tokens_per_expert[i] > T / 2). With k = 1 that
@@ -31,8 +32,9 @@ struct RoutingDiagnostics {
 };
 
 // Reads routing.pair_expert (less the padded_pairs at its end), routed/dropped counts and
-// routing.scores ([T, E], defined). selection_bias: undefined, or floating [E].
-// Errors name "diagnose".
+// routing.scores ([T, E], defined). selection_bias: undefined, or floating [E]. The tensors may
+// live on any device: the counts and the entropy are computed there, and only [E] counts, the
+// bias and one number come to the host. Errors name "diagnose".
 RoutingDiagnostics diagnose(const Routing& routing, const Tensor& selection_bias = Tensor());
 
 }  // namespace tinymoe::nn

@@ -1,5 +1,8 @@
 #include "nn/dispatch.h"
 
+#include <string>
+
+#include "nn/id_range.h"
 #include "ops/counting.h"
 #include "ops/elementwise.h"
 #include "ops/index.h"
@@ -18,15 +21,11 @@ void check_pair_tensor(const Tensor& pair, const char* name, int64_t pairs, cons
                 "] (one entry per pair, as pair_token), got ", shape_str(pair.shape()));
 }
 
-// Every entry of the i64 pair tensor must lie in [0, limit).
+// The i64 pair tensor's entries must lie in [0, limit), checked on its device (nn/id_range.h).
 void check_pair_range(const Tensor& pair, const char* name, int64_t limit, const char* what, const char* op) {
   TINYMOE_CHECK(pair.dtype() == DType::i64, op, "expected routing ", name, " of dtype i64, got ",
                 dtype_name(pair.dtype()));
-  check_cpu(pair, op);
-  const int64_t* values = pair.data<int64_t>();
-  for (int64_t i = 0; i < pair.numel(); ++i)
-    TINYMOE_CHECK(values[i] >= 0 && values[i] < limit, op, "routing ", name, "[", i, "] = ", values[i],
-                  " out of range: expected a ", what, " in [0, ", limit, ")");
+  check_id_range(pair, limit, (std::string("routing ") + name).c_str(), what, op);
 }
 
 }  // namespace
@@ -39,8 +38,12 @@ void check_routing(const Routing& routing, int64_t num_tokens, int64_t num_exper
   const int64_t pairs = routing.pair_token.size(0);
   check_pair_tensor(routing.pair_expert, "pair_expert", pairs, op);
   check_pair_tensor(routing.pair_weight, "pair_weight", pairs, op);
-  check_pair_range(routing.pair_token, "pair_token", num_tokens, "token", op);
-  check_pair_range(routing.pair_expert, "pair_expert", num_experts, "expert", op);
+  const Device device = routing.pair_token.device();
+  TINYMOE_CHECK(routing.pair_expert.device() == device && routing.pair_weight.device() == device, op,
+                "expected the routing's pairs on one device, got pair_token on ", device.str(), ", pair_expert on ",
+                routing.pair_expert.device().str(), " and pair_weight on ", routing.pair_weight.device().str());
+  check_pair_range(routing.pair_token, "pair_token", num_tokens, "a token", op);
+  check_pair_range(routing.pair_expert, "pair_expert", num_experts, "an expert", op);
   TINYMOE_CHECK(routing.pair_weight.dtype() == weight_dtype, op, "expected routing pair_weight of dtype ",
                 dtype_name(weight_dtype), " (the input's), got ", dtype_name(routing.pair_weight.dtype()));
 }
@@ -56,7 +59,7 @@ DispatchPlan plan_dispatch(const Routing& routing, int64_t num_tokens, int64_t n
   plan.sorted_token = index_select(routing.pair_token, plan.pair_order);
   plan.sorted_weight = index_select(routing.pair_weight, plan.pair_order).reshape({-1, 1});
   plan.tokens_per_expert = bincount(routing.pair_expert, num_experts);
-  plan.offsets = concat({zeros({1}, DType::i64), cumsum(plan.tokens_per_expert, 0)}, 0);
+  plan.offsets = concat({zeros({1}, DType::i64, plan.tokens_per_expert.device()), cumsum(plan.tokens_per_expert, 0)}, 0);
   return plan;
 }
 

@@ -1,11 +1,12 @@
 #include "nn/experts.h"
 
 #include <cmath>
-#include <cstring>
 
+#include "nn/in_place.h"
 #include "ops/elementwise.h"
 #include "ops/grouped_matmul.h"
 #include "ops/moe_swiglu_experts.h"
+#include "ops/shape.h"
 #include "ops/swiglu.h"
 #include "tinymoe/autograd.h"
 
@@ -154,33 +155,22 @@ void MLPExperts::load_expert_from_hf(int64_t expert, const Tensor& wi, const Ten
 
 namespace {
 
-// Checks `stacked` is [E, in, out] on the cpu and expert is in [0, E).
+// Checks `stacked` is [E, in, out] and expert is in [0, E).
 void check_stacked_expert(const Tensor& stacked, int64_t expert, const char* op) {
   check_floating(stacked, op, "stacked");
   check_dim(stacked, 3, op, "stacked");
-  check_cpu(stacked, op);
   TINYMOE_CHECK(expert >= 0 && expert < stacked.size(0), op, "expert ", expert, " out of range for ",
                 stacked.size(0), " experts");
 }
 
-// dst [cols, rows] = src [rows, cols]^T, row-major.
-template <typename T>
-void transpose_into(const T* src, int64_t rows, int64_t cols, T* dst) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
-}
-
 }  // namespace
 
+// Both directions are moves of values (slice, transpose), done by ops on the stack's device.
 Tensor expert_weight_to_hf(const Tensor& stacked, int64_t expert) {
   check_stacked_expert(stacked, expert, "expert_weight_to_hf");
+  NoGradGuard no_grad;
   const int64_t in = stacked.size(1), out = stacked.size(2);
-  Tensor hf = Tensor::empty({out, in}, stacked.dtype());
-  dispatch_floating(stacked.dtype(), "expert_weight_to_hf", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    transpose_into(stacked.data<T>() + expert * in * out, in, out, hf.data<T>());
-  });
-  return hf;
+  return transpose(slice(stacked.detach(), 0, expert, expert + 1).reshape({in, out}));
 }
 
 void load_expert_weight_from_hf(const Tensor& stacked, int64_t expert, const Tensor& hf_weight, const char* name) {
@@ -192,11 +182,9 @@ void load_expert_weight_from_hf(const Tensor& stacked, int64_t expert, const Ten
                 "] (the HF nn.Linear layout [out, in] of stacked ", shape_str(stacked.shape()), "), got ",
                 shape_str(hf_weight.shape()));
   NoGradGuard no_grad;
-  Tensor source = hf_weight.to(Device::cpu()).to(stacked.dtype());  // checkpoints may be f32 for an f64 model
-  dispatch_floating(stacked.dtype(), op, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    transpose_into(source.data<T>(), out, in, stacked.data<T>() + expert * in * out);
-  });
+  // Checkpoints may be f32 for an f64 model, and on the host for a model on a device.
+  Tensor source = hf_weight.detach().to(stacked.dtype()).to(stacked.device());
+  write_values(stacked, transpose(source), op, expert * in * out);
 }
 
 // ---- SharedExpert ----

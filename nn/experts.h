@@ -127,10 +127,11 @@ class MLPExperts : public Experts {
 };
 
 // Expert `expert` of a stacked weight [E, in, out] (or of its gradient) in the HF nn.Linear
-// layout [out, in]: a new tensor, not recorded on the tape.
+// layout [out, in]: a new tensor on stacked's device, not recorded on the tape.
 Tensor expert_weight_to_hf(const Tensor& stacked, int64_t expert);
 // stacked[expert] = hf_weight^T for an HF weight [out, in]; `name` says which weight in errors.
-// Writes through the storage without recording (a load, like Module::load_state_dict).
+// Writes through the storage without recording (a load, like Module::load_state_dict). hf_weight
+// may have another floating dtype (it is cast) and live on another device (it is copied).
 void load_expert_weight_from_hf(const Tensor& stacked, int64_t expert, const Tensor& hf_weight, const char* name);
 
 // A dense SwiGLU MLP on every token: down_proj(silu(gate_proj(x)) * up_proj(x)), bias-free

@@ -1,9 +1,10 @@
 #include "nn/module.h"
 
-#include <cstring>
+#include <algorithm>
 #include <set>
 #include <sstream>
 
+#include "nn/in_place.h"
 #include "tinymoe/autograd.h"
 
 namespace tinymoe {
@@ -25,8 +26,6 @@ std::string load_problem(const std::string& name, const Tensor& destination, con
   if (!source.defined()) return "'" + name + "' is an undefined tensor";
   if (source.dtype() != destination.dtype() || source.shape() != destination.shape())
     return "'" + name + "' expects " + describe(destination) + ", got " + describe(source);
-  if (!destination.device().is_cpu())
-    return "'" + name + "' lives on " + destination.device().str() + "; load_state_dict writes cpu tensors only";
   return "";
 }
 
@@ -48,11 +47,22 @@ std::vector<std::string> find_problems(const StateDict& destinations, const Stat
   return problems;
 }
 
-// Copies the values of `source` (same dtype and shape, any device) into `destination`'s storage.
-void copy_into(const Tensor& destination, const Tensor& source) {
-  Tensor host = source.device().is_cpu() ? source : source.detach().to(Device::cpu());
-  // memmove: loading a module's own state_dict copies a buffer onto itself.
-  if (destination.nbytes() > 0) std::memmove(destination.raw_data(), host.raw_data(), destination.nbytes());
+// Every distinct storage among `tensors` on `device`, keyed by the old storage: a copy, or the
+// storage itself when it is there already. Tensors that share storage (tied weights) keep sharing it.
+std::map<const Storage*, std::shared_ptr<Storage>> copies_on(const std::vector<TensorImpl*>& tensors, Device device) {
+  std::map<const Storage*, std::shared_ptr<Storage>> copies;
+  for (TensorImpl* tensor : tensors) {
+    const Storage& old = *tensor->storage;
+    if (copies.count(&old)) continue;
+    if (old.device() == device) {
+      copies.emplace(&old, tensor->storage);
+      continue;
+    }
+    auto fresh = std::make_shared<Storage>(old.nbytes(), device);
+    copy_bytes(fresh->data(), device, old.data(), old.device(), old.nbytes(), "Module::to");
+    copies.emplace(&old, std::move(fresh));
+  }
+  return copies;
 }
 
 }  // namespace
@@ -136,6 +146,33 @@ void Module::zero_grad() {
   for (auto& entry : named_parameters()) entry.second.zero_grad();
 }
 
+void Module::to(Device device) {
+  NamedTensors parameters, buffers;
+  collect("", &parameters, &buffers);
+  std::vector<TensorImpl*> tensors;
+  for (const NamedTensors* list : {&parameters, &buffers})
+    for (const auto& entry : *list)
+      if (std::find(tensors.begin(), tensors.end(), entry.second.impl()) == tensors.end())
+        tensors.push_back(entry.second.impl());
+  NoGradGuard no_grad;
+  // Copy first (values and gradients), swap after: a failed copy leaves the module as it was.
+  std::map<const Storage*, std::shared_ptr<Storage>> storages;
+  std::vector<Tensor> gradients;
+  try {
+    storages = copies_on(tensors, device);
+    for (TensorImpl* tensor : tensors) {
+      const Tensor& grad = tensor->grad;
+      gradients.push_back(!grad.defined() || grad.device() == device ? grad : grad.detach().to(device));
+    }
+  } catch (const Error& error) {
+    fail("Module::to", "cannot move the module to ", device.str(), " (nothing was moved): ", error.what());
+  }
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    tensors[i]->storage = storages.at(tensors[i]->storage.get());
+    tensors[i]->grad = gradients[i];
+  }
+}
+
 StateDict Module::state_dict() const {
   NamedTensors parameters, buffers;
   collect("", &parameters, &buffers);
@@ -157,7 +194,8 @@ void Module::load_state_dict(const StateDict& state, bool strict) {
   NoGradGuard no_grad;
   for (const auto& entry : destinations) {
     auto found = state.find(entry.first);
-    if (found != state.end()) copy_into(entry.second, found->second);
+    // Any device to any device; loading a module's own state_dict copies a tensor onto itself.
+    if (found != state.end()) write_values(entry.second, found->second.detach(), "load_state_dict");
   }
 }
 

@@ -69,14 +69,23 @@ class Module {
   // Drops the accumulated gradient of every parameter (torch's set_to_none behaviour).
   void zero_grad();
 
+  // Moves every parameter and buffer of this module and its descendants, with their gradients,
+  // to `device`, in place (torch's module.to(device)): each tensor keeps its handle, so the
+  // members holding it (Linear's weight, the Router's bias) see the move, and keeps its name,
+  // dtype, requires_grad and leaf status. Tensors that share storage (tied weights) still share
+  // it. Everything is copied before anything is swapped: after an Error nothing has moved.
+  // Handles from an earlier state_dict() keep the old storage, and an optimizer's state does not
+  // move: build optimizers after moving. Errors name "Module::to".
+  void to(Device device);
+
   // Parameters and buffers by dotted name (tied tensors under every name). The values are
   // detached handles sharing the module's storage: save them, do not write through them.
   StateDict state_dict() const;
   // Copies values into the existing tensors' storage, so optimizers keep valid references.
   // Checks everything first and loads nothing when any problem is found; the Error lists them
   // all: with `strict`, names missing from `state` and names the module does not have; always,
-  // tensors whose dtype or shape differs and undefined tensors. Destinations must be on the cpu;
-  // sources may be anywhere.
+  // tensors whose dtype or shape differs and undefined tensors. Sources and destinations may be
+  // on any devices: loading cpu tensors into a module on cuda copies them to the device.
   void load_state_dict(const StateDict& state, bool strict = true);
 
  protected:

@@ -104,11 +104,16 @@ MoEOutput SparseMoEBlock::forward(const Tensor& x) const {
                 "] or [B, S, ", d, "], got ", shape_str(x.shape()));
   TINYMOE_CHECK(x.dtype() == dtype(), kOp, "expected x of the block's dtype ", dtype_name(dtype()), ", got ",
                 dtype_name(x.dtype()));
+  TINYMOE_CHECK(x.device() == device(), kOp, "expected x on the block's device ", device().str(), ", got ",
+                x.device().str(), " (move the block with to(device), or x with x.to(device))");
   const int64_t tokens_count = x.dim() == 3 ? x.size(0) * x.size(1) : x.size(0);
   Tensor tokens = x.reshape({tokens_count, d});  // shares x's storage
 
   // S for [B, S, d], T for one sequence: per-sequence capacity and losses count by it.
   Routing routing = gate_->forward(tokens, x.size(-2));
+  TINYMOE_CHECK(!routing.pair_token.defined() || routing.pair_token.device() == x.device(), kOp,
+                "the routing rule returned pairs on ", routing.pair_token.defined() ? routing.pair_token.device().str() : "",
+                " for x on ", x.device().str(), " (a rule makes its pairs on the logits' device)");
   DispatchPlan plan = plan_dispatch(routing, tokens_count, experts, x.dtype(), kOp);
   Tensor y = experts_->forward_combined(tokens, plan);
   if (shared_expert_) y = add(y, shared_output(tokens));

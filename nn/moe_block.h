@@ -11,6 +11,12 @@
 //
 // After each forward the block reads the loads into MoEOutput::diagnostics (nn/diagnostics.h).
 //
+// Devices: the block runs where its parameters are; block.to(Device::cuda(0)) (Module::to) moves
+// them all, buffers (the DeepSeek-V3 bias) included, and x must then be on cuda:0 too. Every step
+// runs there; what decides one pair at a time (capacity drops, GShard's random second choice) and
+// the random draws (jitter, noise) run on the host, and some steps read a few numbers back
+// (docs/cuda.md lists them).
+//
 // Pairs a capacity rule dropped are simply absent: they contribute nothing, and a token whose
 // pairs were all dropped gets 0 from the routed experts (the residual is added outside the
 // block). x gets gradients through the experts and through the routing weights (logits depend
@@ -106,6 +112,8 @@ class SparseMoEBlock : public Module {
   int64_t num_experts() const { return experts_->num_experts(); }
   int64_t hidden_size() const { return experts_->hidden_size(); }
   DType dtype() const { return experts_->dtype(); }
+  // Where the parameters live (the gate's weight; Module::to moves them all): x must be there.
+  Device device() const { return gate_->weight().device(); }
   const RoutingRule& rule() const { return gate_->rule(); }
   // The generator of the router's jitter and noise, passed in the rule's context (null: the
   // global one). Forwards to Router::set_generator.

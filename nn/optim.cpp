@@ -4,6 +4,9 @@
 #include <cmath>
 #include <set>
 
+#include "nn/in_place.h"
+#include "ops/elementwise.h"
+#include "ops/reduce.h"
 #include "tinymoe/autograd.h"
 
 namespace tinymoe {
@@ -31,13 +34,20 @@ void check_coefficient(double value, double low, double high, const char* op, co
 
 const double kInfinity = HUGE_VAL;
 
-// The gradient of `parameter`, checked for the cpu kernels below; undefined when it has none.
+// The gradient of `parameter` (on its device); undefined when it has none.
 Tensor gradient_for_step(const Tensor& parameter, const char* op) {
   Tensor gradient = parameter.grad();
   if (!gradient.defined()) return gradient;
-  check_cpu(parameter, op);
   check_same_device(parameter, gradient, op);
   return gradient;
+}
+
+// Optimizer state made on the parameter's device must still be there: a module moved after its
+// optimizer was built would otherwise fail deep inside an op.
+void check_state_device(const Tensor& state, const Tensor& parameter, size_t index, const char* op) {
+  TINYMOE_CHECK(!state.defined() || state.device() == parameter.device(), op, "parameter ", index, " is on ",
+                parameter.device().str(), " but its optimizer state is on ", state.device().str(),
+                " (build the optimizer after moving the module)");
 }
 
 }  // namespace
@@ -70,6 +80,11 @@ void SGD::step() {
   for (size_t i = 0; i < parameters_.size(); ++i) {
     Tensor gradient = gradient_for_step(parameters_[i], op_);
     if (!gradient.defined()) continue;
+    check_state_device(momentum_buffers_[i], parameters_[i], i, op_);
+    if (!parameters_[i].device().is_cpu()) {
+      step_through_ops(i, gradient);
+      continue;
+    }
     bool first_step = !momentum_buffers_[i].defined();
     if (options_.momentum != 0.0 && first_step) momentum_buffers_[i] = zeros_like(parameters_[i]);
     dispatch_floating(parameters_[i].dtype(), op_, [&](auto tag) {
@@ -88,6 +103,20 @@ void SGD::step() {
       }
     });
   }
+}
+
+// The same update off the cpu, through ops (each allocates): the new values are written into the
+// parameter's storage, so every handle to it sees them; the momentum buffer is the optimizer's own.
+void SGD::step_through_ops(size_t i, const Tensor& gradient) {
+  Tensor parameter = parameters_[i].detach();
+  Tensor direction = options_.weight_decay != 0.0 ? add(gradient, mul(parameter, options_.weight_decay)) : gradient;
+  if (options_.momentum != 0.0) {
+    // A copy on the first step: the buffer must not share the gradient's storage.
+    Tensor& buffer = momentum_buffers_[i];
+    buffer = buffer.defined() ? add(mul(buffer, options_.momentum), direction) : direction.clone();
+    direction = buffer;
+  }
+  write_values(parameters_[i], sub(parameter, mul(direction, lr_)), op_);
 }
 
 // ---- AdamW ----
@@ -113,6 +142,7 @@ void AdamW::step() {
   for (size_t i = 0; i < parameters_.size(); ++i) {
     Tensor gradient = gradient_for_step(parameters_[i], op_);
     if (!gradient.defined()) continue;
+    check_state_device(exp_avg_[i], parameters_[i], i, op_);
     if (!exp_avg_[i].defined()) {
       exp_avg_[i] = zeros_like(parameters_[i]);
       exp_avg_sq_[i] = zeros_like(parameters_[i]);
@@ -121,6 +151,10 @@ void AdamW::step() {
     // torch's single-tensor AdamW: scalars in double, then one pass over the elements.
     double step_size = lr_ / (1.0 - std::pow(options_.beta1, static_cast<double>(t)));
     double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(options_.beta2, static_cast<double>(t)));
+    if (!parameters_[i].device().is_cpu()) {
+      step_through_ops(i, gradient, step_size, bias_correction2_sqrt);
+      continue;
+    }
     dispatch_floating(parameters_[i].dtype(), op_, [&](auto tag) {
       using T = typename decltype(tag)::type;
       T* p = parameters_[i].data<T>();
@@ -140,6 +174,17 @@ void AdamW::step() {
   }
 }
 
+// The same update off the cpu, through ops (see SGD::step_through_ops): the moments are replaced,
+// the parameter is written in place.
+void AdamW::step_through_ops(size_t i, const Tensor& gradient, double step_size, double bias_correction2_sqrt) {
+  const AdamWOptions& o = options_;
+  Tensor parameter = mul(parameters_[i].detach(), 1.0 - lr_ * o.weight_decay);
+  exp_avg_[i] = add(mul(exp_avg_[i], o.beta1), mul(gradient, 1.0 - o.beta1));
+  exp_avg_sq_[i] = add(mul(exp_avg_sq_[i], o.beta2), mul(mul(gradient, gradient), 1.0 - o.beta2));
+  Tensor denominator = add(mul(sqrt(exp_avg_sq_[i]), 1.0 / bias_correction2_sqrt), o.eps);
+  write_values(parameters_[i], sub(parameter, div(mul(exp_avg_[i], step_size), denominator)), op_);
+}
+
 // ---- clipping ----
 double clip_grad_norm(const TensorList& parameters, double max_norm) {
   const char* op = "clip_grad_norm";
@@ -151,23 +196,35 @@ double clip_grad_norm(const TensorList& parameters, double max_norm) {
     if (gradient.defined()) gradients.push_back(gradient);
   }
   double sum_of_squares = 0.0;
-  for (const Tensor& gradient : gradients)
+  for (const Tensor& gradient : gradients) {
+    if (!gradient.device().is_cpu()) {
+      // Summed in f64 on the device, as the cpu loop does; one number comes back to the host.
+      Tensor wide = gradient.detach().to(DType::f64);
+      sum_of_squares += sum(mul(wide, wide)).to(Device::cpu()).item<double>();
+      continue;
+    }
     dispatch_floating(gradient.dtype(), op, [&](auto tag) {
       using T = typename decltype(tag)::type;
       const T* g = gradient.data<T>();
       for (int64_t j = 0; j < gradient.numel(); ++j) sum_of_squares += static_cast<double>(g[j]) * g[j];
     });
+  }
   double total_norm = std::sqrt(sum_of_squares);
   // torch: clip_coef = max_norm / (total + 1e-6), clamped to at most 1 (NaN passes through).
   double scale = std::min(max_norm / (total_norm + 1e-6), 1.0);
   if (scale == 1.0) return total_norm;
   NoGradGuard no_grad;
-  for (const Tensor& gradient : gradients)
+  for (const Tensor& gradient : gradients) {
+    if (!gradient.device().is_cpu()) {
+      write_values(gradient, mul(gradient, scale), op);  // in place, as on the cpu
+      continue;
+    }
     dispatch_floating(gradient.dtype(), op, [&](auto tag) {
       using T = typename decltype(tag)::type;
       T* g = gradient.data<T>();
       for (int64_t j = 0; j < gradient.numel(); ++j) g[j] *= T(scale);
     });
+  }
   return total_norm;
 }
 

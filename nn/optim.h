@@ -4,7 +4,11 @@
 // into their storage under a NoGradGuard, so nothing is recorded, and Module::load_state_dict
 // (which also writes in place) keeps the optimizer valid. Parameters whose grad() is undefined
 // are skipped by step(), and their state (momentum, moments, step count) stays untouched.
-// Parameters must be distinct floating leaves that require grad; step() needs them on the cpu.
+// Parameters must be distinct floating leaves that require grad, on any device (each with its
+// gradient on its own device). On the cpu step() runs one loop per parameter; on a cuda device
+// it runs the same formula through ops (a few kernels per parameter) and writes the result into
+// the parameter's storage. The state (momentum, moments) is made on the parameter's device at its
+// first step: build the optimizer after moving the module (a parameter moved later is an Error).
 #pragma once
 
 #include <cstdint>
@@ -51,6 +55,8 @@ class SGD : public Optimizer {
   const SGDOptions& options() const { return options_; }
 
  private:
+  void step_through_ops(size_t i, const Tensor& gradient);
+
   SGDOptions options_;
   std::vector<Tensor> momentum_buffers_;  // per parameter; undefined until its first step
 };
@@ -77,6 +83,8 @@ class AdamW : public Optimizer {
   int64_t step_count(size_t parameter) const;
 
  private:
+  void step_through_ops(size_t i, const Tensor& gradient, double step_size, double bias_correction2_sqrt);
+
   AdamWOptions options_;
   std::vector<Tensor> exp_avg_, exp_avg_sq_;  // m and v per parameter; undefined until its first step
   std::vector<int64_t> steps_;

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <utility>
 
+#include "nn/in_place.h"
 #include "ops/counting.h"
 #include "ops/matmul.h"
 #include "tinymoe/autograd.h"
@@ -84,6 +85,8 @@ Routing Router::forward(const Tensor& x, int64_t sequence_length) const {
   check_floating(x, kOp, "x");
   TINYMOE_CHECK(x.dim() == 2 && x.size(1) == hidden_size_, kOp, "expected x [T, ", hidden_size_, "], got ",
                 shape_str(x.shape()));
+  TINYMOE_CHECK(x.device() == weight_.device(), kOp, "expected x on the router's device ", weight_.device().str(),
+                ", got ", x.device().str(), " (move the module with to(device))");
   sequence_count(x.size(0), sequence_length, kOp);
   Tensor input = x.dtype() == weight_.dtype() ? x : x.to(weight_.dtype());
   // Switch jitters the router's input only (HF SwitchTransformersTop1Router); HF Mixtral jitters
@@ -106,10 +109,10 @@ void Router::update_bias(const Routing& routing, double rate) {
   check_dtype(routing.expert_index, DType::i64, "Router::update_bias", "routing.expert_index");
   TINYMOE_CHECK(config_.selection != SelectionKind::expert_choice, "Router::update_bias",
                 "expert choice is balanced by construction and has no selection bias");
-  Tensor counts = bincount(routing.expert_index.flatten(), config_.num_experts);
+  Tensor counts = bincount(routing.expert_index.flatten(), config_.num_experts);  // on the routing's device
   TINYMOE_CHECK(counts.numel() == config_.num_experts, "Router::update_bias", "routing.expert_index holds an expert id >= E = ",
                 config_.num_experts);
-  update_bias(counts.to_vector<int64_t>(), rate);
+  update_bias(counts.to(Device::cpu()).to_vector<int64_t>(), rate);  // [E] counts to the host
 }
 
 void Router::update_bias(const std::vector<int64_t>& tokens_per_expert, double rate) {
@@ -122,12 +125,14 @@ void Router::update_bias(const std::vector<int64_t>& tokens_per_expert, double r
   double mean_load = 0.0;
   for (int64_t load : tokens_per_expert) mean_load += static_cast<double>(load);
   mean_load /= static_cast<double>(config_.num_experts);
-  float* bias = state_->selection_bias.data<float>();
+  // The [E] bias is updated on the host and written back in place, on whatever device it lives.
+  std::vector<float> bias = state_->selection_bias.to(Device::cpu()).to_vector<float>();
   for (int64_t i = 0; i < config_.num_experts; ++i) {
     double offset = mean_load - static_cast<double>(tokens_per_expert[i]);
     double sign = offset > 0.0 ? 1.0 : (offset < 0.0 ? -1.0 : 0.0);
     bias[i] = static_cast<float>(bias[i] + rate * sign);  // underloaded experts rise, overloaded sink
   }
+  write_values(state_->selection_bias, from_vector(bias, {config_.num_experts}), op);
 }
 
 }  // namespace tinymoe::nn

@@ -6,6 +6,7 @@ namespace tinymoe::nn {
 
 Tensor Routing::weighted_loss() const {
   DType dtype = router_logits.defined() ? router_logits.dtype() : DType::f32;
+  Device device = router_logits.defined() ? router_logits.device() : Device::cpu();
   Tensor total;
   for (const auto& [name, loss] : losses) {
     auto coefficient = loss_coefficients.find(name);
@@ -14,7 +15,7 @@ Tensor Routing::weighted_loss() const {
     Tensor term = mul(loss, coefficient->second);
     total = total.defined() ? add(total, term) : term;
   }
-  return total.defined() ? total : zeros({}, dtype);
+  return total.defined() ? total : zeros({}, dtype, device);
 }
 
 }  // namespace tinymoe::nn

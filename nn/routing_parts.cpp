@@ -3,24 +3,59 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <numeric>
-#include <utility>
 #include <vector>
 
+#include "nn/id_range.h"
+#include "ops/counting.h"
 #include "ops/elementwise.h"
 #include "ops/index.h"
 #include "ops/reduce.h"
 #include "ops/shape.h"
 #include "ops/softmax.h"
+#include "ops/sort.h"
 #include "ops/topk.h"
 #include "tinymoe/autograd.h"
+
+#ifdef TINYMOE_WITH_CUDA
+#include "cuda/permute.h"
+#endif
 
 namespace tinymoe::nn {
 namespace {
 
 constexpr double kInfinity = std::numeric_limits<double>::infinity();
 
-std::vector<double> values_of(const Tensor& t) { return t.detach().to(DType::f64).to_vector<double>(); }
+// The parts that decide one pair at a time (capacity, GShard's coin flips) run on the host: these
+// copy a tensor there (from a device: explicitly, once), and put host-made ids on a device.
+std::vector<double> host_values(const Tensor& t) { return t.detach().to(Device::cpu()).to(DType::f64).to_vector<double>(); }
+std::vector<int64_t> host_ids(const Tensor& t) { return t.to(Device::cpu()).to_vector<int64_t>(); }
+Tensor ids_on(const std::vector<int64_t>& values, const Shape& shape, Device device) {
+  return from_vector(values, shape).to(device);
+}
+
+// Indices of the k largest entries along the last dim, best first, ties to the lower index: the
+// topk op. On cuda past its kernel's limits (k <= 8, rows of at most 256), a stable descending
+// argsort, which orders the same way (expert choice over many tokens, many experts).
+Tensor largest(const Tensor& keys, int64_t k) {
+#ifdef TINYMOE_WITH_CUDA
+  if (keys.device().is_cuda() && (k > cuda::kTopkMaxK || keys.size(-1) > cuda::kTopkMaxColumns))
+    return slice(argsort(keys, -1, /*descending=*/true), keys.dim() - 1, 0, k);
+#endif
+  return topk(keys, k, -1).indices;
+}
+
+// Keeps the choices made in its scope from gradcheck's observer (tinymoe/autograd.h): for
+// selections that are no choice of the result, whose value is continuous across them.
+class HiddenChoices {
+ public:
+  HiddenChoices() : observer_(choice_observer()) { set_choice_observer(nullptr); }
+  ~HiddenChoices() { set_choice_observer(observer_); }
+  HiddenChoices(const HiddenChoices&) = delete;
+  HiddenChoices& operator=(const HiddenChoices&) = delete;
+
+ private:
+  ChoiceObserver* observer_;
+};
 
 void check_scores(const Tensor& scores, const char* op) {
   check_floating(scores, op, "scores");
@@ -70,9 +105,27 @@ std::vector<int64_t> priority_order(int64_t first_token, int64_t group_tokens, i
   return order;
 }
 
+// Pairs from host-made ids, put on the weights' device.
 Pairs make_pairs(const std::vector<int64_t>& tokens, const std::vector<int64_t>& experts, const Tensor& weight) {
   int64_t count = static_cast<int64_t>(tokens.size());
-  return {from_vector(tokens, {count}), from_vector(experts, {count}), weight};
+  return {ids_on(tokens, {count}, weight.device()), ids_on(experts, {count}, weight.device()), weight};
+}
+
+// The group-limited keys [T, E]: group g of token t keeps its keys when g is among
+// kept_groups[t], else every key becomes masked_score. An index_select from the group rows plus
+// one row of masked_score, so kept keys keep their exact values and any masked_score (-inf
+// included) is written as is. groups: f64 [T, n_group, group_size]; kept_groups: i64 [T, topk_group].
+Tensor mask_unkept_groups(const Tensor& groups, const Tensor& kept_groups, double masked_score) {
+  const int64_t tokens = groups.size(0), n_group = groups.size(1), group_size = groups.size(2);
+  const int64_t rows = tokens * n_group;
+  const Device device = groups.device();
+  Tensor candidates = concat({groups.reshape({rows, group_size}), full({1, group_size}, masked_score, DType::f64, device)}, 0);
+  Tensor kept = sum(one_hot(kept_groups, n_group), 1).reshape({rows});  // i64, 1 for a kept group
+  // Row r reads itself when kept, else the filler row `rows`: rows + kept * (r - rows), exact in i64.
+  std::vector<int64_t> from_filler(rows);
+  for (int64_t r = 0; r < rows; ++r) from_filler[r] = r - rows;
+  Tensor source_row = add(mul(kept, ids_on(from_filler, {rows}, device)), full({1}, static_cast<double>(rows), DType::i64, device));
+  return index_select(candidates, source_row, 0).reshape({tokens, n_group * group_size});
 }
 
 }  // namespace
@@ -96,7 +149,9 @@ Tensor noisy_logits(const Tensor& logits, const Tensor& noise_logits, Generator*
   TINYMOE_CHECK(logits.shape() == noise_logits.shape() && logits.dtype() == noise_logits.dtype(), "noisy_logits",
                 "expected noise_logits like logits (", dtype_name(logits.dtype()), " ", shape_str(logits.shape()),
                 "), got ", dtype_name(noise_logits.dtype()), " ", shape_str(noise_logits.shape()));
-  Tensor standard_normal = randn(logits.shape(), logits.dtype(), generator);
+  // Drawn on the host from the generator (and copied to the logits' device): the same generator
+  // gives the same noise on every device.
+  Tensor standard_normal = randn(logits.shape(), logits.dtype(), generator).to(logits.device());
   return add(logits, mul(standard_normal, softplus(noise_logits)));
 }
 
@@ -105,7 +160,8 @@ Tensor multiplicative_jitter(const Tensor& x, double epsilon, Generator* generat
   TINYMOE_CHECK(epsilon >= 0.0 && epsilon < 1.0, "multiplicative_jitter", "expected 0 <= epsilon < 1, got ",
                 epsilon);
   if (epsilon == 0.0) return x;
-  return mul(x, rand(x.shape(), x.dtype(), generator, 1.0 - epsilon, 1.0 + epsilon));
+  // Drawn on the host, as noisy_logits' noise.
+  return mul(x, rand(x.shape(), x.dtype(), generator, 1.0 - epsilon, 1.0 + epsilon).to(x.device()));
 }
 
 // ---- Selections ----
@@ -113,7 +169,7 @@ Tensor multiplicative_jitter(const Tensor& x, double epsilon, Generator* generat
 Tensor select_topk(const Tensor& scores, int64_t k, const Tensor& selection_bias) {
   check_scores(scores, "select_topk");
   check_k(k, scores.size(1), "select_topk");
-  return topk(selection_keys(scores, selection_bias, "select_topk"), k, 1).indices;
+  return largest(selection_keys(scores, selection_bias, "select_topk"), k);
 }
 
 Tensor select_group_limited_topk(const Tensor& scores, int64_t k, int64_t n_group, int64_t topk_group,
@@ -131,29 +187,19 @@ Tensor select_group_limited_topk(const Tensor& scores, int64_t k, int64_t n_grou
   check_k(k, experts, op);
   TINYMOE_CHECK(k <= topk_group * group_size, op, "k = ", k, " experts do not fit in the ", topk_group,
                 " kept groups of ", group_size, " experts");
-  std::vector<double> keys = values_of(selection_keys(scores, selection_bias, op));
-  // Group score: sum of the two largest keys of the group (HF: topk(2).sum). The top-2 membership
-  // inside a group is no choice worth reporting: the sum is continuous across it.
-  std::vector<double> group_scores(tokens * n_group);
-  for (int64_t t = 0; t < tokens; ++t)
-    for (int64_t g = 0; g < n_group; ++g) {
-      const double* group = &keys[t * experts + g * group_size];
-      double best = -kInfinity, second = -kInfinity;
-      for (int64_t i = 0; i < group_size; ++i) {
-        if (group[i] > best) second = best, best = group[i];
-        else if (group[i] > second) second = group[i];
-      }
-      group_scores[t * n_group + g] = best + second;
-    }
-  Tensor kept_groups = topk(from_vector(group_scores, {tokens, n_group}), topk_group, 1).indices;
-  std::vector<int64_t> kept = kept_groups.to_vector<int64_t>();
-  std::vector<double> masked(tokens * experts, masked_score);
-  for (int64_t t = 0; t < tokens; ++t)
-    for (int64_t j = 0; j < topk_group; ++j) {
-      int64_t first = t * experts + kept[t * topk_group + j] * group_size;
-      std::copy(&keys[first], &keys[first] + group_size, &masked[first]);
-    }
-  return topk(from_vector(masked, {tokens, experts}), k, 1).indices;
+  // Ops on the scores' device, in f64: the sum of two f32 keys is then exact.
+  NoGradGuard no_grad;
+  Tensor keys = selection_keys(scores, selection_bias, op).to(DType::f64);
+  Tensor groups = keys.reshape({tokens, n_group, group_size});
+  Tensor group_scores;
+  {
+    // Group score: sum of the two largest keys of the group (HF: topk(2).sum). Which two is no
+    // choice worth reporting: the sum is continuous across it.
+    HiddenChoices hidden;
+    group_scores = sum(gather(groups, 2, largest(groups, 2)), 2);  // [T, n_group]
+  }
+  Tensor kept_groups = largest(group_scores, topk_group);  // [T, topk_group]
+  return largest(mask_unkept_groups(groups, kept_groups, masked_score), k);
 }
 
 int64_t expert_choice_capacity(int64_t tokens, int64_t num_experts, double capacity_factor) {
@@ -170,9 +216,9 @@ Tensor select_expert_choice(const Tensor& scores, int64_t capacity) {
   const int64_t tokens = scores.size(0), experts = scores.size(1);
   TINYMOE_CHECK(capacity >= 0 && capacity <= tokens, "select_expert_choice",
                 "expected 0 <= capacity <= T = ", tokens, ", got ", capacity);
-  if (capacity == 0) return zeros({experts, 0}, DType::i64);
+  if (capacity == 0) return zeros({experts, 0}, DType::i64, scores.device());
   NoGradGuard no_grad;
-  return topk(transpose(scores.detach()), capacity, 1).indices;
+  return largest(transpose(scores.detach()), capacity);
 }
 
 // ---- Weights ----
@@ -200,10 +246,10 @@ Tensor gshard_second_choice_mask(const Tensor& weights, Generator* generator) {
   TINYMOE_CHECK(weights.dim() == 2 && weights.size(1) == 2, "gshard_second_choice_mask",
                 "expected top-2 weights [T, 2], got ", shape_str(weights.shape()));
   Generator& source = generator ? *generator : default_generator();
-  std::vector<double> w = values_of(weights);
+  std::vector<double> w = host_values(weights);  // one coin per token, flipped on the host
   std::vector<int64_t> flags(w.size(), 1);
   for (size_t t = 0; t < w.size() / 2; ++t) flags[2 * t + 1] = 2.0 * w[2 * t + 1] > source.uniform() ? 1 : 0;
-  return from_vector(flags, weights.shape());
+  return ids_on(flags, weights.shape(), weights.device());
 }
 
 // ---- Pairs ----
@@ -213,10 +259,12 @@ Pairs token_choice_pairs(const Tensor& expert_index, const Tensor& weights) {
   check_selection(expert_index, weights.dim() == 2 ? weights.size(0) : -1, "token_choice_pairs");
   TINYMOE_CHECK(weights.shape() == expert_index.shape(), "token_choice_pairs", "expected weights of shape ",
                 shape_str(expert_index.shape()), ", got ", shape_str(weights.shape()));
+  check_same_device(expert_index, weights, "token_choice_pairs");
   const int64_t tokens = expert_index.size(0), k = expert_index.size(1);
   std::vector<int64_t> token_of_pair(tokens * k);
   for (int64_t p = 0; p < tokens * k; ++p) token_of_pair[p] = p / k;
-  return make_pairs(token_of_pair, expert_index.to_vector<int64_t>(), weights.reshape({tokens * k}));
+  return {ids_on(token_of_pair, {tokens * k}, weights.device()), expert_index.reshape({tokens * k}),
+          weights.reshape({tokens * k})};
 }
 
 Pairs expert_choice_pairs(const Tensor& token_index, const Tensor& weights) {
@@ -225,10 +273,12 @@ Pairs expert_choice_pairs(const Tensor& token_index, const Tensor& weights) {
   check_floating(weights, "expert_choice_pairs", "weights");
   TINYMOE_CHECK(weights.shape() == token_index.shape(), "expert_choice_pairs", "expected weights of shape ",
                 shape_str(token_index.shape()), ", got ", shape_str(weights.shape()));
+  check_same_device(token_index, weights, "expert_choice_pairs");
   const int64_t experts = token_index.size(0), capacity = token_index.size(1);
   std::vector<int64_t> expert_of_pair(experts * capacity);
   for (int64_t p = 0; p < experts * capacity; ++p) expert_of_pair[p] = p / capacity;
-  return make_pairs(token_index.to_vector<int64_t>(), expert_of_pair, weights.reshape({experts * capacity}));
+  return {token_index.reshape({experts * capacity}), ids_on(expert_of_pair, {experts * capacity}, weights.device()),
+          weights.reshape({experts * capacity})};
 }
 
 // ---- Capacity ----
@@ -272,31 +322,28 @@ int64_t capacity_from_factor(int64_t tokens, int64_t k, int64_t num_experts, dou
 
 namespace {
 
-// The checked expert ids of a [T, k] selection and its active flags (empty: all active).
-std::pair<std::vector<int64_t>, std::vector<int64_t>> capacity_inputs(const Tensor& expert_index, const Tensor& weights,
-                                                                      int64_t num_experts, const CapacityConfig& capacity,
-                                                                      const Tensor& active, const char* op) {
+// Checks a [T, k] selection (expert ids in [0, E), checked on its device), its weights, the
+// config and the active flags, all on one device.
+void check_capacity_inputs(const Tensor& expert_index, const Tensor& weights, int64_t num_experts,
+                           const CapacityConfig& capacity, const Tensor& active, const char* op) {
   check_floating(weights, op, "weights");
   check_dim(weights, 2, op, "weights");
   check_selection(expert_index, weights.size(0), op);
   TINYMOE_CHECK(weights.shape() == expert_index.shape(), op, "expected weights of shape ",
                 shape_str(expert_index.shape()), ", got ", shape_str(weights.shape()));
+  check_same_device(expert_index, weights, op);
   TINYMOE_CHECK(capacity.capacity_factor >= 0.0 && capacity.expert_capacity >= 0, op,
                 "expected a capacity factor > 0 or an expert capacity >= 1, got ", capacity.capacity_factor, " and ",
                 capacity.expert_capacity);
   TINYMOE_CHECK(!(capacity.capacity_factor > 0.0 && capacity.expert_capacity > 0), op,
                 "give either a capacity factor or an absolute expert capacity, not both");
-  std::vector<int64_t> expert_of = expert_index.to_vector<int64_t>(), active_flags;
-  for (size_t p = 0; p < expert_of.size(); ++p)
-    TINYMOE_CHECK(expert_of[p] >= 0 && expert_of[p] < num_experts, op, "expert id ", expert_of[p], " at pair ", p,
-                  " out of range for E = ", num_experts);
+  check_id_range(expert_index, num_experts, "expert_index", "an expert", op);
   if (active.defined()) {
     check_dtype(active, DType::i64, op, "active");
     TINYMOE_CHECK(active.shape() == expert_index.shape(), op, "expected active flags of shape ",
                   shape_str(expert_index.shape()), ", got ", shape_str(active.shape()));
-    active_flags = active.to_vector<int64_t>();
+    check_same_device(active, expert_index, op);
   }
-  return {expert_of, active_flags};
 }
 
 // What capacity decided: kept flags per (token, slot), padding pairs, counts, and the margin.
@@ -345,9 +392,10 @@ Pairs kept_pairs(const Tensor& weights, const std::vector<int64_t>& expert_of, i
     if (d.kept[p]) positions.push_back(p), token_of_pair.push_back(p / k), expert_of_pair.push_back(expert_of[p]);
   Tensor flat_weights = weights.reshape({count});
   int64_t kept = static_cast<int64_t>(positions.size()), padded = static_cast<int64_t>(d.pad_tokens.size());
-  Tensor pair_weight = kept == count ? flat_weights : index_select(flat_weights, from_vector(positions, {kept}));
+  Tensor pair_weight =
+      kept == count ? flat_weights : index_select(flat_weights, ids_on(positions, {kept}, weights.device()));
   if (padded > 0) {
-    pair_weight = concat({pair_weight, zeros({padded}, weights.dtype())}, 0);
+    pair_weight = concat({pair_weight, zeros({padded}, weights.dtype(), weights.device())}, 0);
     token_of_pair.insert(token_of_pair.end(), d.pad_tokens.begin(), d.pad_tokens.end());
     expert_of_pair.insert(expert_of_pair.end(), d.pad_experts.begin(), d.pad_experts.end());
   }
@@ -359,21 +407,32 @@ Pairs kept_pairs(const Tensor& weights, const std::vector<int64_t>& expert_of, i
 CapacityResult apply_capacity(const Tensor& expert_index, const Tensor& weights, int64_t num_experts,
                               const CapacityConfig& capacity, int64_t sequence_length, const Tensor& active) {
   const char* op = "apply_capacity";
-  auto [expert_of, active_flags] = capacity_inputs(expert_index, weights, num_experts, capacity, active, op);
+  check_capacity_inputs(expert_index, weights, num_experts, capacity, active, op);
   const int64_t tokens = expert_index.size(0), k = expert_index.size(1);
   int64_t sequences = sequence_count(tokens, sequence_length, op);
   int64_t groups = capacity.per_sequence ? sequences : 1;
   int64_t group_tokens = groups > 0 ? tokens / groups : 0;
 
   CapacityResult result;
+  if (!capacity.enabled() && !active.defined()) {
+    // Dropless, every candidate active: all T*k pairs, made on the selection's device.
+    result.pairs = token_choice_pairs(expert_index, weights);
+    result.kept = full(expert_index.shape(), 1.0, DType::i64, expert_index.device());
+    result.routed = tokens * k;
+    return result;
+  }
   if (capacity.enabled())
     result.capacity = capacity.expert_capacity > 0
                           ? capacity.expert_capacity
                           : capacity_from_factor(group_tokens, k, num_experts, capacity.capacity_factor);
-  std::vector<double> w = capacity.drop_policy == DropPolicy::probability ? values_of(weights) : std::vector<double>();
+  // Capacity walks the candidates one at a time, on the host: the ids (and the flags and weights
+  // it reads) are copied there once; the pairs and flags go back to the selection's device.
+  std::vector<int64_t> expert_of = host_ids(expert_index);
+  std::vector<int64_t> active_flags = active.defined() ? host_ids(active) : std::vector<int64_t>();
+  std::vector<double> w = capacity.drop_policy == DropPolicy::probability ? host_values(weights) : std::vector<double>();
   CapacityDecisions d = decide(expert_of, active_flags, w, groups, group_tokens, k, num_experts, capacity, result.capacity);
   if (capacity.enabled()) note_choice("capacity", d.kept.data(), tokens * k, d.margin);
-  result.kept = from_vector(d.kept, expert_index.shape());
+  result.kept = ids_on(d.kept, expert_index.shape(), expert_index.device());
   result.routed = d.routed, result.dropped = d.dropped;
   result.padded = static_cast<int64_t>(d.pad_tokens.size());
   result.pairs = kept_pairs(weights, expert_of, k, d);

@@ -11,6 +11,13 @@
 // capacity decisions and masks are discrete and carry no gradient. Every discrete choice is
 // reported through tinymoe::note_choice (by the topk op, or as "capacity"), so gradcheck says
 // `selection_unstable` at a tie instead of a false failure.
+//
+// Devices: every part returns its tensors on its inputs' device (cpu or cuda:N; mixed devices
+// are an Error). Selections run as ops there; on cuda past the topk kernel's limits (k > 8 or
+// rows of more than 256) through a stable descending argsort, which chooses the same. What
+// decides one candidate at a time runs on the host from one copy of the ids: apply_capacity
+// (except dropless without active flags) and GShard's coin flips. Jitter and noise are drawn on
+// the host from the generator and copied, so one seed gives the same numbers on every device.
 #pragma once
 
 #include <cstdint>
