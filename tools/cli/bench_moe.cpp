@@ -8,9 +8,11 @@
 //    so 9 * 2 T k d f per step. The dense MLP has width k f, so its 9 GEMMs are the same FLOPs.
 //    The gate GEMM, softmax, top-k and the permutation are not counted: they are the overhead.
 //  - ratio = dense time / block time (per interleaved round, then the median; target >= 0.85).
-//  - time split: the block's steps timed one by one (routing = gate GEMM + softmax + top-k +
-//    weights + aux loss; permutation = argsort, bincount, offsets, index_select and the
-//    scatter_add combine; experts = the three grouped GEMMs and SwiGLU; backward = all of it).
+//  - time split: the block's steps timed one by one, as SparseMoEBlock::forward runs them
+//    (routing = gate GEMM + softmax + top-k + weights + aux loss; dispatch plan = argsort,
+//    bincount, offsets; experts = Experts::forward_combined: the gather of token rows, the three
+//    GEMMs, SwiGLU and the weighted combine, fused per expert on the cpu
+//    (ops/moe_swiglu_experts.h); backward = all of it).
 //  - routing + permutation forward + backward: the same block with the experts left out (y_perm =
 //    x_perm), its share of the full block's time (target <= 10% on the cpu, <= 15% on cuda).
 //  - peak memory: the most CPU tensor storage held at once during one step, minus what was held
@@ -175,8 +177,8 @@ std::function<void()> dense_step(DenseSwiGLU& dense, Workload& work) {
 // ---- the block's steps one by one ----
 
 struct Phases {
-  double routing = 0, permutation = 0, experts = 0, backward = 0;
-  double total() const { return routing + permutation + experts + backward; }
+  double routing = 0, plan = 0, experts = 0, backward = 0;
+  double total() const { return routing + plan + experts + backward; }
 };
 
 // The routing, as SparseMoEBlock::forward computes it for a 2-D x (one sequence).
@@ -196,16 +198,13 @@ Phases timed_block_step(nn::SparseMoEBlock& block, Workload& work, Device device
     nn::Routing routing = routing_of(block, work.x);
     timer.lap();
     nn::DispatchPlan plan = plan_of(block, routing, work.x);
-    Tensor x_perm = nn::dispatch_tokens(work.x, plan);
     timer.lap();
-    Tensor y_perm = block.experts()->forward(x_perm, plan.offsets);
-    timer.lap();
-    Tensor y = nn::combine_outputs(y_perm, plan);
+    Tensor y = block.experts()->forward_combined(work.x, plan);
     timer.lap();
     y.backward(work.grad_output);
     timer.lap();
-    std::vector<double> laps = timer.seconds();  // routing, dispatch, experts, combine, backward
-    phases = {laps[0], laps[1] + laps[3], laps[2], laps[4]};
+    std::vector<double> laps = timer.seconds();  // routing, plan, experts (with gather and combine), backward
+    phases = {laps[0], laps[1], laps[2], laps[3]};
   }
   block.zero_grad();
   work.x.zero_grad();
@@ -274,13 +273,14 @@ void report_split(Report& report, const MoeShape& shape, const std::string& path
     return median(values);
   };
   std::vector<double> forward_share;
-  for (const Phases& phases : rounds) forward_share.push_back((phases.routing + phases.permutation) / phases.total());
+  for (const Phases& phases : rounds) forward_share.push_back((phases.routing + phases.plan) / phases.total());
   report.add({"moe_block", "time: routing (forward)", median_of(&Phases::routing) * 1e3, "ms", shape.str(), path, {}});
-  report.add({"moe_block", "time: permutation (forward)", median_of(&Phases::permutation) * 1e3, "ms", shape.str(),
-              path, {}});
-  report.add({"moe_block", "time: experts (forward)", median_of(&Phases::experts) * 1e3, "ms", shape.str(), path, {}});
+  report.add({"moe_block", "time: dispatch plan (forward)", median_of(&Phases::plan) * 1e3, "ms", shape.str(), path,
+              {}});
+  report.add({"moe_block", "time: experts+gather+combine (forward)", median_of(&Phases::experts) * 1e3, "ms",
+              shape.str(), path, {}});
   report.add({"moe_block", "time: backward", median_of(&Phases::backward) * 1e3, "ms", shape.str(), path, {}});
-  report.add({"moe_block", "routing+permutation fwd share", median(forward_share) * 100, "%", shape.str(), path, {}});
+  report.add({"moe_block", "routing+plan fwd share", median(forward_share) * 100, "%", shape.str(), path, {}});
 }
 
 // Both models of one shape on one device.
