@@ -10,17 +10,13 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "ops/copy.h"
 #include "tinymoe/tensor.h"
 
 namespace tinymoe {
 namespace nn {
 
-// Copies nbytes from `source` on source_device to `destination` on destination_device: memmove
-// between cpu buffers (they may overlap), the CUDA backend's copy when either side is a cuda
-// device (it waits for the kernels queued before it). The same buffer on the same device is left
-// as it is. An Error naming op when a side is on cuda and tinymoe was built without CUDA.
-void copy_bytes(void* destination, Device destination_device, const void* source, Device source_device,
-                size_t nbytes, const char* op);
+// Byte copies between devices are tinymoe::copy_bytes (ops/copy.h).
 
 // Writes source's values into destination's storage, from element `offset` on:
 // destination.flatten()[offset .. offset + source.numel()) = source.flatten(). Same dtype;

@@ -79,6 +79,18 @@ Tensor copy_values(const Tensor& source, DType dtype, Device device, const char*
 
 void register_device_copy(DeviceCopyFn copy) { device_copy() = copy; }
 
+void copy_bytes(void* destination, Device destination_device, const void* source, Device source_device,
+                size_t nbytes, const char* op) {
+  if (nbytes == 0 || (destination == source && destination_device == source_device)) return;
+  if (destination_device.is_cpu() && source_device.is_cpu()) {
+    std::memmove(destination, source, nbytes);
+    return;
+  }
+  TINYMOE_CHECK(device_copy() != nullptr, op, "cannot copy between ", source_device.str(), " and ",
+                destination_device.str(), ": tinymoe was built without CUDA");
+  device_copy()(destination, destination_device, source, source_device, nbytes);
+}
+
 Tensor copy_tensor(const Tensor& source, DType dtype, Device device, const char* op) {
   check_defined(source, op, "self");
   Tensor out = copy_values(source, dtype, device, op);
