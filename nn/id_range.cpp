@@ -20,7 +20,7 @@ void check_id_range(const Tensor& ids, int64_t limit, const char* name, const ch
 #endif
   check_cpu(ids, op);
   const int64_t* values = ids.data<int64_t>();
-  for (int64_t i = 0; i < ids.numel(); ++i)
+  for (int64_t i = 0, end = ids.numel(); i < end; ++i)
     TINYMOE_CHECK(values[i] >= 0 && values[i] < limit, op, name, "[", i, "] = ", values[i],
                   " out of range: expected ", what, " in [0, ", limit, ")");
 }

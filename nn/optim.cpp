@@ -206,7 +206,7 @@ double clip_grad_norm(const TensorList& parameters, double max_norm) {
     dispatch_floating(gradient.dtype(), op, [&](auto tag) {
       using T = typename decltype(tag)::type;
       const T* g = gradient.data<T>();
-      for (int64_t j = 0; j < gradient.numel(); ++j) sum_of_squares += static_cast<double>(g[j]) * g[j];
+      for (int64_t j = 0, end = gradient.numel(); j < end; ++j) sum_of_squares += static_cast<double>(g[j]) * g[j];
     });
   }
   double total_norm = std::sqrt(sum_of_squares);
@@ -222,7 +222,7 @@ double clip_grad_norm(const TensorList& parameters, double max_norm) {
     dispatch_floating(gradient.dtype(), op, [&](auto tag) {
       using T = typename decltype(tag)::type;
       T* g = gradient.data<T>();
-      for (int64_t j = 0; j < gradient.numel(); ++j) g[j] *= T(scale);
+      for (int64_t j = 0, end = gradient.numel(); j < end; ++j) g[j] *= T(scale);
     });
   }
   return total_norm;

@@ -65,13 +65,13 @@ Tensor bincount(const Tensor& index, int64_t minlength) {
 #endif
   const int64_t* values = index.data<int64_t>();
   int64_t length = minlength;
-  for (int64_t i = 0; i < index.numel(); ++i) {
+  for (int64_t i = 0, end = index.numel(); i < end; ++i) {
     TINYMOE_CHECK(values[i] >= 0, "bincount", "expected non-negative values, got ", values[i], " at position ", i);
     length = std::max(length, values[i] + 1);
   }
   Tensor counts = zeros({length}, DType::i64, index.device());
   int64_t* count = counts.data<int64_t>();
-  for (int64_t i = 0; i < index.numel(); ++i) ++count[values[i]];
+  for (int64_t i = 0, end = index.numel(); i < end; ++i) ++count[values[i]];
   return counts;
 }
 
@@ -97,7 +97,7 @@ Tensor one_hot(const Tensor& index, int64_t num_classes, DType dtype) {
   if (index.device().is_cuda()) return cuda::one_hot(index, num_classes, dtype);
 #endif
   const int64_t* values = index.data<int64_t>();
-  for (int64_t i = 0; i < index.numel(); ++i)
+  for (int64_t i = 0, end = index.numel(); i < end; ++i)
     TINYMOE_CHECK(values[i] >= 0 && values[i] < num_classes, "one_hot", "index ", values[i], " at position ", i,
                   " out of range for ", num_classes, " classes");
   Shape shape = index.shape();
@@ -106,7 +106,7 @@ Tensor one_hot(const Tensor& index, int64_t num_classes, DType dtype) {
   dispatch_all(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* result = out.data<T>();
-    for (int64_t i = 0; i < index.numel(); ++i) result[i * num_classes + values[i]] = T(1);
+    for (int64_t i = 0, end = index.numel(); i < end; ++i) result[i * num_classes + values[i]] = T(1);
   });
   return out;
 }

@@ -14,7 +14,7 @@ namespace {
 
 void check_ids_in_range(const Tensor& ids, int64_t vocabulary) {
   const int64_t* id = ids.data<int64_t>();
-  for (int64_t position = 0; position < ids.numel(); ++position)
+  for (int64_t position = 0, end = ids.numel(); position < end; ++position)
     TINYMOE_CHECK(id[position] >= 0 && id[position] < vocabulary, "embedding", "id ", id[position],
                   " at flat position ", position, " out of range for a weight of ", vocabulary, " rows");
 }
@@ -34,7 +34,7 @@ Tensor lookup(const Tensor& weight, const Tensor& ids) {
     const int64_t* id = ids.data<int64_t>();
     const T* table = weight.data<T>();
     T* result = out.data<T>();
-    for (int64_t position = 0; position < ids.numel(); ++position)
+    for (int64_t position = 0, end = ids.numel(); position < end; ++position)
       std::copy_n(table + id[position] * width, width, result + position * width);
   });
   return out;
@@ -56,7 +56,7 @@ Tensor weight_gradient(const Tensor& grad, const Tensor& ids, const Shape& weigh
     const int64_t* id = ids.data<int64_t>();
     const T* g = grad.data<T>();
     T* result = dweight.data<T>();
-    for (int64_t position = 0; position < ids.numel(); ++position)
+    for (int64_t position = 0, end = ids.numel(); position < end; ++position)
       for (int64_t j = 0; j < width; ++j) result[id[position] * width + j] += g[position * width + j];
   });
   return dweight;

@@ -28,7 +28,7 @@ void check_index_vector(const char* op, const Tensor& data, const Tensor& index)
 // tensors; the cuda kernels check their indices on the device.
 void check_in_range(const char* op, const Tensor& index, int64_t dim, int64_t extent) {
   const int64_t* values = index.data<int64_t>();
-  for (int64_t i = 0; i < index.numel(); ++i)
+  for (int64_t i = 0, end = index.numel(); i < end; ++i)
     TINYMOE_CHECK(values[i] >= 0 && values[i] < extent, op, "index ", values[i], " out of range for dim ", dim,
                   " of size ", extent);
 }
@@ -80,7 +80,7 @@ void walk_gather(const Shape& x_shape, const Tensor& index, int64_t dim, Visit v
   std::vector<int64_t> counter(ndim, 0);
   int64_t offset = 0;  // x offset of `counter`, leaving out dim
   const int64_t* chosen = index.data<int64_t>();
-  for (int64_t p = 0; p < index.numel(); ++p) {
+  for (int64_t p = 0, end = index.numel(); p < end; ++p) {
     visit(p, offset + chosen[p] * x_stride[dim]);
     for (int64_t d = ndim - 1; d >= 0; --d) {  // odometer step
       int64_t stride = d == dim ? 0 : x_stride[d];

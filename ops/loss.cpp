@@ -28,7 +28,7 @@ void check_arguments(const Tensor& logits, const Tensor& targets) {
 // On the host, for cpu targets (the cuda kernels check theirs on the device).
 void check_targets_in_range(const Tensor& targets, int64_t classes, int64_t ignore_index) {
   const int64_t* target = targets.data<int64_t>();
-  for (int64_t row = 0; row < targets.numel(); ++row)
+  for (int64_t row = 0, end = targets.numel(); row < end; ++row)
     TINYMOE_CHECK(target[row] == ignore_index || (target[row] >= 0 && target[row] < classes), "cross_entropy",
                   "target ", target[row], " of row ", row, " out of range for ", classes, " classes (ignore_index is ",
                   ignore_index, ")");

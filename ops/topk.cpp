@@ -1,8 +1,10 @@
 #include "ops/topk.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "ops/axis_layout.h"
@@ -21,17 +23,34 @@ namespace {
 constexpr int64_t kInsertionLimit = 16;
 
 // The `decided` best positions of a row, best first. Positions arrive in increasing order, so a
-// newcomer equal to a kept entry ranks after it: ties go to the lower index.
-template <typename T>
-void insertion_select(const std::vector<T>& keys, int64_t decided, bool largest, std::vector<int64_t>& best) {
-  auto before = [&](int64_t a, int64_t b) { return ranks_before(keys[a], a, keys[b], b, largest); };
+// newcomer equal to a kept entry ranks after it: ties go to the lower index. beats(e, b) says
+// whether newcomer e ranks before the kept position b < e.
+template <typename Beats>
+void insertion_select(int64_t count, int64_t decided, Beats beats, std::vector<int64_t>& best) {
   int64_t kept = 0;
-  for (int64_t e = 0; e < static_cast<int64_t>(keys.size()); ++e) {
-    if (kept == decided && !before(e, best[kept - 1])) continue;
+  for (int64_t e = 0; e < count; ++e) {
+    if (kept == decided && !beats(e, best[kept - 1])) continue;
     int64_t slot = kept < decided ? kept++ : decided - 1;
-    for (; slot > 0 && before(e, best[slot - 1]); --slot) best[slot] = best[slot - 1];
+    for (; slot > 0 && beats(e, best[slot - 1]); --slot) best[slot] = best[slot - 1];
     best[slot] = e;
   }
+}
+
+// Without NaNs in the row a newcomer beats a kept entry only by a strictly better key, so one
+// comparison decides (ranks_before's NaN and tie handling was most of a router's top-k time).
+template <typename T>
+void insertion_select(const std::vector<T>& keys, int64_t decided, bool largest, std::vector<int64_t>& best) {
+  const int64_t count = static_cast<int64_t>(keys.size());
+  bool any_nan = false;
+  if constexpr (std::is_floating_point_v<T>)
+    for (const T& key : keys) any_nan |= std::isnan(key);
+  if (any_nan)
+    insertion_select(count, decided, [&](int64_t e, int64_t b) { return ranks_before(keys[e], e, keys[b], b, largest); },
+                     best);
+  else if (largest)
+    insertion_select(count, decided, [&](int64_t e, int64_t b) { return keys[e] > keys[b]; }, best);
+  else
+    insertion_select(count, decided, [&](int64_t e, int64_t b) { return keys[e] < keys[b]; }, best);
 }
 
 // Writes the k chosen positions of every row of x along dim into `indices` ([..., k, ...]);

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "nn/diagnostics.h"
@@ -64,6 +65,20 @@ TEST_CASE("diagnostics: router entropy of softmax and of sigmoid scores", "[diag
   Routing sigmoid_scores = hand_routing(1, 2, {0});
   sigmoid_scores.scores = from_vector(std::vector<double>{0.2, 0.2}, {1, 2});
   CHECK(diagnose(sigmoid_scores).router_entropy == Approx(std::log(2.0)));
+}
+
+TEST_CASE("diagnostics: router entropy in f32 over many experts, NaN scores left out", "[diagnostics]") {
+  // 64 experts: rows longer than a vector register. Row 0 uniform -> log 64; row 1 a NaN and
+  // two halves -> log 2; row 2 all NaN or negative -> 0.
+  const int64_t experts = 64;
+  std::vector<float> values(3 * experts, 0.0f);
+  for (int64_t i = 0; i < experts; ++i) values[i] = 1.0f / experts;
+  values[experts + 3] = std::numeric_limits<float>::quiet_NaN();
+  values[experts + 10] = values[experts + 40] = 0.5f;
+  for (int64_t i = 0; i < experts; ++i) values[2 * experts + i] = i % 2 ? -1.0f : std::nanf("");
+  Routing routing = hand_routing(3, experts, {0, 1, 2});
+  routing.scores = from_vector(values, {3, experts});
+  CHECK(diagnose(routing).router_entropy == Approx((std::log(64.0) + std::log(2.0)) / 3).epsilon(1e-6));
 }
 
 TEST_CASE("diagnostics: dropped fraction, padding left out, selection bias, str", "[diagnostics]") {

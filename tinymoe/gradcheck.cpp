@@ -128,7 +128,7 @@ std::vector<double> central_difference(const GradcheckFn& fn, const TensorList& 
   double* values = input.data<double>();
   std::vector<double> original(values, values + input.numel());
   auto evaluate = [&](double sign) {
-    for (int64_t j = 0; j < input.numel(); ++j) values[j] = original[j] + sign * eps * direction[j];
+    for (int64_t j = 0, end = input.numel(); j < end; ++j) values[j] = original[j] + sign * eps * direction[j];
     ObservedOutput observed = observe(fn, inputs);
     if (flipped.empty()) flipped = changed_choice(base, observed.choices);
     return observed.output.to_vector<double>();
@@ -187,7 +187,7 @@ void check_full(const GradcheckFn& fn, const TensorList& inputs, const std::vect
   // Numeric Jacobian columns: two forwards per input element.
   for (size_t c = 0; c < checked.size(); ++c) {
     const Tensor& input = inputs[checked[c]];
-    for (int64_t j = 0; j < input.numel(); ++j) {
+    for (int64_t j = 0, end = input.numel(); j < end; ++j) {
       std::vector<double> direction(input.numel(), 0.0);
       direction[j] = 1.0;
       std::string flipped;
