@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "ops/cuda_dispatch.h"
+#include "ops/row_math.h"
 #include "tinymoe/autograd.h"
 
 #ifdef TINYMOE_WITH_CUDA
@@ -46,10 +47,15 @@ void copy_selected_blocks(const Tensor& x, const Tensor& index, const AxisLayout
   char* result = static_cast<char*>(out.raw_data());
   const int64_t* chosen = index.data<int64_t>();
   int64_t count = index.numel();
-  for (int64_t o = 0; o < split.outer; ++o)
-    for (int64_t j = 0; j < count; ++j)
-      std::memcpy(result + (o * count + j) * block_bytes, in + (o * split.extent + chosen[j]) * block_bytes,
-                  block_bytes);
+  for (int64_t o = 0; o < split.outer; ++o) {
+    const char* part = in + o * split.extent * block_bytes;
+    for (int64_t j = 0; j < count; ++j) {
+      if (j + row_math::kRowsAhead < count)  // rows at random positions: see ops/row_math.h
+        row_math::prefetch_bytes(part + chosen[j + row_math::kRowsAhead] * block_bytes,
+                                 static_cast<int64_t>(block_bytes), false);
+      std::memcpy(result + (o * count + j) * block_bytes, part + chosen[j] * block_bytes, block_bytes);
+    }
+  }
 }
 
 // out block (o, index[j]) += source block (o, j), in source order (hence deterministic).

@@ -4,10 +4,9 @@
 #include <cstring>
 #include <vector>
 
-#include <Eigen/Core>
-
 #include "ops/gemm.h"
 #include "ops/grouped_matmul.h"
+#include "ops/row_math.h"
 #include "ops/swiglu_math.h"
 #include "tinymoe/autograd.h"
 
@@ -75,58 +74,28 @@ Layout checked_layout(const Tensor& x, const Tensor& sorted_token, const Tensor&
   return layout;
 }
 
-// The row gathers and scatters jump between token rows: the hardware prefetcher follows each row
-// once it starts but cannot guess the next one, so every row began with a cache miss. Asking for
-// the row kRowsAhead ahead hides that latency (measured: 1.6 % of a fine-grained step).
-constexpr int64_t kRowsAhead = 4;
-constexpr int64_t kCacheLine = 64;
-
-template <typename T>
-void prefetch_row(const T* row, int64_t width, bool for_write) {
-  const char* bytes = reinterpret_cast<const char*>(row);
-  for (int64_t offset = 0; offset < width * static_cast<int64_t>(sizeof(T)); offset += kCacheLine) {
-    if (for_write) __builtin_prefetch(bytes + offset, 1);
-    else __builtin_prefetch(bytes + offset, 0);
-  }
-}
-
 // out row r = source row rows[r], r < count (rows of `width` values).
 template <typename T>
 void gather_rows(const T* source, const int64_t* rows, int64_t count, int64_t width, T* out) {
   for (int64_t r = 0; r < count; ++r) {
-    if (r + kRowsAhead < count) prefetch_row(source + rows[r + kRowsAhead] * width, width, false);
+    row_math::prefetch_row(source, rows, r + row_math::kRowsAhead, count, width, false);
     std::memcpy(out + r * width, source + rows[r] * width, width * sizeof(T));
   }
 }
-
-template <typename T>
-using RowArray = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
-template <typename T>
-using ConstRowArray = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 
 // target row rows[r] += scale[r] * source row r (scale may be null: 1), r < count, in order.
 template <typename T>
 void scatter_add_rows(const T* source, const int64_t* rows, const T* scale, int64_t count, int64_t width, T* target) {
   for (int64_t r = 0; r < count; ++r) {
-    if (r + kRowsAhead < count) prefetch_row(target + rows[r + kRowsAhead] * width, width, true);
-    RowArray<T> out(target + rows[r] * width, width);
-    ConstRowArray<T> in(source + r * width, width);
-    if (scale) out += scale[r] * in;
-    else out += in;
+    row_math::prefetch_row(target, rows, r + row_math::kRowsAhead, count, width, true);
+    row_math::add_scaled(target + rows[r] * width, source + r * width, scale ? scale[r] : T(1), width);
   }
 }
 
 // Rows of `width` values scaled in place: row r *= scale[r].
 template <typename T>
 void scale_rows(T* rows, const T* scale, int64_t count, int64_t width) {
-  for (int64_t r = 0; r < count; ++r) RowArray<T>(rows + r * width, width) *= scale[r];
-}
-
-// A row dot product through Eigen's packets: the compiler may not reorder a plain loop's sum,
-// and 4 M scalar products a fine-grained step took 1 % of it.
-template <typename T>
-T dot(const T* a, const T* b, int64_t n) {
-  return (ConstRowArray<T>(a, n) * ConstRowArray<T>(b, n)).sum();
+  for (int64_t r = 0; r < count; ++r) row_math::assign_scaled(rows + r * width, rows + r * width, scale[r], width);
 }
 
 // One call's per-expert scratch rows, carved from one tensor: large buffers come from the
@@ -254,7 +223,7 @@ void backward_expert(const Layout& layout, const Operands<T>& in, const T* g, co
   gather_rows(g, in.token + first, count, d, g_rows);
   gemm<T>(false, true, count, f, d, T(1), g_rows, d, in.w2 + e * f * d, d, T(0), g_w2, f);
   if (grads.weight)
-    for (int64_t r = 0; r < count; ++r) grads.weight[first + r] = dot(act + r * f, g_w2 + r * f, f);
+    for (int64_t r = 0; r < count; ++r) grads.weight[first + r] = row_math::dot(act + r * f, g_w2 + r * f, f);
   if (grads.w2) {
     scale_rows(g_rows, weight, count, d);
     gemm<T>(true, false, f, d, count, T(1), act, f, g_rows, d, T(0), grads.w2 + e * f * d, d);

@@ -1,6 +1,7 @@
 #include "ops/weighted_scatter_add.h"
 
 #include "ops/cuda_dispatch.h"
+#include "ops/row_math.h"
 #include "tinymoe/autograd.h"
 
 #ifdef TINYMOE_WITH_CUDA
@@ -44,9 +45,8 @@ void combine(const Tensor& source, const Tensor& index, const Tensor& weight, Te
   const int64_t* rows = index.data<int64_t>();
   T* result = out.data<T>();
   for (int64_t p = 0; p < pairs; ++p) {
-    T* target = result + rows[p] * width;
-    const T* row = in + p * width;
-    for (int64_t j = 0; j < width; ++j) target[j] += scale[p] * row[j];
+    row_math::prefetch_row(result, rows, p + row_math::kRowsAhead, pairs, width, true);
+    row_math::add_scaled(result + rows[p] * width, in + p * width, scale[p], width);
   }
 }
 
@@ -60,17 +60,10 @@ void backward_rows(const Tensor& g, const Tensor& source, const Tensor& index, c
   const T* scale = weight.data<T>();
   const int64_t* rows = index.data<int64_t>();
   for (int64_t p = 0; p < pairs; ++p) {
+    row_math::prefetch_row(grad, rows, p + row_math::kRowsAhead, pairs, width, false);
     const T* grad_row = grad + rows[p] * width;
-    if (d_source) {
-      T* out_row = d_source->data<T>() + p * width;
-      for (int64_t j = 0; j < width; ++j) out_row[j] = scale[p] * grad_row[j];
-    }
-    if (d_weight) {
-      const T* row = in + p * width;
-      T dot = 0;
-      for (int64_t j = 0; j < width; ++j) dot += grad_row[j] * row[j];
-      d_weight->data<T>()[p] = dot;
-    }
+    if (d_source) row_math::assign_scaled(d_source->data<T>() + p * width, grad_row, scale[p], width);
+    if (d_weight) d_weight->data<T>()[p] = row_math::dot(grad_row, in + p * width, width);
   }
 }
 
