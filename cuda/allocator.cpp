@@ -95,16 +95,22 @@ class CachingAllocator final : public Allocator {
     return block;
   }
 
+  // Every cached block leaves the lists even when a cudaFree fails (after a sticky error): a
+  // block left listed would be handed out again after it was freed. The first failure is
+  // thrown once the lists are consistent.
   void release_cached(Device device, DeviceCache& cache) {
     DeviceGuard guard(device);
+    cudaError_t first_error = cudaSuccess;
     for (auto& [size, blocks] : cache.free_blocks) {
       for (void* block : blocks) {
-        TINYMOE_CUDA_CHECK(cudaFree(block));
+        cudaError_t status = cudaFree(block);
+        if (first_error == cudaSuccess) first_error = status;
         ++cache.stats.free_count;
         cache.stats.cached_bytes -= size;
       }
       blocks.clear();
     }
+    if (first_error != cudaSuccess) throw_cuda_error(first_error, "cudaFree(block)", __FILE__, __LINE__);
   }
 
   std::mutex mutex_;

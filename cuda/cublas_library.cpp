@@ -21,8 +21,13 @@ void* open_cublas() {
 }
 
 template <typename Function>
-void bind(void* library, const char* name, Function& function) {
+void bind_optional(void* library, const char* name, Function& function) {
   function = reinterpret_cast<Function>(dlsym(library, name));
+}
+
+template <typename Function>
+void bind(void* library, const char* name, Function& function) {
+  bind_optional(library, name, function);
   TINYMOE_CHECK(function != nullptr, "cublas", "libcublas has no function ", name);
 }
 
@@ -36,8 +41,8 @@ CublasLibrary load() {
   bind(library, "cublasDgemm_v2", functions.dgemm);
   bind(library, "cublasSgeam", functions.sgeam);
   bind(library, "cublasDgeam", functions.dgeam);
-  bind(library, "cublasGemmGroupedBatchedEx", functions.gemm_grouped_batched_ex);
-  bind(library, "cublasDgemmGroupedBatched", functions.dgemm_grouped_batched);
+  bind_optional(library, "cublasGemmGroupedBatchedEx", functions.gemm_grouped_batched_ex);  // cuBLAS >= 12.5
+  bind_optional(library, "cublasDgemmGroupedBatched", functions.dgemm_grouped_batched);
   bind(library, "cublasGetStatusName", functions.status_name);
   bind(library, "cublasGetStatusString", functions.status_string);
   return functions;

@@ -22,6 +22,8 @@ struct CublasLibrary {
   decltype(&cublasDgemm_v2) dgemm;
   decltype(&cublasSgeam) sgeam;
   decltype(&cublasDgeam) dgeam;
+  // The grouped GEMMs came with cuBLAS 12.5, and every 12.x shares the soname libcublas.so.12:
+  // null when the library that opened is older (cuda/gemm.h then loops over plain GEMMs).
   decltype(&cublasGemmGroupedBatchedEx) gemm_grouped_batched_ex;
   decltype(&cublasDgemmGroupedBatched) dgemm_grouped_batched;
   decltype(&cublasGetStatusName) status_name;
@@ -29,8 +31,8 @@ struct CublasLibrary {
 };
 
 // Opens libcublas.so.<CUDA major> (then the toolkit's own copy found at configure time) once per
-// process; thread-safe. Throws tinymoe::Error naming "cublas" when neither opens or a function
-// is missing (a retry happens on the next call).
+// process; thread-safe. Throws tinymoe::Error naming "cublas" when neither opens or a required
+// function is missing (a retry happens on the next call).
 const CublasLibrary& cublas_library();
 
 }  // namespace cuda

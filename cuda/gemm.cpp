@@ -3,6 +3,7 @@
 #include <atomic>
 #include <climits>
 #include <mutex>
+#include <type_traits>
 #include <unordered_map>
 
 #include "cuda/allocator.h"
@@ -170,13 +171,21 @@ cublasStatus_t grouped_call(cublasHandle_t handle, GroupedArguments<double>& arg
                                    args.ldc.data(), count, args.group_size.data());
 }
 
+bool grouped_available(float) { return cublas_library().gemm_grouped_batched_ex != nullptr; }
+bool grouped_available(double) { return cublas_library().dgemm_grouped_batched != nullptr; }
+
 template <typename T>
 cublasStatus_t run_grouped(bool trans_a, bool trans_b, const std::vector<const GemmProblem<T>*>& work, T alpha,
                            T beta) {
+  if (!grouped_available(T())) return CUBLAS_STATUS_NOT_SUPPORTED;  // cuBLAS < 12.5
   GroupedArguments<T> args(trans_a, trans_b, work, alpha, beta);
   size_t pointer_bytes = args.pointers.size() * sizeof(void*);
   DeviceBuffer device_pointers(pointer_bytes, Device::cuda(current_device()));
-  TINYMOE_CUDA_CHECK(cudaMemcpy(device_pointers.data(), args.pointers.data(), pointer_bytes, cudaMemcpyHostToDevice));
+  // Asynchronous on the legacy stream, so ordered before the GEMM: a plain cudaMemcpy from
+  // pageable memory would make the host wait for the device to drain first. The pointers are
+  // staged before the call returns, so `args` may go right after.
+  TINYMOE_CUDA_CHECK(
+      cudaMemcpyAsync(device_pointers.data(), args.pointers.data(), pointer_bytes, cudaMemcpyHostToDevice, 0));
   cublasHandle_t handle = cublas_handle();
   set_math_mode(handle, T());
   return grouped_call(handle, args, static_cast<void* const*>(device_pointers.data()));
@@ -228,7 +237,10 @@ GroupedGemmPath grouped_gemm(bool trans_a, bool trans_b, const std::vector<GemmP
   if (path != GroupedGemmPath::loop && !work.empty()) {
     cublasStatus_t status = run_grouped(trans_a, trans_b, work, alpha, beta);
     if (status == CUBLAS_STATUS_SUCCESS) return GroupedGemmPath::grouped;
-    bool unsupported = status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_ARCH_MISMATCH;
+    // Not every release lists TF32 compute for the grouped call, and one that does not may say
+    // INVALID_VALUE: the loop of plain GEMMs keeps TF32 through the handle's math mode.
+    bool unsupported = status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_ARCH_MISMATCH ||
+                       (status == CUBLAS_STATUS_INVALID_VALUE && use_tf32 && std::is_same_v<T, float>);
     if (path == GroupedGemmPath::grouped || !unsupported)
       throw_cublas_error(status, "cublas<t>GemmGroupedBatched(...)", __FILE__, __LINE__);
   }

@@ -37,6 +37,25 @@ struct DimSplit {
   int64_t inner;
 };
 
+// How a reduction with few output rows but a long extent is spread over the GPU. One block
+// per row would leave all but a few SMs idle: sum(x) is a single row. Each row's extent is cut
+// into `chunks` pieces of `length` values, one block per (row, piece), and a second pass
+// reduces the [rows, chunks] partial results. The cut depends on the shape only, so the order
+// of the additions, and with it the result, is the same on every run.
+struct ChunkPlan {
+  int64_t chunks;  // 1: a single pass, one block per row
+  int64_t length;
+};
+
+inline ChunkPlan chunk_plan(int64_t rows, int64_t extent) {
+  constexpr int64_t kTargetBlocks = 1024;  // a few waves on an A100 or H100 (108 or 132 SMs)
+  constexpr int64_t kMinLength = 4096;     // below this a block has too little to read
+  int64_t wanted = std::clamp<int64_t>((kTargetBlocks + rows - 1) / std::max<int64_t>(rows, 1), 1,
+                                       std::max<int64_t>((extent + kMinLength - 1) / kMinLength, 1));
+  int64_t length = std::max<int64_t>((extent + wanted - 1) / wanted, 1);
+  return {(extent + length - 1) / length, length};  // no empty piece
+}
+
 inline DimSplit split_at(const Shape& shape, int64_t dim) {
   DimSplit split{1, shape[dim], 1};
   for (int64_t d = 0; d < dim; ++d) split.outer *= shape[d];

@@ -1,4 +1,5 @@
-// Maximum along one dimension with its index (one block per output element), and its backward.
+// Maximum along one dimension with its index (one block per output element, or per piece of it:
+// ChunkPlan in cuda/launch.cuh), and its backward.
 #include "cuda/fill.h"
 #include "cuda/launch.cuh"
 #include "cuda/reduce.h"
@@ -7,19 +8,48 @@ namespace tinymoe {
 namespace cuda {
 namespace {
 
+// Block `slot` = row * chunks + piece writes the best (value, index along the dim) of that piece
+// of row `row` to values[slot] and indices[slot].
 template <typename T>
-__global__ void max_dim_kernel(const T* in, T* values, int64_t* indices, DimSplit split) {
-  for (int64_t row = blockIdx.x; row < split.outer * split.inner; row += gridDim.x) {
+__global__ void max_dim_kernel(const T* in, T* values, int64_t* indices, DimSplit split, ChunkPlan plan) {
+  for (int64_t slot = blockIdx.x; slot < split.outer * split.inner * plan.chunks; slot += gridDim.x) {
+    int64_t row = slot / plan.chunks, begin = (slot % plan.chunks) * plan.length;
+    int64_t end = begin + plan.length < split.extent ? begin + plan.length : split.extent;
     const T* first = in + (row / split.inner) * split.extent * split.inner + row % split.inner;
     ValueIndex<T> best{T(0), -1};
-    for (int64_t e = threadIdx.x; e < split.extent; e += blockDim.x)
+    for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x)
       best = ArgMaxOp()(best, ValueIndex<T>{first[e * split.inner], e});
+    best = block_reduce(best, ArgMaxOp());
+    if (threadIdx.x == 0) {
+      values[slot] = best.value;
+      indices[slot] = best.index;
+    }
+  }
+}
+
+// The second pass of a cut reduction: the best of each row's `chunks` candidates. ArgMaxOp is
+// associative and commutative, so the answer is the single pass's, ties included.
+template <typename T>
+__global__ void max_of_pieces_kernel(const T* piece_values, const int64_t* piece_indices, T* values,
+                                     int64_t* indices, int64_t rows, int64_t chunks) {
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    ValueIndex<T> best{T(0), -1};
+    for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x)
+      best = ArgMaxOp()(best, ValueIndex<T>{piece_values[row * chunks + c], piece_indices[row * chunks + c]});
     best = block_reduce(best, ArgMaxOp());
     if (threadIdx.x == 0) {
       values[row] = best.value;
       indices[row] = best.index;
     }
   }
+}
+
+template <typename T>
+void launch_max(const T* in, T* values, int64_t* indices, DimSplit split, ChunkPlan plan) {
+  int64_t blocks = split.outer * split.inner * plan.chunks;
+  max_dim_kernel<<<static_cast<unsigned>(std::min(blocks, kMaxGridBlocks)), reduce_threads(plan.length)>>>(
+      in, values, indices, split, plan);
+  TINYMOE_CUDA_CHECK_LAUNCH();
 }
 
 template <typename T>
@@ -42,13 +72,22 @@ ValuesIndices max_dim(const Tensor& x, int64_t dim, bool keepdim) {
   int64_t rows = split.outer * split.inner;
   if (rows == 0) return out;
   DeviceGuard guard(x.device());
+  ChunkPlan plan = chunk_plan(rows, split.extent);
   dispatch_all(x.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
-    max_dim_kernel<<<static_cast<unsigned>(std::min(rows, kMaxGridBlocks)), reduce_threads(split.extent)>>>(
-        static_cast<const T*>(x.raw_data()), static_cast<T*>(out.values.raw_data()),
-        static_cast<int64_t*>(out.indices.raw_data()), split);
+    const T* in = static_cast<const T*>(x.raw_data());
+    T* values = static_cast<T*>(out.values.raw_data());
+    int64_t* indices = static_cast<int64_t*>(out.indices.raw_data());
+    if (plan.chunks == 1) return launch_max(in, values, indices, split, plan);
+    ValuesIndices pieces{Tensor::empty({rows * plan.chunks}, x.dtype(), x.device()),
+                         Tensor::empty({rows * plan.chunks}, DType::i64, x.device())};  // [rows, chunks]
+    T* piece_values = static_cast<T*>(pieces.values.raw_data());
+    int64_t* piece_indices = static_cast<int64_t*>(pieces.indices.raw_data());
+    launch_max(in, piece_values, piece_indices, split, plan);
+    max_of_pieces_kernel<<<static_cast<unsigned>(std::min(rows, kMaxGridBlocks)), reduce_threads(plan.chunks)>>>(
+        piece_values, piece_indices, values, indices, rows, plan.chunks);
+    TINYMOE_CUDA_CHECK_LAUNCH();
   });
-  TINYMOE_CUDA_CHECK_LAUNCH();
   return out;
 }
 

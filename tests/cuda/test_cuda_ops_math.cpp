@@ -227,6 +227,37 @@ TEST_CASE("cuda ops: max along a dim, ties to the lowest index, gradient to the 
   }
 }
 
+// Few outputs over a long extent take the cut path (cuda/launch.cuh ChunkPlan): pieces reduced
+// by many blocks, then a pass over the pieces. 2^20 + 7 values make 257 pieces, the last short.
+TEST_CASE("cuda ops: sums and maxima over long extents are cut into pieces and match the CPU",
+          "[cuda][ops][reduce]") {
+  uint64_t seed = 1450;
+  const int64_t n = (int64_t(1) << 20) + 7;
+  for (DType dtype : {DType::f32, DType::f64}) {
+    INFO(dtype);
+    Tensor whole = random_positive({n}, dtype, ++seed);  // positive: no cancellation in the sum
+    check_parity([](const TensorList& in) { return sum(in[0]); }, {whole}, kElementwiseF32, ++seed);
+    check_parity([](const TensorList& in) { return mean(in[0]); }, {whole}, kElementwiseF32, ++seed);
+    check_parity([](const TensorList& in) { return max(in[0]); }, {whole}, 0.0, ++seed);
+    for (const DimCase& c : {DimCase{{3, 100003}, 1}, DimCase{{100003, 3}, 0}}) {
+      INFO(shape_str(c.shape) << " dim " << c.dim);
+      Tensor x = random_positive(c.shape, dtype, ++seed);
+      check_parity([&](const TensorList& in) { return sum(in[0], c.dim); }, {x}, kElementwiseF32, ++seed);
+      check_parity([&](const TensorList& in) { return max(in[0], c.dim).values; }, {x}, 0.0, ++seed);
+    }
+    // The largest value twice, in pieces 73 and 219: the lower index wins across pieces too.
+    std::vector<double> values = random_ties({n}, DType::f64, ++seed).to_vector<double>();
+    values[300000] = values[900000] = 9.0;
+    Tensor tied = from_vector(values, {n}).to(dtype);
+    ValuesIndices gpu = max(tied.to(kGpu), 0);
+    CHECK(gpu.indices.item<int64_t>() == 300000);
+    CHECK(gpu.indices.item<int64_t>() == max(tied, 0).indices.item<int64_t>());
+  }
+  Generator generator(seed);
+  Tensor counts = randint(-1000, 1000, {n}, &generator);
+  CHECK(sum(counts.to(kGpu)).item<int64_t>() == sum(counts).item<int64_t>());
+}
+
 TEST_CASE("cuda ops: softmax, log_softmax and logsumexp, forward and backward", "[cuda][ops][softmax]") {
   uint64_t seed = 1600;
   for (DType dtype : {DType::f32, DType::f64}) {
