@@ -25,7 +25,9 @@ Tensor broadcast_to(const Tensor& x, const Shape& shape);
 
 // Floating unary ops, with the same formulas as the CPU (stable sigmoid, exact erf gelu,
 // softplus as max(x, 0) + log1p(exp(-|x|))). add_scalar, mul_scalar and pow take `scalar`.
-enum class UnaryOp { neg, exp, log, sqrt, tanh, sigmoid, silu, relu, gelu, softplus, add_scalar, mul_scalar, pow };
+enum class UnaryOp {
+  neg, exp, log, sqrt, tanh, sigmoid, silu, relu, gelu, softplus, normal_cdf, add_scalar, mul_scalar, pow
+};
 const char* unary_name(UnaryOp op);
 
 // y = op(x).

@@ -31,6 +31,7 @@ __device__ T unary_value(UnaryOp op, T x, T scalar) {
     case UnaryOp::relu: return x > T(0) ? x : T(0);
     case UnaryOp::gelu: return T(0.5) * x * (T(1) + ::erf(x * T(kSqrtHalf)));  // x Phi(x)
     case UnaryOp::softplus: return (x > T(0) ? x : T(0)) + ::log1p(::exp(-::fabs(x)));
+    case UnaryOp::normal_cdf: return T(0.5) * (T(1) + ::erf(x * T(kSqrtHalf)));  // Phi(x)
     case UnaryOp::add_scalar: return x + scalar;
     case UnaryOp::mul_scalar: return x * scalar;
     default: return ::pow(x, scalar);
@@ -58,6 +59,7 @@ __device__ T unary_derivative(UnaryOp op, T x, T y, T scalar) {
       return cdf + x * pdf;
     }
     case UnaryOp::softplus: return stable_sigmoid(x);
+    case UnaryOp::normal_cdf: return ::exp(T(-0.5) * x * x) * T(kInvSqrtTwoPi);  // phi(x)
     case UnaryOp::add_scalar: return T(1);
     case UnaryOp::mul_scalar: return scalar;
     default: return scalar * ::pow(x, scalar - T(1));
@@ -86,8 +88,9 @@ void check_like(const Tensor& tensor, const Tensor& x, const char* op, const cha
 }  // namespace
 
 const char* unary_name(UnaryOp op) {
-  static const char* const names[] = {"neg",  "exp",  "log",      "sqrt",       "tanh",       "sigmoid", "silu",
-                                      "relu", "gelu", "softplus", "add_scalar", "mul_scalar", "pow"};
+  static const char* const names[] = {"neg",      "exp",        "log",        "sqrt",       "tanh",
+                                      "sigmoid",  "silu",       "relu",       "gelu",       "softplus",
+                                      "normal_cdf", "add_scalar", "mul_scalar", "pow"};
   return names[static_cast<int>(op)];
 }
 

@@ -1,13 +1,17 @@
 #include "nn/balance_losses.h"
 
+#include <utility>
 #include <vector>
 
 #include "nn/id_range.h"
 #include "nn/routing_parts.h"
+#include "ops/counting.h"
 #include "ops/elementwise.h"
 #include "ops/index.h"
 #include "ops/reduce.h"
+#include "ops/shape.h"
 #include "ops/softmax.h"
+#include "ops/topk.h"
 
 namespace tinymoe::nn {
 namespace {
@@ -23,6 +27,14 @@ void check_probs_and_index(const Tensor& probs, const Tensor& expert_index, cons
 
 // A zero that stays on the tape (its gradient is zeros): the loss of an empty batch.
 Tensor zero_loss(const Tensor& input) { return mul(sum(input), 0.0); }
+
+// CV(v)^2 = population variance / (mean^2 + 1e-10), as tensor2tensor's cv_squared (Shazeer et
+// al. 2017's importance and load losses).
+Tensor cv_squared(const Tensor& values) {
+  Tensor average = mean(values);
+  Tensor variance = mean(pow(sub(values, average), 2.0));
+  return div(variance, add(mul(average, average), 1e-10));
+}
 
 // count[g * E + i]: pairs of group g (consecutive blocks of T / groups tokens) on expert i. With
 // distinct_per_token a token counts once per expert whatever its number of slots there (HF
@@ -121,9 +133,31 @@ Tensor importance_loss(const Tensor& weights, const Tensor& expert_index, int64_
   // Deterministic: on cuda the sums then come out bit-identical run to run (the cpu always is).
   Tensor importance = scatter_add(zeros({num_experts}, weights.dtype(), weights.device()), expert_index.flatten(),
                                   weights.flatten(), 0, /*deterministic=*/true);
-  Tensor average = mean(importance);
-  Tensor variance = mean(pow(sub(importance, average), 2.0));
-  return div(variance, add(mul(average, average), 1e-10));
+  return cv_squared(importance);
+}
+
+Tensor load_loss(const Tensor& clean_logits, const Tensor& noisy_logits, const Tensor& noise_stddev, int64_t k) {
+  const char* op = "load_loss";
+  check_floating(clean_logits, op, "clean_logits");
+  check_dim(clean_logits, 2, op, "clean_logits");
+  for (const auto& [tensor, name] : {std::pair{&noisy_logits, "noisy_logits"}, std::pair{&noise_stddev, "noise_stddev"}}) {
+    check_defined(*tensor, op, name);
+    TINYMOE_CHECK(tensor->shape() == clean_logits.shape() && tensor->dtype() == clean_logits.dtype(), op, "expected ",
+                  name, " like clean_logits (", dtype_name(clean_logits.dtype()), " ", shape_str(clean_logits.shape()),
+                  "), got ", dtype_name(tensor->dtype()), " ", shape_str(tensor->shape()));
+    check_same_device(*tensor, clean_logits, op);
+  }
+  const int64_t experts = clean_logits.size(1);
+  TINYMOE_CHECK(k >= 1 && k <= experts, op, "expected 1 <= k <= E = ", experts, ", got k = ", k);
+  if (k == experts || clean_logits.size(0) == 0) return zero_loss(clean_logits);  // every expert always in
+  TopK best = topk(noisy_logits, k + 1, -1);  // [T, k + 1], largest first
+  Tensor threshold_if_in = slice(best.values, 1, k, k + 1);       // (k+1)-th largest of H
+  Tensor threshold_if_out = slice(best.values, 1, k - 1, k);      // k-th largest of H
+  Tensor in_top_k = sum(one_hot(slice(best.indices, 1, 0, k), experts, clean_logits.dtype()), 1);  // [T, E] 0/1
+  Tensor prob_if_in = normal_cdf(div(sub(clean_logits, threshold_if_in), noise_stddev));
+  Tensor prob_if_out = normal_cdf(div(sub(clean_logits, threshold_if_out), noise_stddev));
+  Tensor prob = add(mul(in_top_k, sub(prob_if_in, prob_if_out)), prob_if_out);
+  return cv_squared(sum(prob, 0));
 }
 
 Tensor normalised_scores(const Tensor& scores) {

@@ -51,6 +51,19 @@ Tensor z_loss(const Tensor& logits);
 // Gradient: weights.
 Tensor importance_loss(const Tensor& weights, const Tensor& expert_index, int64_t num_experts);
 
+// Load loss of noisy top-k gating (Shazeer et al. 2017, eqs. 8-10; the authors' tensor2tensor
+// _prob_in_top_k and cv_squared):
+//   P(t, i) = Phi((clean[t, i] - kth_excluding(H[t], k, i)) / noise_stddev[t, i]),
+//   Load_i = sum_t P(t, i),   L = CV(Load)^2 (as the importance loss).
+// P(t, i) is the probability that expert i is in token t's top k of H = clean + N(0, 1) stddev
+// when only expert i's noise is drawn again: a smooth estimate of the load, which the count of
+// tokens is not. kth_excluding(H, k, i), the k-th largest of H without expert i, is the (k+1)-th
+// largest of H for an expert in the top k and the k-th largest for one outside. clean_logits
+// (x W_g), noisy_logits (H, the values the top k was taken from) and noise_stddev
+// (softplus(x W_noise)) are [T, E] floating; 1 <= k <= E; 0 for k == E (every expert always in).
+// Gradient: all three (H through the two thresholds).
+Tensor load_loss(const Tensor& clean_logits, const Tensor& noisy_logits, const Tensor& noise_stddev, int64_t k);
+
 // s / (sum_i s_i + 1e-20) per token: the probabilities DeepSeek-V3's sequence-wise loss uses for
 // sigmoid scores (eq. 19; Megatron adds the same 1e-20). Differentiable.
 Tensor normalised_scores(const Tensor& scores);

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "ops/elementwise.h"
 #include "ops/index.h"
 #include "ops/shape.h"
 
@@ -111,7 +112,12 @@ Routing route(const RouterConfig& c, const RouterState* state, const Tensor& log
   }
   Tensor scores = apply_score_function(c.score_function, gate_logits);
   if (c.selection == SelectionKind::expert_choice) return route_expert_choice(c, logits, scores);
-  return route_token_choice(c, c.selection_bias ? state->selection_bias : Tensor(), logits, scores, context);
+  Routing routing = route_token_choice(c, c.selection_bias ? state->selection_bias : Tensor(), logits, scores, context);
+  // The top k of the (monotone) scores is the top k of H = gate_logits, which the load loss needs.
+  if (c.load_loss.enabled && c.noisy_gating && context.training)
+    add_loss(routing, "load_loss", c.load_loss,
+             load_loss(logits, gate_logits, softplus(context.noise_logits), c.top_k));
+  return routing;
 }
 
 }  // namespace
@@ -135,6 +141,10 @@ void RouterConfig::validate() const {
   check_loss_switch(seq_aux_loss, "seq_aux_loss");
   check_loss_switch(z_loss, "z_loss");
   check_loss_switch(importance_loss, "importance_loss");
+  check_loss_switch(load_loss, "load_loss");
+  TINYMOE_CHECK(!load_loss.enabled || (noisy_gating && selection == SelectionKind::topk && !selection_bias), kConfig,
+                "the load loss (Shazeer 2017) needs noisy gating and a plain top-k on the noisy logits (no groups, "
+                "no selection bias)");
 }
 
 RouterConfig mixtral(int64_t num_experts, int64_t k) {
@@ -198,6 +208,7 @@ RouterConfig noisy_topk(int64_t num_experts, int64_t k) {
   c.noisy_gating = true;
   c.weights.renormalize = true;
   c.importance_loss = {true, 0.01};
+  c.load_loss = {true, 0.01};
   return c;
 }
 

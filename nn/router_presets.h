@@ -57,6 +57,7 @@ struct RouterConfig {
   LossSwitch seq_aux_loss;         // "seq_aux_loss": sequence_aux_loss (DeepSeek-V3)
   LossSwitch z_loss;               // "z_loss": z_loss of the router logits (ST-MoE)
   LossSwitch importance_loss;      // "importance_loss": CV^2 of importance (Shazeer 2017)
+  LossSwitch load_loss;            // "load_loss": CV^2 of the smooth load (Shazeer 2017), noisy gating, training
 
   // Throws an Error naming "RouterConfig" for inconsistent knobs (k > E, topk_group > n_group,
   // E not divisible by n_group, capacity factor <= 0, ...).
@@ -88,9 +89,9 @@ RouterConfig qwen2_moe(int64_t num_experts, int64_t k, bool norm_topk_prob = fal
 // (set gshard_random_second_choice for the paper's training behaviour).
 RouterConfig gshard(int64_t num_experts, double capacity_factor = 2.0);
 // Noisy top-k gating (Shazeer et al. 2017): H = logits + N(0,1) softplus(x W_noise) in training,
-// weights = softmax over the k kept H (= renormalised top-k of softmax(H)), importance loss with
-// coefficient 0.01 (the paper tunes w_importance per experiment). The paper's smooth "load" loss
-// (eqs. 8-10) is not included.
+// weights = softmax over the k kept H (= renormalised top-k of softmax(H)), the importance loss
+// (eq. 6) and the smooth load loss (eqs. 8-10, training only), each with coefficient 0.01 (the
+// paper tunes w_importance and w_load per experiment).
 RouterConfig noisy_topk(int64_t num_experts, int64_t k);
 // Expert choice (Zhou et al. 2022): softmax scores, each expert takes its top
 // ceil(T * capacity_factor / E) tokens, weight = the score; no loss needed.

@@ -29,6 +29,7 @@ Tensor silu(const Tensor& x);      // x * sigmoid(x)
 Tensor relu(const Tensor& x);      // gradient 0 at x == 0, as torch
 Tensor gelu(const Tensor& x);      // exact: x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), as torch's default
 Tensor softplus(const Tensor& x);  // log(1 + exp(x)), computed stably
+Tensor normal_cdf(const Tensor& x);  // Phi(x) = 0.5 (1 + erf(x / sqrt 2)), the standard normal CDF
 
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }

@@ -1,9 +1,11 @@
 // Balance losses: uniform routing gives the documented minimum of each form, hand-computed
 // small cases (HF Switch's dropped-token quirk included), z-loss and importance loss by hand,
-// gradchecks w.r.t. the logits, and bad inputs.
+// gradchecks w.r.t. the logits, the noisy top-k load loss against its definition, and bad inputs.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <tuple>
 #include <vector>
 
@@ -155,4 +157,87 @@ TEST_CASE("balance_losses: bad inputs name the loss", "[balance_losses][errors]"
   CHECK_THROWS_WITH(importance_loss(probs, ids({0, 1, 0, 1}, 1), 2), Catch::Contains("importance_loss"));
   CHECK_THROWS_WITH(hf_switch_loss_expert_index(ids({0, 1}, 1), ids({1}, 1)),
                     Catch::Contains("hf_switch_loss_expert_index"));
+}
+
+// ---- load loss (Shazeer et al. 2017, eqs. 8-10) ----
+
+namespace {
+
+double standard_normal_cdf(double z) { return 0.5 * std::erfc(-z / std::sqrt(2.0)); }
+
+// The paper's definition read literally: kth_excluding(H, k, i) is the k-th largest of H with
+// entry i left out.
+double slow_load_loss(const Tensor& clean, const Tensor& noisy, const Tensor& stddev, int64_t k) {
+  const int64_t tokens = clean.size(0), experts = clean.size(1);
+  std::vector<double> c = clean.to_vector<double>(), h = noisy.to_vector<double>(), s = stddev.to_vector<double>();
+  std::vector<double> load(experts, 0.0);
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t i = 0; i < experts; ++i) {
+      std::vector<double> others;
+      for (int64_t j = 0; j < experts; ++j)
+        if (j != i) others.push_back(h[t * experts + j]);
+      std::sort(others.begin(), others.end(), std::greater<double>());
+      load[i] += standard_normal_cdf((c[t * experts + i] - others[k - 1]) / s[t * experts + i]);
+    }
+  double mean = 0.0, variance = 0.0;
+  for (double l : load) mean += l / experts;
+  for (double l : load) variance += (l - mean) * (l - mean) / experts;
+  return variance / (mean * mean + 1e-10);
+}
+
+struct NoisyLogits {
+  Tensor clean, noisy, stddev;
+};
+
+NoisyLogits noisy_logits_for_test(int64_t tokens, int64_t experts, uint64_t seed) {
+  Generator generator(seed);
+  Tensor clean = randn({tokens, experts}, DType::f64, &generator);
+  Tensor stddev = rand({tokens, experts}, DType::f64, &generator, 0.3, 1.5);
+  Tensor noisy = add(clean, mul(randn({tokens, experts}, DType::f64, &generator), stddev));
+  return {clean, noisy, stddev};
+}
+
+}  // namespace
+
+TEST_CASE("balance_losses: load loss matches the paper's definition read literally", "[balance_losses][load_loss]") {
+  for (auto [tokens, experts, k] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{7, 6, 2}, {5, 4, 1}, {9, 8, 3}}) {
+    NoisyLogits in = noisy_logits_for_test(tokens, experts, 70 + tokens);
+    INFO("T " << tokens << " E " << experts << " k " << k);
+    CHECK(load_loss(in.clean, in.noisy, in.stddev, k).item() ==
+          Approx(slow_load_loss(in.clean, in.noisy, in.stddev, k)).epsilon(1e-12));
+    Tensor loss32 = load_loss(in.clean.to(DType::f32), in.noisy.to(DType::f32), in.stddev.to(DType::f32), k);
+    CHECK(loss32.dtype() == DType::f32);
+    CHECK(loss32.item() == Approx(slow_load_loss(in.clean, in.noisy, in.stddev, k)).epsilon(1e-4));
+  }
+  // Every expert always in the top k (k = E), or no tokens: nothing to balance.
+  NoisyLogits in = noisy_logits_for_test(4, 3, 80);
+  CHECK(load_loss(in.clean, in.noisy, in.stddev, 3).item() == 0.0);
+  Tensor none = zeros({0, 3}, DType::f64);
+  CHECK(load_loss(none, none, none, 1).item() == 0.0);
+}
+
+TEST_CASE("balance_losses: load loss gradcheck through clean logits, noisy logits and noise scale",
+          "[balance_losses][load_loss][gradcheck]") {
+  NoisyLogits in = noisy_logits_for_test(6, 5, 90);
+  for (int64_t k : {1, 2, 4}) {
+    INFO("k " << k);
+    auto fn = [k](const TensorList& x) { return load_loss(x[0], x[1], x[2], k); };
+    GradcheckResult result = gradcheck(fn, {in.clean.requires_grad_(), in.noisy.requires_grad_(),
+                                            in.stddev.requires_grad_()});
+    INFO(result.report);
+    CHECK(result.passed());
+  }
+}
+
+TEST_CASE("balance_losses: load loss bad inputs name the loss", "[balance_losses][load_loss][errors]") {
+  NoisyLogits in = noisy_logits_for_test(4, 3, 95);
+  CHECK_THROWS_WITH(load_loss(in.clean, in.noisy, in.stddev, 0), Catch::Contains("load_loss") && Catch::Contains("k"));
+  CHECK_THROWS_WITH(load_loss(in.clean, in.noisy, in.stddev, 4), Catch::Contains("load_loss"));
+  CHECK_THROWS_WITH(load_loss(in.clean, slice(in.noisy, 1, 0, 2), in.stddev, 1),
+                    Catch::Contains("load_loss") && Catch::Contains("noisy_logits"));
+  CHECK_THROWS_WITH(load_loss(in.clean, in.noisy, in.stddev.to(DType::f32), 1),
+                    Catch::Contains("load_loss") && Catch::Contains("noise_stddev"));
+  CHECK_THROWS_WITH(load_loss(in.clean, in.noisy, Tensor(), 1), Catch::Contains("load_loss"));
+  CHECK_THROWS_WITH(load_loss(zeros({3}, DType::f64), zeros({3}, DType::f64), zeros({3}, DType::f64), 1),
+                    Catch::Contains("load_loss"));
 }

@@ -172,6 +172,8 @@ const std::vector<UnaryCase>& unary_cases() {
        [](double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }, false},
       {"softplus", [](const Tensor& x) { return softplus(x); }, [](double x) { return std::log(1.0 + std::exp(x)); },
        false},
+      {"normal_cdf", [](const Tensor& x) { return normal_cdf(x); },
+       [](double x) { return 0.5 * std::erfc(-x / std::sqrt(2.0)); }, false},
   };
   return cases;
 }
@@ -195,6 +197,8 @@ TEST_CASE("elementwise: unary forward matches the formulas", "[elementwise]") {
   CHECK(silu(at_zero).item() == 0);
   CHECK(sigmoid(at_zero).item() == 0.5);
   CHECK(softplus(at_zero).item() == Approx(std::log(2.0)));
+  CHECK(normal_cdf(at_zero).item() == 0.5);
+  CHECK(normal_cdf(full({1}, 1.959963984540054, DType::f64)).item() == Approx(0.975).epsilon(1e-12));
 }
 
 TEST_CASE("elementwise: unary gradcheck, including 1-element and 0-d inputs", "[elementwise][gradcheck]") {

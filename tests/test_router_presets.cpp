@@ -293,6 +293,13 @@ TEST_CASE("router_presets: GShard, noisy top-k and expert choice against the slo
   for (size_t i = 0; i < h.size(); ++i) h[i] += replay.normal() * std::log1p(std::exp(n[i]));
   check_against(noisy_routing, slow_token_choice(h, tokens, experts, rule));
   CHECK(noisy_routing.losses.count("importance_loss") == 1);
+  // The load loss (eqs. 8-10) on the same H, in training only.
+  REQUIRE(noisy_routing.losses.count("load_loss") == 1);
+  CHECK(noisy_routing.loss_coefficients.at("load_loss") == 0.01);
+  Tensor h_tensor = from_vector(h, {tokens, experts});
+  CHECK(noisy_routing.losses.at("load_loss").item() ==
+        Approx(load_loss(logits, h_tensor, softplus(noise_logits), 2).item()).epsilon(1e-12));
+  CHECK(noisy(logits, eval_context(experts)).losses.count("load_loss") == 0);
 
   Routing chosen_by_experts = make_rule(expert_choice(experts, 2.0))(logits, eval_context(experts));
   check_against(chosen_by_experts, slow_expert_choice(l, tokens, experts, 6));  // ceil(12 * 2 / 4)
@@ -562,6 +569,13 @@ TEST_CASE("router_presets: bad configs and inputs name the place", "[router_pres
   RouterConfig choice_with_aux = expert_choice(4, 1.0);
   choice_with_aux.aux_loss.enabled = true;
   CHECK_THROWS_WITH(make_rule(choice_with_aux), Catch::Contains("RouterConfig"));
+  RouterConfig load_without_noise = mixtral(4, 2);
+  load_without_noise.load_loss = {true, 0.01};
+  CHECK_THROWS_WITH(make_rule(load_without_noise), Catch::Contains("RouterConfig") && Catch::Contains("load loss"));
+  RouterConfig load_with_bias = noisy_topk(4, 2);
+  load_with_bias.selection_bias = true;
+  CHECK_THROWS_WITH(make_rule(load_with_bias, make_router_state(load_with_bias)),
+                    Catch::Contains("RouterConfig") && Catch::Contains("load loss"));
 
   RoutingRule rule = make_rule(mixtral(4, 2));
   CHECK_THROWS_WITH(rule(zeros({3, 5}, DType::f64), eval_context(4)), Catch::Contains("route") && Catch::Contains("[T, 4]"));

@@ -48,6 +48,7 @@ const std::vector<UnaryCase> kUnaryCases = {
     {cuda::UnaryOp::relu, 0, false, [](const Tensor& x) { return relu(x); }},
     {cuda::UnaryOp::gelu, 0, false, [](const Tensor& x) { return gelu(x); }},
     {cuda::UnaryOp::softplus, 0, false, [](const Tensor& x) { return softplus(x); }},
+    {cuda::UnaryOp::normal_cdf, 0, false, [](const Tensor& x) { return normal_cdf(x); }},
     {cuda::UnaryOp::add_scalar, 0.75, false, [](const Tensor& x) { return add(x, 0.75); }},
     {cuda::UnaryOp::mul_scalar, -1.5, false, [](const Tensor& x) { return mul(x, -1.5); }},
     {cuda::UnaryOp::pow, 2.5, true, [](const Tensor& x) { return pow(x, 2.5); }},
