@@ -48,6 +48,7 @@ struct ChunkPlan {
 };
 
 inline ChunkPlan chunk_plan(int64_t rows, int64_t extent) {
+  if (extent <= 0) return {1, 0};  // an empty extent: one pass that writes the empty result
   constexpr int64_t kTargetBlocks = 1024;  // a few waves on an A100 or H100 (108 or 132 SMs)
   constexpr int64_t kMinLength = 4096;     // below this a block has too little to read
   int64_t wanted = std::clamp<int64_t>((kTargetBlocks + rows - 1) / std::max<int64_t>(rows, 1), 1,

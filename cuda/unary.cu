@@ -31,7 +31,7 @@ __device__ T unary_value(UnaryOp op, T x, T scalar) {
     case UnaryOp::relu: return x > T(0) ? x : T(0);
     case UnaryOp::gelu: return T(0.5) * x * (T(1) + ::erf(x * T(kSqrtHalf)));  // x Phi(x)
     case UnaryOp::softplus: return (x > T(0) ? x : T(0)) + ::log1p(::exp(-::fabs(x)));
-    case UnaryOp::normal_cdf: return T(0.5) * (T(1) + ::erf(x * T(kSqrtHalf)));  // Phi(x)
+    case UnaryOp::normal_cdf: return T(0.5) * ::erfc(-x * T(kSqrtHalf));  // Phi(x), no cancellation in the left tail
     case UnaryOp::add_scalar: return x + scalar;
     case UnaryOp::mul_scalar: return x * scalar;
     default: return ::pow(x, scalar);

@@ -5,7 +5,6 @@
 
 #include "nn/id_range.h"
 #include "nn/routing_parts.h"
-#include "ops/counting.h"
 #include "ops/elementwise.h"
 #include "ops/index.h"
 #include "ops/reduce.h"
@@ -27,6 +26,19 @@ void check_probs_and_index(const Tensor& probs, const Tensor& expert_index, cons
 
 // A zero that stays on the tape (its gradient is zeros): the loss of an empty batch.
 Tensor zero_loss(const Tensor& input) { return mul(sum(input), 0.0); }
+
+// [T, E] of the dtype: 1 where expert e is among token t's chosen ids (chosen i64 [T, k]), else 0.
+// Scattered into a flat [T * E] so no [T, k, E] one-hot is made.
+Tensor top_k_mask(const Tensor& chosen, int64_t experts, DType dtype) {
+  const int64_t tokens = chosen.size(0), k = chosen.size(1);
+  Device device = chosen.device();
+  std::vector<int64_t> starts(static_cast<size_t>(tokens));
+  for (int64_t t = 0; t < tokens; ++t) starts[t] = t * experts;
+  Tensor row_start = from_vector(starts, {tokens, 1}).to(device);
+  Tensor flat = add(chosen, row_start).reshape({tokens * k});
+  Tensor ones_k = ones({tokens * k}, dtype, device);
+  return scatter_add(zeros({tokens * experts}, dtype, device), flat, ones_k, 0).reshape({tokens, experts});
+}
 
 // CV(v)^2 = population variance / (mean^2 + 1e-10), as tensor2tensor's cv_squared (Shazeer et
 // al. 2017's importance and load losses).
@@ -150,12 +162,18 @@ Tensor load_loss(const Tensor& clean_logits, const Tensor& noisy_logits, const T
   const int64_t experts = clean_logits.size(1);
   TINYMOE_CHECK(k >= 1 && k <= experts, op, "expected 1 <= k <= E = ", experts, ", got k = ", k);
   if (k == experts || clean_logits.size(0) == 0) return zero_loss(clean_logits);  // every expert always in
-  TopK best = topk(noisy_logits, k + 1, -1);  // [T, k + 1], largest first
-  Tensor threshold_if_in = slice(best.values, 1, k, k + 1);       // (k+1)-th largest of H
-  Tensor threshold_if_out = slice(best.values, 1, k - 1, k);      // k-th largest of H
-  Tensor in_top_k = sum(one_hot(slice(best.indices, 1, 0, k), experts, clean_logits.dtype()), 1);  // [T, E] 0/1
-  Tensor prob_if_in = normal_cdf(div(sub(clean_logits, threshold_if_in), noise_stddev));
-  Tensor prob_if_out = normal_cdf(div(sub(clean_logits, threshold_if_out), noise_stddev));
+  Tensor best = largest_indices(noisy_logits, k + 1);  // [T, k + 1], largest first
+  Tensor best_values = gather(noisy_logits, 1, best);  // differentiable: H reaches the loss here
+  Tensor threshold_if_in = slice(best_values, 1, k, k + 1);   // (k+1)-th largest of H
+  Tensor threshold_if_out = slice(best_values, 1, k - 1, k);  // k-th largest of H
+  Tensor in_top_k = top_k_mask(slice(best, 1, 0, k), experts, clean_logits.dtype());
+  // A noise scale of exactly 0 (softplus underflows below about -104 in f32) would make 0 / 0 in
+  // the forward and a 0 * inf in div's backward; 1e-15 changes no scale above 1e-8 in f32 and
+  // none by more than 1e-15 in f64. (tensor2tensor adds 1e-2 to the scale for the same reason,
+  // also in the noise itself.)
+  Tensor scale = add(noise_stddev, 1e-15);
+  Tensor prob_if_in = normal_cdf(div(sub(clean_logits, threshold_if_in), scale));
+  Tensor prob_if_out = normal_cdf(div(sub(clean_logits, threshold_if_out), scale));
   Tensor prob = add(mul(in_top_k, sub(prob_if_in, prob_if_out)), prob_if_out);
   return cv_squared(sum(prob, 0));
 }

@@ -33,17 +33,6 @@ Tensor ids_on(const std::vector<int64_t>& values, const Shape& shape, Device dev
   return from_vector(values, shape).to(device);
 }
 
-// Indices of the k largest entries along the last dim, best first, ties to the lower index: the
-// topk op. On cuda past its kernel's limits (k <= 8, rows of at most 256), a stable descending
-// argsort, which orders the same way (expert choice over many tokens, many experts).
-Tensor largest(const Tensor& keys, int64_t k) {
-#ifdef TINYMOE_WITH_CUDA
-  if (keys.device().is_cuda() && (k > cuda::kTopkMaxK || keys.size(-1) > cuda::kTopkMaxColumns))
-    return slice(argsort(keys, -1, /*descending=*/true), keys.dim() - 1, 0, k);
-#endif
-  return topk(keys, k, -1).indices;
-}
-
 // Keeps the choices made in its scope from gradcheck's observer (tinymoe/autograd.h): for
 // selections that are no choice of the result, whose value is continuous across them.
 class HiddenChoices {
@@ -130,6 +119,16 @@ Tensor mask_unkept_groups(const Tensor& groups, const Tensor& kept_groups, doubl
 
 }  // namespace
 
+Tensor largest_indices(const Tensor& keys, int64_t k) {
+#ifdef TINYMOE_WITH_CUDA
+  // Past the cuda top-k kernel's limits (k <= 8, rows of at most 256): a stable descending
+  // argsort orders the same way (expert choice over many tokens, many experts).
+  if (keys.device().is_cuda() && (k > cuda::kTopkMaxK || keys.size(-1) > cuda::kTopkMaxColumns))
+    return slice(argsort(keys, -1, /*descending=*/true), keys.dim() - 1, 0, k);
+#endif
+  return topk(keys, k, -1).indices;
+}
+
 // ---- Score functions ----
 
 const char* score_function_name(ScoreFunction function) {
@@ -169,7 +168,7 @@ Tensor multiplicative_jitter(const Tensor& x, double epsilon, Generator* generat
 Tensor select_topk(const Tensor& scores, int64_t k, const Tensor& selection_bias) {
   check_scores(scores, "select_topk");
   check_k(k, scores.size(1), "select_topk");
-  return largest(selection_keys(scores, selection_bias, "select_topk"), k);
+  return largest_indices(selection_keys(scores, selection_bias, "select_topk"), k);
 }
 
 Tensor select_group_limited_topk(const Tensor& scores, int64_t k, int64_t n_group, int64_t topk_group,
@@ -196,10 +195,10 @@ Tensor select_group_limited_topk(const Tensor& scores, int64_t k, int64_t n_grou
     // Group score: sum of the two largest keys of the group (HF: topk(2).sum). Which two is no
     // choice worth reporting: the sum is continuous across it.
     HiddenChoices hidden;
-    group_scores = sum(gather(groups, 2, largest(groups, 2)), 2);  // [T, n_group]
+    group_scores = sum(gather(groups, 2, largest_indices(groups, 2)), 2);  // [T, n_group]
   }
-  Tensor kept_groups = largest(group_scores, topk_group);  // [T, topk_group]
-  return largest(mask_unkept_groups(groups, kept_groups, masked_score), k);
+  Tensor kept_groups = largest_indices(group_scores, topk_group);  // [T, topk_group]
+  return largest_indices(mask_unkept_groups(groups, kept_groups, masked_score), k);
 }
 
 int64_t expert_choice_capacity(int64_t tokens, int64_t num_experts, double capacity_factor) {
@@ -218,7 +217,7 @@ Tensor select_expert_choice(const Tensor& scores, int64_t capacity) {
                 "expected 0 <= capacity <= T = ", tokens, ", got ", capacity);
   if (capacity == 0) return zeros({experts, 0}, DType::i64, scores.device());
   NoGradGuard no_grad;
-  return largest(transpose(scores.detach()), capacity);
+  return largest_indices(transpose(scores.detach()), capacity);
 }
 
 // ---- Weights ----

@@ -45,6 +45,10 @@ Tensor noisy_logits(const Tensor& logits, const Tensor& noise_logits, Generator*
 Tensor multiplicative_jitter(const Tensor& x, double epsilon, Generator* generator = nullptr);
 
 // ---- Selections: scores [T, E] -> expert ids i64 [T, k], best first. Not differentiable. ----
+// Indices i64 [..., k] of the k largest entries along the last dim, best first, ties to the
+// lower index: the topk op, or on cuda past its kernel's limits (k <= 8, rows of at most 256) a
+// stable descending argsort, which orders the same way.
+Tensor largest_indices(const Tensor& keys, int64_t k);
 // Top-k of scores + selection_bias (bias [E], any floating dtype, undefined for none). The bias
 // moves the choice only: weights are taken from the unbiased scores (DeepSeek-V3, eq. 16).
 // Ties go to the lower expert id. 1 <= k <= E.

@@ -291,7 +291,7 @@ Tensor gelu(const Tensor& x) {
 }
 Tensor normal_cdf(const Tensor& x) {
   // d/dx Phi(x) = phi(x) = e^(-x^2 / 2) / sqrt(2 pi).
-  return unary("normal_cdf", {cuda::UnaryOp::normal_cdf}, x, [](auto v) { return 0.5 * (1.0 + std::erf(v * M_SQRT1_2)); },
+  return unary("normal_cdf", {cuda::UnaryOp::normal_cdf}, x, [](auto v) { return 0.5 * std::erfc(-v * M_SQRT1_2); },
                [](auto v, auto) { return std::exp(-0.5 * v * v) / std::sqrt(2.0 * M_PI); });
 }
 Tensor softplus(const Tensor& x) {

@@ -229,6 +229,27 @@ TEST_CASE("balance_losses: load loss gradcheck through clean logits, noisy logit
   }
 }
 
+TEST_CASE("balance_losses: load loss stays finite where a noise scale is 0", "[balance_losses][load_loss]") {
+  // softplus underflows to 0 for noise logits below about -104 in f32: a zero scale at an expert
+  // on the top-k boundary, and one outside it.
+  NoisyLogits in = noisy_logits_for_test(5, 4, 97);
+  std::vector<double> scale = in.stddev.to_vector<double>();
+  std::vector<int64_t> order = topk(in.noisy, 4, 1).indices.to_vector<int64_t>();
+  scale[order[1]] = 0.0;          // token 0: its 2nd largest, the k-th for k = 2
+  scale[4 + order[4 + 3]] = 0.0;  // token 1: its smallest, outside the top 2
+  Tensor zero_scale = from_vector(scale, {5, 4});
+  for (DType dtype : {DType::f64, DType::f32}) {
+    INFO(dtype);
+    Tensor clean = in.clean.to(dtype).detach().requires_grad_(), noisy = in.noisy.to(dtype).detach().requires_grad_();
+    Tensor stddev = zero_scale.to(dtype).detach().requires_grad_();
+    Tensor loss = load_loss(clean, noisy, stddev, 2);
+    CHECK(std::isfinite(loss.item()));
+    loss.backward();
+    for (const Tensor& grad : {clean.grad(), noisy.grad(), stddev.grad()})
+      for (double value : grad.to(DType::f64).to_vector<double>()) CHECK(std::isfinite(value));
+  }
+}
+
 TEST_CASE("balance_losses: load loss bad inputs name the loss", "[balance_losses][load_loss][errors]") {
   NoisyLogits in = noisy_logits_for_test(4, 3, 95);
   CHECK_THROWS_WITH(load_loss(in.clean, in.noisy, in.stddev, 0), Catch::Contains("load_loss") && Catch::Contains("k"));

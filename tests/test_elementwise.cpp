@@ -199,6 +199,9 @@ TEST_CASE("elementwise: unary forward matches the formulas", "[elementwise]") {
   CHECK(softplus(at_zero).item() == Approx(std::log(2.0)));
   CHECK(normal_cdf(at_zero).item() == 0.5);
   CHECK(normal_cdf(full({1}, 1.959963984540054, DType::f64)).item() == Approx(0.975).epsilon(1e-12));
+  // The left tail keeps its relative precision (1 + erf would cancel to 0 below about -8.3).
+  CHECK(normal_cdf(full({1}, -8.0, DType::f64)).item() == Approx(6.220960574271819e-16).epsilon(1e-12));
+  CHECK(normal_cdf(full({1}, -10.0, DType::f64)).item() == Approx(7.619853024160593e-24).epsilon(1e-12));
 }
 
 TEST_CASE("elementwise: unary gradcheck, including 1-element and 0-d inputs", "[elementwise][gradcheck]") {
