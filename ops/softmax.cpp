@@ -70,25 +70,49 @@ void softmax_adjacent(const T* x, T* y, int64_t count, double shift, bool log_ou
   else out *= static_cast<T>(1.0 / total);
 }
 
-// y = softmax(x) (or log_softmax) along the lane; one exp per element: y holds exp(x - m)
-// until the lane total is known.
+template <typename T>
+using Block = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
+template <typename T>
+using ConstBlock = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
+template <typename T>
+using RowOf = Eigen::Array<T, 1, Eigen::Dynamic>;
+
+// Lanes `inner` apart (a dim that is not the last): the [extent, inner] block of one outer index
+// holds `inner` lanes as its columns. Walked row by row, every access is contiguous and
+// vectorised; a lane at a time strided through memory (4 times slower on [64, 2048, 8] along
+// dim 0: 60 ms against 15 ms forward and backward). Same math as the lane path: exps in T,
+// totals in double.
+template <typename T>
+void softmax_columns(const T* x, T* y, int64_t extent, int64_t inner, bool log_output) {
+  if (extent == 0) return;
+  ConstBlock<T> in(x, extent, inner);
+  Block<T> out(y, extent, inner);
+  RowOf<T> shift = in.colwise().maxCoeff();
+  out = (in.rowwise() - shift).exp();
+  RowOf<double> total = out.template cast<double>().colwise().sum();
+  if (log_output) out = (in.rowwise() - shift).rowwise() - total.log().template cast<T>();
+  else out.rowwise() *= total.inverse().template cast<T>();
+}
+
+template <typename T>
+void softmax_backward_columns(const T* g, const T* y, T* dx, int64_t extent, int64_t inner, bool log_output) {
+  if (extent == 0) return;
+  ConstBlock<T> g_block(g, extent, inner), y_block(y, extent, inner);
+  Block<T> out(dx, extent, inner);
+  if (log_output) {  // g - softmax * sum(g)
+    RowOf<T> g_total = g_block.template cast<double>().colwise().sum().template cast<T>();
+    out = g_block - y_block.exp().rowwise() * g_total;
+  } else {  // y * (g - sum(g * y))
+    RowOf<T> g_dot_y =
+        (g_block.template cast<double>() * y_block.template cast<double>()).colwise().sum().template cast<T>();
+    out = y_block * (g_block.rowwise() - g_dot_y);
+  }
+}
+
+// y = softmax(x) (or log_softmax) along a lane of adjacent elements.
 template <typename T>
 void softmax_lane(const T* x, T* y, const Lane& lane, bool log_output) {
-  double shift = lane_max(x, lane);
-  if (lane.stride == 1) return softmax_adjacent(x + lane.start, y + lane.start, lane.count, shift, log_output);
-  double total = 0;
-  for (int64_t e = 0; e < lane.count; ++e) {
-    T shifted = std::exp(static_cast<T>(x[lane.at(e)] - shift));
-    total += shifted;
-    if (!log_output) y[lane.at(e)] = static_cast<T>(shifted);
-  }
-  if (log_output) {
-    double log_total = shift + std::log(total);
-    for (int64_t e = 0; e < lane.count; ++e) y[lane.at(e)] = static_cast<T>(x[lane.at(e)] - log_total);
-  } else {
-    double inverse_total = 1.0 / total;
-    for (int64_t e = 0; e < lane.count; ++e) y[lane.at(e)] = static_cast<T>(y[lane.at(e)] * inverse_total);
-  }
+  softmax_adjacent(x + lane.start, y + lane.start, lane.count, lane_max(x, lane), log_output);
 }
 
 template <typename T>
@@ -128,7 +152,12 @@ Tensor softmax_forward_cpu(const Tensor& x, int64_t dim, bool log_output, const 
     using T = typename decltype(tag)::type;
     const T* in = x.data<T>();
     T* result = out.data<T>();
-    for_each_lane(layout, [&](int64_t, const Lane& lane) { softmax_lane(in, result, lane, log_output); });
+    const int64_t block = layout.extent * layout.inner;
+    if (layout.inner > 1)
+      for (int64_t o = 0; o < layout.outer; ++o)
+        softmax_columns(in + o * block, result + o * block, layout.extent, layout.inner, log_output);
+    else
+      for_each_lane(layout, [&](int64_t, const Lane& lane) { softmax_lane(in, result, lane, log_output); });
   });
   return out;
 }
@@ -141,18 +170,14 @@ Tensor softmax_backward_cpu(const Tensor& grad_y, const Tensor& y, int64_t dim, 
     const T* y_values = y.data<T>();
     const T* g = grad_y.data<T>();
     T* result = dx.data<T>();
-    for_each_lane(layout, [&](int64_t, const Lane& lane) {
-      if (lane.stride == 1) return softmax_backward_adjacent(g, y_values, result, lane, log_output);
-      if (log_output) {  // d log_softmax: g - softmax * sum(g)
-        double g_total = lane_sum(g, lane);
-        for (int64_t e = 0; e < lane.count; ++e)
-          result[lane.at(e)] = static_cast<T>(g[lane.at(e)] - std::exp(y_values[lane.at(e)]) * g_total);
-      } else {  // d softmax: y * (g - sum(g * y))
-        double g_dot_y = lane_dot(g, y_values, lane);
-        for (int64_t e = 0; e < lane.count; ++e)
-          result[lane.at(e)] = static_cast<T>(y_values[lane.at(e)] * (g[lane.at(e)] - g_dot_y));
-      }
-    });
+    const int64_t block = layout.extent * layout.inner;
+    if (layout.inner > 1)
+      for (int64_t o = 0; o < layout.outer; ++o)
+        softmax_backward_columns(g + o * block, y_values + o * block, result + o * block, layout.extent, layout.inner,
+                                 log_output);
+    else
+      for_each_lane(layout,
+                    [&](int64_t, const Lane& lane) { softmax_backward_adjacent(g, y_values, result, lane, log_output); });
   });
   return dx;
 }

@@ -106,6 +106,18 @@ TEST_CASE("softmax: large and infinite inputs stay stable", "[softmax]") {
   CHECK(logsumexp(from_vector(std::vector<double>{-infinity, -infinity}, {2})).item() == -infinity);
   CHECK(logsumexp(zeros({3, 0}, DType::f64), 1).to_vector<double>() == std::vector<double>(3, -infinity));
   CHECK(logsumexp(from_vector(std::vector<double>{1, infinity}, {2})).item() == infinity);
+  // The same along a dim that is not the last (lanes are columns of [2, 3] blocks).
+  for (DType dtype : {DType::f32, DType::f64}) {
+    INFO(dtype_name(dtype) << " along dim 0");
+    Tensor columns = from_vector(std::vector<double>{1000, 0, -1000, 1001, -infinity, -1000}, {2, 3}).to(dtype);
+    CHECK_THAT(softmax(columns, 0).to(DType::f64).to_vector<double>(),
+               matchers::Approx(std::vector<double>{1 / (1 + e), 1, 0.5, e / (1 + e), 0, 0.5}).epsilon(1e-6));
+    CHECK_THAT(log_softmax(columns, 0).to(DType::f64).to_vector<double>(),
+               matchers::Approx(std::vector<double>{-std::log1p(e), 0, -std::log(2.0), -std::log1p(1 / e), -infinity,
+                                                    -std::log(2.0)})
+                   .epsilon(1e-6));
+  }
+  CHECK(softmax(zeros({0, 3}, DType::f64), 0).shape() == Shape({0, 3}));
 }
 
 TEST_CASE("softmax: gradcheck at several shapes and dims", "[softmax][gradcheck]") {
