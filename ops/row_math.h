@@ -1,6 +1,7 @@
 // Row kernels of the ops that move token rows between the token order and the expert order:
 // gathers, weighted scatter-adds and row dot products (ops/moe_swiglu_experts.cpp,
-// ops/weighted_scatter_add.cpp, ops/index.cpp). Internal to the library.
+// ops/weighted_scatter_add.cpp, ops/index.cpp); its Row / ConstRow views of n values also serve
+// the vectorised SwiGLU and softmax math. Internal to the library.
 //
 // Prefetching: these loops jump between rows at random tokens (rows of d values, 2 KiB at
 // d = 512 in f32). The hardware prefetcher follows a row once it has begun but cannot guess the

@@ -7,6 +7,7 @@
 #include <Eigen/Core>
 
 #include "ops/axis_layout.h"
+#include "ops/row_math.h"
 #include "ops/shape.h"
 #include "tinymoe/autograd.h"
 #ifdef TINYMOE_WITH_CUDA
@@ -50,18 +51,13 @@ double lane_logsumexp(const T* x, const Lane& lane) {
   return shift + std::log(total);
 }
 
-template <typename T>
-using LaneArray = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
-template <typename T>
-using ConstLaneArray = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
-
 // A lane of adjacent elements (softmax along the last dim: every router's case) takes its exps
 // through Eigen's packet exp, 8 or 16 at a time; the lane total still accumulates in double.
 // A scalar exp per element had been most of a router's softmax time.
 template <typename T>
 void softmax_adjacent(const T* x, T* y, int64_t count, double shift, bool log_output) {
-  ConstLaneArray<T> in(x, count);
-  LaneArray<T> out(y, count);
+  row_math::ConstRow<T> in(x, count);
+  row_math::Row<T> out(y, count);
   out = (in - static_cast<T>(shift)).exp();
   double total = 0;
   for (int64_t e = 0; e < count; ++e) total += y[e];
@@ -132,8 +128,8 @@ double lane_sum(const T* a, const Lane& lane) {
 // softmax_backward_cpu's lane math, vectorised for adjacent elements as softmax_adjacent.
 template <typename T>
 void softmax_backward_adjacent(const T* g, const T* y, T* dx, const Lane& lane, bool log_output) {
-  ConstLaneArray<T> g_lane(g + lane.start, lane.count), y_lane(y + lane.start, lane.count);
-  LaneArray<T> out(dx + lane.start, lane.count);
+  row_math::ConstRow<T> g_lane(g + lane.start, lane.count), y_lane(y + lane.start, lane.count);
+  row_math::Row<T> out(dx + lane.start, lane.count);
   if (log_output) out = g_lane - y_lane.exp() * static_cast<T>(lane_sum(g, lane));
   else out = y_lane * (g_lane - static_cast<T>(lane_dot(g, y, lane)));
 }

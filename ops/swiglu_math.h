@@ -9,21 +9,19 @@
 
 #include <Eigen/Core>
 
+#include "ops/row_math.h"
+
 #include <algorithm>
 #include <cstdint>
 
 namespace tinymoe {
 
 namespace swiglu_detail {
-template <typename T>
-using Column = Eigen::Array<T, Eigen::Dynamic, 1>;
-template <typename T>
-using ConstSpan = Eigen::Map<const Column<T>>;
-template <typename T>
-using Span = Eigen::Map<Column<T>>;
+using row_math::ConstRow;
+using row_math::Row;
 
 template <typename T>
-auto sigmoid(const ConstSpan<T>& x) {
+auto sigmoid(const ConstRow<T>& x) {
   return (T(1) + (-x).exp()).inverse();
 }
 }  // namespace swiglu_detail
@@ -31,8 +29,8 @@ auto sigmoid(const ConstSpan<T>& x) {
 template <typename T>
 void swiglu_forward_span(const T* gate, const T* up, T* out, int64_t n) {
   using namespace swiglu_detail;
-  ConstSpan<T> gate_values(gate, n);
-  Span<T>(out, n) = gate_values * sigmoid(gate_values) * ConstSpan<T>(up, n);
+  ConstRow<T> gate_values(gate, n);
+  Row<T>(out, n) = gate_values * sigmoid(gate_values) * ConstRow<T>(up, n);
 }
 
 // d_gate or d_up may be null (that gradient is skipped). s is computed once per chunk of values
@@ -44,11 +42,11 @@ void swiglu_backward_span(const T* g, const T* gate, const T* up, T* d_gate, T* 
   alignas(64) T sigmoid_buffer[kChunk];
   for (int64_t first = 0; first < n; first += kChunk) {
     const int64_t count = std::min(kChunk, n - first);
-    ConstSpan<T> grad(g + first, count), gate_values(gate + first, count), up_values(up + first, count);
-    Span<T> s(sigmoid_buffer, count);
+    ConstRow<T> grad(g + first, count), gate_values(gate + first, count), up_values(up + first, count);
+    Row<T> s(sigmoid_buffer, count);
     s = sigmoid(gate_values);
-    if (d_up) Span<T>(d_up + first, count) = grad * gate_values * s;
-    if (d_gate) Span<T>(d_gate + first, count) = grad * up_values * s * (T(1) + gate_values * (T(1) - s));
+    if (d_up) Row<T>(d_up + first, count) = grad * gate_values * s;
+    if (d_gate) Row<T>(d_gate + first, count) = grad * up_values * s * (T(1) + gate_values * (T(1) - s));
   }
 }
 
