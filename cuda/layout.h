@@ -19,8 +19,8 @@ Tensor cast(const Tensor& x, DType dtype);
 void copy_along(const Tensor& source, int64_t source_start, const Tensor& destination, int64_t destination_start,
                 int64_t dim, int64_t count);
 
-// The 2-D transpose [n, m] of x [m, n], any dtype.
-Tensor transpose(const Tensor& x);
+// x with dims dim0 < dim1 (normalised) swapped, into a new contiguous tensor; any dtype.
+Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1);
 
 }  // namespace cuda
 }  // namespace tinymoe

@@ -1,30 +1,46 @@
-// 2-D transpose: one thread per output element, so writes are contiguous.
+// transpose(x, dim0, dim1): one thread per output element, so writes are contiguous. The shape is
+// seen as [outer, first, middle, second, inner] around the two dims (ops/axis_layout.h's
+// SwapLayout); a 2-D transpose is the case outer = middle = inner = 1.
 #include "cuda/launch.cuh"
 #include "cuda/layout.h"
+#include "ops/axis_layout.h"
+
+#include <utility>
 
 namespace tinymoe {
 namespace cuda {
 namespace {
 
-// x is [rows, cols]; out is [cols, rows].
+// out is [outer, second, middle, first, inner]; x is [outer, first, middle, second, inner].
 template <typename T>
-__global__ void transpose_kernel(const T* x, T* out, int64_t rows, int64_t cols) {
-  TINYMOE_GRID_STRIDE_LOOP(i, rows * cols) out[i] = x[(i % rows) * cols + i / rows];
+__global__ void swap_dims_kernel(const T* x, T* out, SwapLayout l, int64_t count) {
+  TINYMOE_GRID_STRIDE_LOOP(index, count) {
+    int64_t r = index % l.inner, rest = index / l.inner;
+    int64_t i = rest % l.first;
+    rest /= l.first;
+    int64_t m = rest % l.middle;
+    rest /= l.middle;
+    int64_t j = rest % l.second, o = rest / l.second;
+    out[index] = x[(((o * l.first + i) * l.middle + m) * l.second + j) * l.inner + r];
+  }
 }
 
 }  // namespace
 
-Tensor transpose(const Tensor& x) {
+Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1) {
   check_cuda_tensor(x, "transpose", "x");
-  check_dim(x, 2, "transpose", "x");
-  int64_t rows = x.size(0), cols = x.size(1);
-  Tensor out = Tensor::empty({cols, rows}, x.dtype(), x.device());
+  TINYMOE_CHECK(0 <= dim0 && dim0 < dim1 && dim1 < x.dim(), "transpose", "expected normalised dims 0 <= dim0 < dim1 < ",
+                x.dim(), ", got ", dim0, " and ", dim1);
+  Shape shape = x.shape();
+  std::swap(shape[dim0], shape[dim1]);
+  Tensor out = Tensor::empty(shape, x.dtype(), x.device());
   if (out.numel() == 0) return out;
+  SwapLayout layout = swap_layout(x.shape(), dim0, dim1);
   DeviceGuard guard(x.device());
   dispatch_all(x.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
-    transpose_kernel<<<grid_for(out.numel()), kBlockThreads>>>(static_cast<const T*>(x.raw_data()),
-                                                               static_cast<T*>(out.raw_data()), rows, cols);
+    swap_dims_kernel<<<grid_for(out.numel()), kBlockThreads>>>(static_cast<const T*>(x.raw_data()),
+                                                                static_cast<T*>(out.raw_data()), layout, out.numel());
   });
   TINYMOE_CUDA_CHECK_LAUNCH();
   return out;

@@ -1,7 +1,9 @@
 #include "ops/shape.h"
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "ops/cuda_dispatch.h"
 #include "tinymoe/autograd.h"
@@ -81,13 +83,30 @@ Tensor join(const TensorList& parts, const TensorList& inputs, int64_t dim, cons
   return out;
 }
 
-Tensor transpose_on_cpu(const Tensor& x) {
-  int64_t rows = x.size(0), cols = x.size(1);
-  Tensor out = Tensor::empty({cols, rows}, x.dtype(), x.device());
+// x with dims dim0 < dim1 swapped: out [outer, second, middle, first, inner]. A plain 2-D
+// transpose (the only shape with outer, middle and inner all 1) goes through Eigen's blocked
+// transpose; otherwise each inner run is copied whole.
+Tensor swap_dims_on_cpu(const Tensor& x, int64_t dim0, int64_t dim1) {
+  SwapLayout l = swap_layout(x.shape(), dim0, dim1);
+  Shape shape = x.shape();
+  std::swap(shape[dim0], shape[dim1]);
+  Tensor out = Tensor::empty(shape, x.dtype(), x.device());
   dispatch_all(x.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
-    using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    Eigen::Map<RowMatrix>(out.data<T>(), cols, rows) = Eigen::Map<const RowMatrix>(x.data<T>(), rows, cols).transpose();
+    const T* in = x.data<T>();
+    T* to = out.data<T>();
+    if (l.outer == 1 && l.middle == 1 && l.inner == 1) {
+      using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+      Eigen::Map<RowMatrix>(to, l.second, l.first) = Eigen::Map<const RowMatrix>(in, l.first, l.second).transpose();
+      return;
+    }
+    for (int64_t o = 0; o < l.outer; ++o)
+      for (int64_t j = 0; j < l.second; ++j)
+        for (int64_t m = 0; m < l.middle; ++m)
+          for (int64_t i = 0; i < l.first; ++i) {
+            const T* from = in + (((o * l.first + i) * l.middle + m) * l.second + j) * l.inner;
+            std::copy(from, from + l.inner, to + (((o * l.second + j) * l.middle + m) * l.first + i) * l.inner);
+          }
   });
   return out;
 }
@@ -160,15 +179,25 @@ Tensor stack(const TensorList& tensors, int64_t dim) {
 
 Tensor transpose(const Tensor& x) {
   check_dim(x, 2, "transpose", "x");
+  return transpose(x, 0, 1);
+}
+
+Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1) {
+  check_defined(x, "transpose", "x");
   check_has_kernel(x, "transpose");
+  dim0 = normalize_dim(dim0, x.dim(), "transpose");
+  dim1 = normalize_dim(dim1, x.dim(), "transpose");
+  if (dim0 > dim1) std::swap(dim0, dim1);
   Tensor out;
+  if (dim0 == dim1) out = x.detach().clone();  // nothing to swap: a copy, as torch's contiguous()
 #ifdef TINYMOE_WITH_CUDA
-  if (x.device().is_cuda()) out = cuda::transpose(x);
-  else
+  else if (x.device().is_cuda()) out = cuda::transpose(x, dim0, dim1);
 #endif
-    out = transpose_on_cpu(x);
+  else out = swap_dims_on_cpu(x, dim0, dim1);
   if (needs_record({&x})) {
-    record("transpose", {x}, {out}, [](const TensorList& grads) -> TensorList { return {transpose(grads[0])}; });
+    record("transpose", {x}, {out}, [dim0, dim1](const TensorList& grads) -> TensorList {
+      return {transpose(grads[0], dim0, dim1)};
+    });
   }
   return out;
 }

@@ -1,6 +1,10 @@
 // slice, concat, transpose, stack: values by hand, every dtype, gradients to each input, bad input.
 #include <catch2/catch.hpp>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "ops/shape.h"
 #include "tests/test_helpers.h"
 #include "tinymoe/tinymoe.h"
@@ -65,6 +69,48 @@ TEST_CASE("shape: transpose", "[shape]") {
         std::vector<float>{1, 3, 2, 4});
 }
 
+namespace {
+
+// out[index with dims a and b swapped] = x[index], element by element: the definition.
+std::vector<double> swapped_by_definition(const Tensor& x, int64_t a, int64_t b) {
+  Shape shape = x.shape(), out_shape = shape;
+  std::swap(out_shape[a], out_shape[b]);
+  std::vector<double> values = x.to_vector<double>(), out(values.size());
+  std::vector<int64_t> index(shape.size(), 0);
+  for (size_t flat = 0; flat < values.size(); ++flat) {
+    std::vector<int64_t> swapped = index;
+    std::swap(swapped[a], swapped[b]);
+    int64_t target = 0;
+    for (size_t d = 0; d < shape.size(); ++d) target = target * out_shape[d] + swapped[d];
+    out[target] = values[flat];
+    for (int64_t d = static_cast<int64_t>(shape.size()) - 1; d >= 0 && ++index[d] == shape[d]; --d) index[d] = 0;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("shape: transpose of any two dims matches its definition", "[shape]") {
+  Tensor x = counting({2, 3, 4, 5});
+  for (int64_t a = 0; a < 4; ++a)
+    for (int64_t b = 0; b < 4; ++b) {
+      INFO("dims " << a << ", " << b);
+      Tensor t = transpose(x, a, b);
+      Shape expected_shape = x.shape();
+      std::swap(expected_shape[a], expected_shape[b]);
+      CHECK(t.shape() == expected_shape);
+      CHECK(t.to_vector<double>() == swapped_by_definition(x, a, b));
+      CHECK(transpose(x, b - 4, a - 4).to_vector<double>() == t.to_vector<double>());  // negative, either order
+    }
+  CHECK(transpose(counting({3, 4}), 0, 1).to_vector<double>() == transpose(counting({3, 4})).to_vector<double>());
+  CHECK(transpose(zeros({2, 0, 3}), 0, 2).shape() == Shape{3, 0, 2});
+  Tensor ids = from_vector(std::vector<int64_t>{1, 2, 3, 4, 5, 6}, {1, 2, 3});
+  CHECK(transpose(ids, 1, 2).to_vector<int64_t>() == std::vector<int64_t>{1, 4, 2, 5, 3, 6});
+  // Attention's head split: [B, S, H, dh] -> [B, H, S, dh] and back.
+  Tensor heads = counting({2, 5, 3, 4});
+  CHECK(transpose(transpose(heads, 1, 2), 1, 2).to_vector<double>() == heads.to_vector<double>());
+}
+
 TEST_CASE("shape: stack inserts a new dim", "[shape]") {
   Tensor a = counting({2, 2});
   Tensor b = add(counting({2, 2}), 10.0);
@@ -107,6 +153,11 @@ TEST_CASE("shape: gradcheck slice, concat, transpose, stack", "[shape][gradcheck
                   {a, constant});
   check_gradients("transpose", [](const TensorList& in) { return transpose(in[0]); }, {a});
   check_gradients("transpose one row", [](const TensorList& in) { return transpose(in[0]); }, {c});
+  for (auto dims : {std::pair<int64_t, int64_t>{0, 2}, {1, 2}, {-1, 0}, {1, 1}}) {
+    std::string what = "transpose dims " + std::to_string(dims.first) + ", " + std::to_string(dims.second);
+    check_gradients(what.c_str(), [dims](const TensorList& in) { return transpose(in[0], dims.first, dims.second); },
+                    {x});
+  }
   Tensor d = randn({2, 3}, DType::f64, &generator).requires_grad_();
   for (int64_t dim : {0, 1, 2, -1}) {
     std::string what = "stack dim " + std::to_string(dim);
@@ -148,6 +199,9 @@ TEST_CASE("shape: errors name the op", "[shape][errors]") {
   CHECK_THROWS_WITH(concat({x, Tensor()}, 0), Catch::Contains("concat") && Catch::Contains("undefined"));
   CHECK_THROWS_WITH(transpose(zeros({2, 3, 4})), Catch::Contains("transpose") && Catch::Contains("2 dimensions"));
   CHECK_THROWS_WITH(transpose(zeros({3})), Catch::Contains("transpose"));
+  CHECK_THROWS_WITH(transpose(zeros({2, 3}), 0, 2), Catch::Contains("transpose") && Catch::Contains("2"));
+  CHECK_THROWS_WITH(transpose(zeros({2, 3}), -3, 0), Catch::Contains("transpose"));
+  CHECK_THROWS_WITH(transpose(Tensor(), 0, 1), Catch::Contains("transpose"));
   CHECK_THROWS_WITH(stack({}), Catch::Contains("stack") && Catch::Contains("empty list"));
   CHECK_THROWS_WITH(stack({x, zeros({2, 2})}), Catch::Contains("stack") && Catch::Contains("[2, 2]"));
   CHECK_THROWS_WITH(stack({x, x}, 3), Catch::Contains("stack") && Catch::Contains("dim 3"));

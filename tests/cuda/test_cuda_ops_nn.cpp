@@ -3,6 +3,8 @@
 // swiglu and the weighted MoE combine.
 #include <catch2/catch.hpp>
 
+#include <utility>
+
 #include "cuda/fused.h"
 #include "cuda/layout.h"
 #include "graph_parity.h"
@@ -66,6 +68,13 @@ TEST_CASE("cuda ops shape: slice, concat, stack and transpose match the CPU forw
     for (const Shape& shape : {Shape{7, 13}, Shape{1, 5}, Shape{0, 3}, Shape{300, 2}}) {
       INFO("transpose " << shape_str(shape));
       check_graph([](const TensorList& in) { return transpose(in[0]); }, {draw(shape)}, kExact, kExact, ++seed);
+    }
+    // Any two dims of a 4-D tensor: attention's head split [B, S, H, dh] <-> [B, H, S, dh].
+    Tensor heads = draw({2, 5, 3, 4});
+    for (auto dims : {std::pair<int64_t, int64_t>{1, 2}, {0, 3}, {2, 3}, {-1, 1}, {2, 2}}) {
+      INFO("transpose dims " << dims.first << ", " << dims.second);
+      check_graph([&](const TensorList& in) { return transpose(in[0], dims.first, dims.second); }, {heads}, kExact,
+                  kExact, ++seed);
     }
   }
 }
@@ -202,7 +211,7 @@ TEST_CASE("cuda ops nn: the kernels refuse cpu tensors, naming the op", "[cuda][
   Tensor targets = from_vector(std::vector<int64_t>{0, 1, 0}, {3});
   CHECK_THROWS_WITH(cuda::cast(x, DType::f64), Contains("cast") && Contains("cuda device"));
   CHECK_THROWS_WITH(cuda::copy_along(x, 0, x, 0, 0, 1), Contains("copy_along") && Contains("cuda device"));
-  CHECK_THROWS_WITH(cuda::transpose(x), Contains("transpose") && Contains("cuda device"));
+  CHECK_THROWS_WITH(cuda::transpose(x, 0, 1), Contains("transpose") && Contains("cuda device"));
   CHECK_THROWS_WITH(cuda::rms_norm(x, Tensor(), 1e-6), Contains("rms_norm") && Contains("cuda device"));
   CHECK_THROWS_WITH(cuda::rms_norm_backward(x, x, Tensor(), 1e-6, false),
                     Contains("rms_norm") && Contains("cuda device"));
