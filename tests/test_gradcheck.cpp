@@ -98,3 +98,41 @@ TEST_CASE("gradcheck: bad use is a clear error", "[gradcheck][errors]") {
   bad.eps = 0;
   CHECK_THROWS_WITH(gradcheck(identity, {randn({2}, DType::f64).requires_grad_()}, bad), Catch::Contains("eps"));
 }
+
+TEST_CASE("gradcheck_in_place: checks tensors the function reads itself, then restores them", "[gradcheck]") {
+  Generator generator(5);
+  Tensor weight = randn({3, 2}, DType::f64, &generator).requires_grad_();
+  Tensor x = randn({4, 3}, DType::f64, &generator);
+  std::vector<double> before = weight.to_vector<double>();
+  weight.impl()->grad = full({3, 2}, 7.0, DType::f64);  // an earlier step's gradient stays
+  GradcheckResult right = gradcheck_in_place([&] { return tanh(matmul(x, weight)); }, {weight});
+  INFO(right.report);
+  CHECK(right.passed());
+  CHECK(weight.to_vector<double>() == before);
+  CHECK(weight.grad().to_vector<double>() == std::vector<double>(6, 7.0));
+  // A wrong backward through the tensor is caught.
+  GradcheckResult wrong = gradcheck_in_place([&] { return scaled_square(weight, 0.5); }, {weight});
+  CHECK(wrong.status == GradcheckStatus::failed);
+  CHECK(weight.to_vector<double>() == before);
+}
+
+TEST_CASE("gradcheck_in_place: restores the tensors when the function throws", "[gradcheck][errors]") {
+  Tensor weight = from_vector(std::vector<double>{1, 2}, {2}).requires_grad_();
+  int calls = 0;
+  auto throws_later = [&] {
+    if (++calls > 2) throw Error("boom");
+    return exp(weight);
+  };
+  CHECK_THROWS_WITH(gradcheck_in_place(throws_later, {weight}), Catch::Contains("boom"));
+  CHECK(weight.to_vector<double>() == std::vector<double>{1, 2});
+}
+
+TEST_CASE("gradcheck_in_place: bad tensors are a clear error", "[gradcheck][errors]") {
+  auto fn = [] { return zeros({}, DType::f64); };
+  CHECK_THROWS_WITH(gradcheck_in_place(fn, {randn({2}, DType::f64)}),
+                    Catch::Contains("gradcheck_in_place") && Catch::Contains("requires grad"));
+  CHECK_THROWS_WITH(gradcheck_in_place(fn, {randn({2}, DType::f32).requires_grad_()}),
+                    Catch::Contains("gradcheck_in_place") && Catch::Contains("f64"));
+  Tensor leaf = randn({2}, DType::f64).requires_grad_();
+  CHECK_THROWS_WITH(gradcheck_in_place(fn, {mul(leaf, 2.0)}), Catch::Contains("leaf"));
+}

@@ -257,25 +257,71 @@ void check_reentrant(const GradcheckFn& fn, const TensorList& inputs, const std:
 
 }  // namespace
 
-GradcheckResult gradcheck(const GradcheckFn& fn, const TensorList& inputs, const GradcheckOptions& options) {
+namespace {
+
+// The check itself, on `tensors` that it may perturb and whose grad() it may overwrite.
+GradcheckResult check_on(const GradcheckFn& fn, const TensorList& tensors, const GradcheckOptions& options) {
   TINYMOE_CHECK(options.eps > 0, "gradcheck", "eps must be positive, got ", options.eps);
-  TensorList copies = private_copies(inputs);
-  std::vector<size_t> checked = checked_inputs(copies);
+  std::vector<size_t> checked = checked_inputs(tensors);
   ObservedOutput base;
   {
     NoGradGuard no_grad;
-    base = observe(fn, copies);
+    base = observe(fn, tensors);
   }
   GradcheckResult result;
   result.smallest_choice_margin = base.choices.smallest_margin;
   Comparison comparison{result, options};
-  if (options.fast_mode) check_fast(fn, copies, checked, base.choices, base.output, comparison);
-  else check_full(fn, copies, checked, base.choices, base.output, comparison);
+  if (options.fast_mode) check_fast(fn, tensors, checked, base.choices, base.output, comparison);
+  else check_full(fn, tensors, checked, base.choices, base.output, comparison);
   if (result.status == GradcheckStatus::selection_unstable) return result;
-  result.report = describe(result, copies);
+  result.report = describe(result, tensors);
   if (result.status == GradcheckStatus::passed && options.check_reentrant)
-    check_reentrant(fn, copies, checked, base.output, result);
+    check_reentrant(fn, tensors, checked, base.output, result);
   return result;
+}
+
+// Puts back the values and gradients of tensors checked in place, however the check ends.
+class RestoreOnExit {
+ public:
+  explicit RestoreOnExit(const TensorList& tensors) : tensors_(tensors) {
+    for (const Tensor& tensor : tensors_) {
+      values_.push_back(tensor.to_vector<double>());
+      grads_.push_back(tensor.grad());
+    }
+  }
+  ~RestoreOnExit() {
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      std::copy(values_[i].begin(), values_[i].end(), tensors_[i].data<double>());
+      tensors_[i].impl()->grad = grads_[i];
+    }
+  }
+  RestoreOnExit(const RestoreOnExit&) = delete;
+  RestoreOnExit& operator=(const RestoreOnExit&) = delete;
+
+ private:
+  TensorList tensors_;
+  std::vector<std::vector<double>> values_;
+  TensorList grads_;
+};
+
+}  // namespace
+
+GradcheckResult gradcheck(const GradcheckFn& fn, const TensorList& inputs, const GradcheckOptions& options) {
+  return check_on(fn, private_copies(inputs), options);
+}
+
+GradcheckResult gradcheck_in_place(const std::function<Tensor()>& fn, const TensorList& tensors,
+                                   const GradcheckOptions& options) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const Tensor& tensor = tensors[i];
+    TINYMOE_CHECK(tensor.defined() && tensor.requires_grad() && tensor.is_leaf(), "gradcheck_in_place", "tensor ", i,
+                  " must be a defined leaf that requires grad (a parameter)");
+    TINYMOE_CHECK(tensor.dtype() == DType::f64 && tensor.device().is_cpu(), "gradcheck_in_place", "tensor ", i,
+                  " is ", dtype_name(tensor.dtype()), " on ", tensor.device().str(),
+                  "; gradient checks need f64 tensors on the cpu (build the module with DType::f64)");
+  }
+  RestoreOnExit restore(tensors);
+  return check_on([&fn](const TensorList&) { return fn(); }, tensors, options);
 }
 
 }  // namespace tinymoe

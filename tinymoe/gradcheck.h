@@ -52,4 +52,12 @@ using GradcheckFn = std::function<Tensor(const TensorList& inputs)>;
 GradcheckResult gradcheck(const GradcheckFn& fn, const TensorList& inputs,
                           const GradcheckOptions& options = GradcheckOptions());
 
+// The same check with respect to tensors that `fn` reads by itself, such as a module's
+// parameters, which a module keeps by handle and so cannot take from gradcheck's copies:
+//   gradcheck_in_place([&] { return model(ids, targets).total_loss(); }, model.parameters());
+// Each tensor must be an f64 cpu leaf that requires grad. They are perturbed in place, and their
+// values and grad() are restored before this returns, on an Error too.
+GradcheckResult gradcheck_in_place(const std::function<Tensor()>& fn, const TensorList& tensors,
+                                   const GradcheckOptions& options = GradcheckOptions());
+
 }  // namespace tinymoe
