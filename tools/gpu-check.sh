@@ -11,26 +11,39 @@
 # TF32). A missed target is a figure, not a failed step. Exit status 0 only when every step passed; it fails at
 # once, and says why, when the machine has no NVIDIA GPU or driver.
 #
-# Usage: tools/gpu-check.sh [--build-dir DIR] [--jobs N] [--no-sanitizer]
+# Usage: tools/gpu-check.sh [--build-dir DIR] [--jobs N] [--no-sanitizer] [--prebuilt DIR]
+#                           [--log-dir DIR] [--step-timeout SECONDS]
 #   --no-sanitizer  skip step 3 on purpose (otherwise a missing compute-sanitizer fails the check)
+#   --prebuilt DIR  skip step 1 and run the binaries of a bundle from tools/gpu-bundle.sh, for a
+#                   GPU machine that cannot build (no toolchain or packages there)
+#   --log-dir DIR   where the step logs go (default BUILD_DIR/gpu-check-logs)
+#   --step-timeout  stop a test or benchmark step after this many seconds and call it TIMEOUT,
+#                   so a hang still ends with the table (default: no limit)
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build_dir="$root/build-gpu"
 jobs="$(nproc)"
 use_sanitizer=1
+prebuilt=""
+log_dir=""
+step_timeout=0
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --build-dir) build_dir="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
     --no-sanitizer) use_sanitizer=0; shift ;;
-    -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --prebuilt) prebuilt="$(cd "$2" 2>/dev/null && pwd)" || { echo "gpu-check: --prebuilt $2: no such directory" >&2; exit 2; }
+                shift 2 ;;
+    --log-dir) log_dir="$2"; shift 2 ;;
+    --step-timeout) step_timeout="$2"; shift 2 ;;
+    -h|--help) sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu-check: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
 
-log_dir="$build_dir/gpu-check-logs"
+[[ -n "$log_dir" ]] || log_dir="$build_dir/gpu-check-logs"
 step_names=() step_results=() step_seconds=() step_notes=()
 failed=0
 
@@ -38,6 +51,9 @@ record() {  # name result seconds note
   step_names+=("$1"); step_results+=("$2"); step_seconds+=("$3"); step_notes+=("$4")
   [[ "$2" == PASS || "$2" == SKIP ]] || failed=1
 }
+
+# The verdict of a step from its exit status: PASS, TIMEOUT (timeout's 124) or FAIL.
+verdict() { case "$1" in 0) echo PASS ;; 124) echo TIMEOUT ;; *) echo FAIL ;; esac; }
 
 figure_rows=()
 
@@ -65,11 +81,16 @@ finish() {
   exit 0
 }
 
-# Runs a command with its output in a log file; sets step_status and step_elapsed.
+# Runs a command with its output in a log file, under --step-timeout when one is set; sets
+# step_status (124 when it ran out of time) and step_elapsed.
 run_logged() {  # log_name command...
   local log="$log_dir/$1.log" start=$SECONDS
   shift
-  "$@" >"$log" 2>&1
+  if [[ "$step_timeout" -gt 0 ]]; then
+    timeout --kill-after=10 "$step_timeout" "$@" >"$log" 2>&1
+  else
+    "$@" >"$log" 2>&1
+  fi
   step_status=$?
   step_elapsed=$((SECONDS - start))
 }
@@ -91,22 +112,34 @@ elif [[ ! -r /proc/driver/nvidia/version ]]; then
 fi
 mkdir -p "$log_dir"
 
-# ---- 1. Build.
-run_logged configure cmake -S "$root" -B "$build_dir" -DTINYMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release
-configure_seconds=$step_elapsed
-if [[ $step_status -ne 0 ]]; then
-  record build FAIL "$configure_seconds" "cmake configure failed: see configure.log"
-  finish
+# ---- 1. Build (or take the binaries of a bundle).
+if [[ -n "$prebuilt" ]]; then
+  tests="$prebuilt/bin/tinymoe_cuda_tests"
+  cli="$prebuilt/bin/tinymoe"
+  export LD_LIBRARY_PATH="$prebuilt/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  if [[ -x "$tests" && -x "$cli" ]]; then
+    record build SKIP 0 "prebuilt: $(head -n 1 "$prebuilt/MANIFEST" 2>/dev/null || echo "no MANIFEST")"
+  else
+    record build FAIL 0 "--prebuilt $prebuilt has no bin/tinymoe_cuda_tests and bin/tinymoe (tools/gpu-bundle.sh)"
+    finish
+  fi
+else
+  run_logged configure cmake -S "$root" -B "$build_dir" -DTINYMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release
+  configure_seconds=$step_elapsed
+  if [[ $step_status -ne 0 ]]; then
+    record build FAIL "$configure_seconds" "cmake configure failed: see configure.log"
+    finish
+  fi
+  run_logged build cmake --build "$build_dir" -j "$jobs"
+  build_seconds=$((configure_seconds + step_elapsed))
+  if [[ $step_status -ne 0 ]]; then
+    record build FAIL "$build_seconds" "build failed: see build.log"
+    finish
+  fi
+  record build PASS "$build_seconds" "Release, TINYMOE_CUDA=ON, -j $jobs"
+  tests="$build_dir/cuda/tests/tinymoe_cuda_tests"
+  cli="$build_dir/tools/tinymoe"
 fi
-run_logged build cmake --build "$build_dir" -j "$jobs"
-build_seconds=$((configure_seconds + step_elapsed))
-if [[ $step_status -ne 0 ]]; then
-  record build FAIL "$build_seconds" "build failed: see build.log"
-  finish
-fi
-record build PASS "$build_seconds" "Release, TINYMOE_CUDA=ON, -j $jobs"
-
-tests="$build_dir/cuda/tests/tinymoe_cuda_tests"
 
 # ---- 2. CUDA tests, all in one process.
 run_logged tests "$tests"
@@ -115,7 +148,8 @@ if [[ $step_status -eq 77 ]]; then
   finish  # no usable device: nothing further can run
 fi
 note="$(last_match "$log_dir/tests.log" 'test cases|All tests passed')"
-if [[ $step_status -eq 0 ]]; then record tests PASS "$step_elapsed" "$note"; else record tests FAIL "$step_elapsed" "$note (see tests.log)"; fi
+if [[ $step_status -eq 0 ]]; then record tests PASS "$step_elapsed" "$note"
+else record tests "$(verdict $step_status)" "$step_elapsed" "$note (see tests.log)"; fi
 
 # ---- 3. The same tests under compute-sanitizer memcheck. No leak check: the caching allocator
 # keeps its blocks until the process ends, by design.
@@ -132,6 +166,7 @@ else
   note="$(last_match "$log_dir/memcheck.log" 'ERROR SUMMARY')"
   if [[ $step_status -eq 0 ]]; then record memcheck PASS "$step_elapsed" "$note"
   elif [[ $step_status -eq 86 ]]; then record memcheck FAIL "$step_elapsed" "$note (see memcheck.log)"
+  elif [[ $step_status -eq 124 ]]; then record memcheck TIMEOUT "$step_elapsed" "stopped after ${step_timeout} s (see memcheck.log)"
   else record memcheck FAIL "$step_elapsed" "tests failed under the sanitizer, exit $step_status (see memcheck.log)"
   fi
 fi
@@ -154,14 +189,14 @@ add_figures() {  # log
   done < <(figures_of "$1")
 }
 
-cli="$build_dir/tools/tinymoe"
 for bench in ops moe; do
   run_logged "bench-$bench" "$cli" bench "$bench" --device cuda --json
   if [[ $step_status -eq 0 ]]; then
     record "bench $bench" PASS "$step_elapsed" "JSON lines in bench-$bench.log"
     add_figures "$log_dir/bench-$bench.log"
   else
-    record "bench $bench" FAIL "$step_elapsed" "exit $step_status: $(tail -n 1 "$log_dir/bench-$bench.log")"
+    record "bench $bench" "$(verdict $step_status)" "$step_elapsed" "exit $step_status: $(tail -n 1 "$log_dir/bench-$bench.log")"
+    add_figures "$log_dir/bench-$bench.log"  # what finished before the failure still counts
   fi
 done
 
