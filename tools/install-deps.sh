@@ -4,7 +4,7 @@
 # when everything is present).
 set -euo pipefail
 
-packages=(cmake g++ make libeigen3-dev libopenblas-dev nlohmann-json3-dev libcli11-dev catch2)
+packages=(cmake g++ make libeigen3-dev libopenblas-dev nlohmann-json3-dev libcli11-dev catch2 libopenmpi-dev openmpi-bin)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -1,0 +1,143 @@
+#include "nn/expert_parallel.h"
+
+#include <utility>
+#include <vector>
+
+#include "nn/dispatch.h"
+#include "ops/all_to_all.h"
+#include "ops/elementwise.h"
+#include "ops/index.h"
+#include "ops/shape.h"
+
+namespace tinymoe {
+namespace nn {
+namespace {
+
+constexpr const char* kOp = "ExpertParallelMoEBlock";
+
+// Experts first .. first+count-1 of a stacked weight [E, in, out], as a new leaf.
+Tensor expert_slice(const Tensor& stacked, int64_t first, int64_t count) {
+  return slice(stacked.detach(), 0, first, first + count);
+}
+
+// This rank's slice of the full block's experts, of the same kind.
+std::shared_ptr<Experts> local_slice(const Experts& full, int64_t first, int64_t count) {
+  if (auto swiglu = dynamic_cast<const SwiGLUExperts*>(&full))
+    return std::make_shared<SwiGLUExperts>(expert_slice(swiglu->w1(), first, count),
+                                           expert_slice(swiglu->w3(), first, count),
+                                           expert_slice(swiglu->w2(), first, count));
+  const auto& mlp = dynamic_cast<const MLPExperts&>(full);
+  return std::make_shared<MLPExperts>(expert_slice(mlp.wi(), first, count), expert_slice(mlp.wo(), first, count),
+                                      mlp.activation());
+}
+
+int64_t checked_experts(const SparseMoEConfig& config, const std::shared_ptr<Communicator>& comm) {
+  TINYMOE_CHECK(comm != nullptr, kOp, "no communicator");
+  TINYMOE_CHECK(config.num_experts > 0 && config.num_experts % comm->size() == 0, kOp, "expected num_experts (",
+                config.num_experts, ") divisible by the ", comm->size(), " ranks of the ", comm->name(),
+                " communicator");
+  return config.num_experts;
+}
+
+// Where the rows this rank receives go for the grouped GEMM. They arrive source-major (from rank
+// 0: its rows for local expert 0, then 1, ...; then from rank 1, ...); the experts want them
+// expert-major. counts[i * L + l]: rows from rank i for local expert l.
+struct Regroup {
+  Tensor expert_major;  // i64 [R]: received row of each expert-major position
+  Tensor source_major;  // i64 [R]: the inverse, expert-major position of each received row
+  Tensor offsets;       // i64 [L+1]: the local experts' row ranges, expert-major
+};
+
+Regroup regroup_received(const std::vector<int64_t>& counts, int64_t sources, int64_t local) {
+  std::vector<int64_t> source_start(counts.size() + 1, 0);  // first received row of (source, expert)
+  for (size_t k = 0; k < counts.size(); ++k) source_start[k + 1] = source_start[k] + counts[k];
+  const int64_t rows = source_start.back();
+  std::vector<int64_t> expert_major, source_major(rows), offsets = {0};
+  for (int64_t l = 0; l < local; ++l) {
+    for (int64_t i = 0; i < sources; ++i)
+      for (int64_t row = source_start[i * local + l]; row < source_start[i * local + l + 1]; ++row) {
+        source_major[row] = static_cast<int64_t>(expert_major.size());
+        expert_major.push_back(row);
+      }
+    offsets.push_back(static_cast<int64_t>(expert_major.size()));
+  }
+  return {from_vector(expert_major, {rows}), from_vector(source_major, {rows}), from_vector(offsets, {local + 1})};
+}
+
+}  // namespace
+
+ExpertParallelMoEBlock::ExpertParallelMoEBlock(const SparseMoEConfig& config, std::shared_ptr<Communicator> comm,
+                                               Generator* generator)
+    : num_experts_(checked_experts(config, comm)), comm_(std::move(comm)) {
+  // The whole block, drawn as a single process draws it; this rank keeps what it holds.
+  SparseMoEBlock full(config, generator);
+  const int64_t local = num_experts_ / comm_->size();
+  gate_ = register_module("gate", full.gate());
+  experts_ = register_module("experts", local_slice(*full.experts(), comm_->rank() * local, local));
+  if (full.shared_expert())
+    shared_expert_ = register_module(full.shared_expert_gate() ? "shared_expert" : "shared_experts",
+                                     full.shared_expert());
+  if (full.shared_expert_gate()) shared_expert_gate_ = register_module("shared_expert_gate", full.shared_expert_gate());
+}
+
+TensorList ExpertParallelMoEBlock::replicated_parameters() const {
+  TensorList parameters = gate_->parameters();
+  for (const Module* module : {static_cast<const Module*>(shared_expert_.get()),
+                               static_cast<const Module*>(shared_expert_gate_.get())})
+    if (module != nullptr)
+      for (const Tensor& parameter : module->parameters()) parameters.push_back(parameter);
+  return parameters;
+}
+
+Tensor ExpertParallelMoEBlock::shared_output(const Tensor& tokens) const {
+  Tensor shared = shared_expert_->forward(tokens);
+  if (!shared_expert_gate_) return shared;
+  return mul(sigmoid(shared_expert_gate_->forward(tokens)), shared);  // Qwen2-MoE's gated shared expert
+}
+
+MoEOutput ExpertParallelMoEBlock::forward(const Tensor& x) const {
+  const int64_t d = hidden_size(), local = local_experts(), ranks = comm_->size();
+  check_defined(x, kOp, "x");
+  TINYMOE_CHECK((x.dim() == 2 || x.dim() == 3) && x.size(-1) == d, kOp, "expected x of shape [T, ", d,
+                "] or [B, S, ", d, "], got ", shape_str(x.shape()));
+  TINYMOE_CHECK(x.dtype() == dtype(), kOp, "expected x of the block's dtype ", dtype_name(dtype()), ", got ",
+                dtype_name(x.dtype()));
+  check_same_device(x, gate_->weight(), kOp);
+  const int64_t tokens_count = x.dim() == 3 ? x.size(0) * x.size(1) : x.size(0);
+  Tensor tokens = x.reshape({tokens_count, d});
+
+  Routing routing = gate_->forward(tokens, x.size(-2));
+  DispatchPlan plan = plan_dispatch(routing, tokens_count, num_experts_, x.dtype(), kOp);
+
+  // Pairs per (rank, expert) on every rank: [N, E]. Rank j's experts are a contiguous block of the
+  // sorted pairs, so this rank sends block j to rank j.
+  std::vector<int64_t> counts = comm_->all_gather(plan.tokens_per_expert.to(Device::cpu()).to_vector<int64_t>());
+  std::vector<int64_t> send_splits(ranks, 0), recv_splits(ranks, 0), received_counts;
+  for (int64_t j = 0; j < ranks; ++j)
+    for (int64_t l = 0; l < local; ++l) {
+      send_splits[j] += counts[comm_->rank() * num_experts_ + j * local + l];
+      int64_t from_j = counts[j * num_experts_ + comm_->rank() * local + l];
+      recv_splits[j] += from_j;
+      received_counts.push_back(from_j);
+    }
+
+  Tensor x_recv = all_to_all(dispatch_tokens(tokens, plan), send_splits, recv_splits, comm_);
+  Regroup regroup = regroup_received(received_counts, ranks, local);
+  Tensor y_local = experts_->forward(index_select(x_recv, regroup.expert_major), regroup.offsets);
+  Tensor y_perm = all_to_all(index_select(y_local, regroup.source_major), recv_splits, send_splits, comm_);
+  Tensor y = combine_outputs(y_perm, plan);
+  if (shared_expert_) y = add(y, shared_output(tokens));
+  RoutingDiagnostics diagnostics = diagnose(routing, gate_->e_score_correction_bias());
+  return {y.reshape(x.shape()), std::move(routing), plan.tokens_per_expert, std::move(diagnostics)};
+}
+
+void all_reduce_gradients(const TensorList& parameters, Communicator& comm) {
+  for (const Tensor& parameter : parameters) {
+    check_defined(parameter, "all_reduce_gradients", "parameter");
+    if (!parameter.grad().defined()) parameter.impl()->grad = zeros_like(parameter);
+    comm.all_reduce_sum(parameter.grad());
+  }
+}
+
+}  // namespace nn
+}  // namespace tinymoe

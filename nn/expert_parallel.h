@@ -1,0 +1,77 @@
+// nn::ExpertParallelMoEBlock: the sparse MoE block with its experts split across the ranks of a
+// Communicator (expert parallelism: GShard, Lepikhin et al. 2020; Megatron-LM's EP). N ranks hold
+// E / N experts each; every rank routes its own tokens and sends each (token, expert) pair's row
+// to the rank holding the expert:
+//
+//   every rank r:  its tokens x [T_r, d]; the gate and any shared expert (replicated);
+//                  experts r*L .. r*L + L-1 of the E, L = E / N
+//   routing = gate(x)                              as SparseMoEBlock, on this rank's tokens
+//   x_perm  = x[sorted_token]                      pairs sorted by expert, so by rank     [P, d]
+//   x_recv  = all_to_all(x_perm)                   the rows for this rank's experts, by source
+//   y_recv  = experts(x_recv regrouped by expert)  grouped GEMMs, then back in source order
+//   y_perm  = all_to_all(y_recv), reversed         every pair's output back on its token's rank
+//   y       = scatter_add(sorted_weight * y_perm)  (+ the shared expert)                [T_r, d]
+//
+// Built from the same config and seed on every rank, it draws exactly the parameters of
+// SparseMoEBlock(config, generator) and keeps its own slice of the experts, so EP=N computes
+// what EP=1 computes on the concatenated batch, up to float rounding, forward and backward: the
+// outputs for this rank's tokens, and the gradients of this rank's experts. The replicated gate
+// and shared expert get gradients from this rank's tokens only; all_reduce_gradients sums them
+// (as data parallelism does). Routing losses and diagnostics describe this rank's tokens.
+//
+// Parameter names are SparseMoEBlock's; experts.* hold this rank's L experts (global expert
+// first_expert() + i at index i). The Communicator's engine decides the devices: the MPI one
+// moves cpu tensors.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "nn/moe_block.h"
+#include "tinymoe/communicator.h"
+
+namespace tinymoe {
+namespace nn {
+
+class ExpertParallelMoEBlock : public Module {
+ public:
+  // config.num_experts must be divisible by comm->size(). Parameters are drawn from `generator`
+  // (the global one when null) as SparseMoEBlock(config, generator) draws them.
+  ExpertParallelMoEBlock(const SparseMoEConfig& config, std::shared_ptr<Communicator> comm,
+                         Generator* generator = nullptr);
+
+  // x [T, d] or [B, S, d]: this rank's tokens (T may differ between ranks, 0 included). A
+  // collective: every rank calls it, and later runs backward through it.
+  MoEOutput forward(const Tensor& x) const;
+  MoEOutput operator()(const Tensor& x) const { return forward(x); }
+
+  int64_t num_experts() const { return num_experts_; }  // E, over all ranks
+  int64_t local_experts() const { return experts_->num_experts(); }
+  int64_t first_expert() const { return comm_->rank() * local_experts(); }
+  int64_t hidden_size() const { return experts_->hidden_size(); }
+  DType dtype() const { return experts_->dtype(); }
+  const std::shared_ptr<Communicator>& communicator() const { return comm_; }
+  const std::shared_ptr<Router>& gate() const { return gate_; }
+  const std::shared_ptr<Experts>& experts() const { return experts_; }
+  // The parameters every rank holds a copy of (gate, shared expert and its gate), whose
+  // gradients all_reduce_gradients sums; the experts are this rank's alone.
+  TensorList replicated_parameters() const;
+
+ private:
+  Tensor shared_output(const Tensor& tokens) const;
+
+  int64_t num_experts_;
+  std::shared_ptr<Communicator> comm_;
+  std::shared_ptr<Router> gate_;
+  std::shared_ptr<Experts> experts_;
+  std::shared_ptr<SharedExpert> shared_expert_;
+  std::shared_ptr<Linear> shared_expert_gate_;
+};
+
+// Sums every tensor's gradient over the ranks, in place (a parameter without one counts as
+// zeros and gets the sum): data parallelism's gradient step. A collective: every rank passes the
+// same parameters in the same order.
+void all_reduce_gradients(const TensorList& parameters, Communicator& comm);
+
+}  // namespace nn
+}  // namespace tinymoe

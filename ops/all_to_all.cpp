@@ -1,0 +1,64 @@
+#include "ops/all_to_all.h"
+
+#include "tinymoe/autograd.h"
+
+namespace tinymoe {
+namespace {
+
+constexpr const char* kOp = "all_to_all";
+
+int64_t checked_total(const std::vector<int64_t>& splits, const Communicator& comm, const char* name) {
+  TINYMOE_CHECK(static_cast<int>(splits.size()) == comm.size(), kOp, "expected ", comm.size(), " ", name,
+                " (one per rank), got ", splits.size());
+  int64_t total = 0;
+  for (size_t r = 0; r < splits.size(); ++r) {
+    TINYMOE_CHECK(splits[r] >= 0, kOp, name, "[", r, "] is negative: ", splits[r]);
+    total += splits[r];
+  }
+  return total;
+}
+
+// The exchange itself, without recording.
+Tensor exchange_rows(const Tensor& x, const std::vector<int64_t>& send_splits, const std::vector<int64_t>& recv_splits,
+                     Communicator& comm) {
+  Shape shape = x.shape();
+  const int64_t row_elements = shape_numel(Shape(shape.begin() + 1, shape.end()));
+  shape[0] = checked_total(recv_splits, comm, "recv_splits");
+  Tensor out = Tensor::empty(shape, x.dtype(), x.device());
+  const int64_t row_bytes = row_elements * static_cast<int64_t>(element_size(x.dtype()));
+  if (row_bytes > 0) comm.all_to_all_rows(x.raw_data(), send_splits, out.raw_data(), recv_splits, row_bytes);
+  return out;
+}
+
+}  // namespace
+
+Tensor all_to_all(const Tensor& x, const std::vector<int64_t>& send_splits, const std::vector<int64_t>& recv_splits,
+                  const std::shared_ptr<Communicator>& comm) {
+  TINYMOE_CHECK(comm != nullptr, kOp, "no communicator");
+  check_defined(x, kOp, "x");
+  TINYMOE_CHECK(x.dim() >= 1, kOp, "expected x with a row dimension, got a 0-dimensional tensor");
+  TINYMOE_CHECK(x.device().is_cpu(), kOp, "the ", comm->name(), " communicator moves cpu tensors, got x on ",
+                x.device().str());
+  const int64_t sent = checked_total(send_splits, *comm, "send_splits");
+  TINYMOE_CHECK(sent == x.size(0), kOp, "send_splits sum to ", sent, " rows but x has ", x.size(0));
+  checked_total(recv_splits, *comm, "recv_splits");
+  Tensor out = exchange_rows(x, send_splits, recv_splits, *comm);
+  if (needs_record({&x})) {
+    record(kOp, {x}, {out}, [send_splits, recv_splits, comm](const TensorList& grads) -> TensorList {
+      return {all_to_all(grads[0], recv_splits, send_splits, comm)};
+    });
+  }
+  return out;
+}
+
+std::vector<int64_t> exchange_splits(const std::vector<int64_t>& send_splits, Communicator& comm) {
+  checked_total(send_splits, comm, "send_splits");
+  // Row i of the gathered [size, size] matrix is rank i's send_splits; this rank's column is
+  // what each rank sends here.
+  std::vector<int64_t> matrix = comm.all_gather(send_splits);
+  std::vector<int64_t> recv(static_cast<size_t>(comm.size()));
+  for (int i = 0; i < comm.size(); ++i) recv[i] = matrix[static_cast<size_t>(i * comm.size() + comm.rank())];
+  return recv;
+}
+
+}  // namespace tinymoe

@@ -1,0 +1,120 @@
+// Expert parallelism within one process: all_to_all and the ExpertParallelMoEBlock over the local
+// communicator (one rank, EP=1) against SparseMoEBlock, and the errors. The multi-process checks
+// run under mpirun (tests/mpi/).
+#include <catch2/catch.hpp>
+
+#include <string>
+#include <vector>
+
+#include "nn/expert_parallel.h"
+#include "nn/router_presets.h"
+#include "ops/all_to_all.h"
+#include "tests/test_helpers.h"
+#include "tinymoe/tinymoe.h"
+
+using namespace tinymoe;
+using namespace tinymoe::nn;
+
+namespace {
+
+SparseMoEConfig small_block(const RouterConfig& router, ExpertKind kind, SharedExpertKind shared) {
+  SparseMoEConfig config;
+  config.num_experts = router.num_experts;
+  config.hidden_size = 6;
+  config.intermediate_size = 5;
+  config.expert_kind = kind;
+  config.shared = {shared, 1, 4};
+  config.router = router;
+  config.dtype = DType::f64;
+  return config;
+}
+
+}  // namespace
+
+TEST_CASE("all_to_all: one rank receives what it sends, and the gradient comes back", "[all_to_all]") {
+  auto comm = local_communicator();
+  Tensor x = randn({4, 3}, DType::f64).requires_grad_();
+  Tensor y = all_to_all(x, {4}, {4}, comm);
+  CHECK(y.to_vector<double>() == x.to_vector<double>());
+  tinymoe::testing::check_gradients("all_to_all", [&](const TensorList& in) { return all_to_all(in[0], {4}, {4}, comm); },
+                                    {x});
+  Tensor ids = from_vector(std::vector<int64_t>{3, 1}, {2});
+  CHECK(all_to_all(ids, {2}, {2}, comm).to_vector<int64_t>() == std::vector<int64_t>{3, 1});
+  CHECK(all_to_all(zeros({0, 5}), {0}, {0}, comm).shape() == Shape{0, 5});
+  CHECK(exchange_splits({7}, *comm) == std::vector<int64_t>{7});
+}
+
+TEST_CASE("all_to_all: bad splits and inputs name the op", "[all_to_all][errors]") {
+  auto comm = local_communicator();
+  Tensor x = zeros({4, 2});
+  CHECK_THROWS_WITH(all_to_all(x, {2, 2}, {4}, comm), Catch::Contains("all_to_all") && Catch::Contains("one per rank"));
+  CHECK_THROWS_WITH(all_to_all(x, {3}, {3}, comm), Catch::Contains("all_to_all") && Catch::Contains("x has 4"));
+  CHECK_THROWS_WITH(all_to_all(x, {4}, {-1}, comm), Catch::Contains("all_to_all") && Catch::Contains("negative"));
+  CHECK_THROWS_WITH(all_to_all(x, {4}, {3}, comm), Catch::Contains("all_to_all") && Catch::Contains("one rank"));
+  CHECK_THROWS_WITH(all_to_all(zeros({}), {0}, {0}, comm), Catch::Contains("all_to_all") && Catch::Contains("0-dimensional"));
+  CHECK_THROWS_WITH(all_to_all(x, {4}, {4}, nullptr), Catch::Contains("all_to_all") && Catch::Contains("communicator"));
+  CHECK_THROWS_WITH(exchange_splits({1, 2}, *comm), Catch::Contains("all_to_all"));
+}
+
+TEST_CASE("expert parallel: one rank computes what SparseMoEBlock computes, forward and backward",
+          "[expert_parallel]") {
+  struct Case {
+    const char* name;
+    SparseMoEConfig config;
+  };
+  for (const Case& c : {Case{"mixtral swiglu", small_block(mixtral(4, 2), ExpertKind::swiglu, SharedExpertKind::none)},
+                        Case{"qwen2 gated shared expert",
+                             small_block(qwen2_moe(4, 2), ExpertKind::swiglu, SharedExpertKind::sigmoid_gated)},
+                        Case{"switch relu, per-sequence capacity",
+                             small_block(switch_transformer(4, CapacityConfig::per_sequence_count(2)), ExpertKind::relu,
+                                         SharedExpertKind::none)}}) {
+    INFO(c.name);
+    Generator single_generator(81), parallel_generator(81);
+    SparseMoEBlock single(c.config, &single_generator);
+    ExpertParallelMoEBlock parallel(c.config, local_communicator(), &parallel_generator);
+    single.eval();  // Switch's jitter draws from the routing generator in training
+    parallel.eval();
+    CHECK(parallel.local_experts() == 4);
+    CHECK(parallel.first_expert() == 0);
+    Tensor x = randn({2, 5, 6}, DType::f64, &single_generator), grad_output = randn({2, 5, 6}, DType::f64, &single_generator);
+    Tensor x_single = x.clone().requires_grad_(), x_parallel = x.clone().requires_grad_();
+    MoEOutput a = single(x_single), b = parallel(x_parallel);
+    REQUIRE(b.output.shape() == a.output.shape());
+    std::vector<double> ya = a.output.to_vector<double>(), yb = b.output.to_vector<double>();
+    for (size_t i = 0; i < ya.size(); ++i) REQUIRE(yb[i] == Approx(ya[i]).epsilon(1e-12).margin(1e-14));
+    CHECK(b.tokens_per_expert.to_vector<int64_t>() == a.tokens_per_expert.to_vector<int64_t>());
+    a.output.backward(grad_output);
+    b.output.backward(grad_output);
+    std::vector<double> ga = x_single.grad().to_vector<double>(), gb = x_parallel.grad().to_vector<double>();
+    for (size_t i = 0; i < ga.size(); ++i) REQUIRE(gb[i] == Approx(ga[i]).epsilon(1e-12).margin(1e-14));
+    NamedTensors pa = single.named_parameters(), pb = parallel.named_parameters();
+    REQUIRE(pa.size() == pb.size());
+    for (size_t i = 0; i < pa.size(); ++i) {
+      INFO(pa[i].first);
+      CHECK(pb[i].first == pa[i].first);
+      std::vector<double> wa = pa[i].second.grad().to_vector<double>(), wb = pb[i].second.grad().to_vector<double>();
+      for (size_t j = 0; j < wa.size(); ++j) REQUIRE(wb[j] == Approx(wa[j]).epsilon(1e-12).margin(1e-14));
+    }
+    CHECK(parallel.replicated_parameters().size() == (c.config.shared.kind == SharedExpertKind::none ? 1u : 5u));
+  }
+}
+
+TEST_CASE("expert parallel: all_reduce_gradients gives a missing gradient zeros", "[expert_parallel]") {
+  Tensor used = ones({2}, DType::f64).requires_grad_(), unused = ones({3}, DType::f64).requires_grad_();
+  sum(mul(used, 2.0)).backward();
+  all_reduce_gradients({used, unused}, *local_communicator());
+  CHECK(used.grad().to_vector<double>() == std::vector<double>{2, 2});
+  CHECK(unused.grad().to_vector<double>() == std::vector<double>{0, 0, 0});
+}
+
+TEST_CASE("expert parallel: bad configurations and inputs name the block; MPI needs a session",
+          "[expert_parallel][errors]") {
+  SparseMoEConfig config = small_block(mixtral(4, 2), ExpertKind::swiglu, SharedExpertKind::none);
+  CHECK_THROWS_WITH(ExpertParallelMoEBlock(config, nullptr), Catch::Contains("ExpertParallelMoEBlock"));
+  ExpertParallelMoEBlock block(config, local_communicator());
+  CHECK_THROWS_WITH(block(zeros({3, 5}, DType::f64)),
+                    Catch::Contains("ExpertParallelMoEBlock") && Catch::Contains("[T, 6]"));
+  CHECK_THROWS_WITH(block(zeros({3, 6}, DType::f32)), Catch::Contains("ExpertParallelMoEBlock") && Catch::Contains("dtype"));
+  // No MpiSession in this process: the MPI engine refuses, in builds with and without MPI.
+  CHECK_THROWS_WITH(mpi_communicator(), Catch::Contains("mpi_communicator"));
+}
