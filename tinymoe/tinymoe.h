@@ -2,11 +2,13 @@
 #pragma once
 
 #include "tinymoe/autograd.h"
+#include "tinymoe/communicator.h"
 #include "tinymoe/cpu_allocator.h"
 #include "tinymoe/dtype.h"
 #include "tinymoe/error.h"
 #include "tinymoe/random.h"
 #include "tinymoe/tensor.h"
+#include "ops/all_to_all.h"
 #include "ops/copy.h"
 #include "ops/counting.h"
 #include "ops/elementwise.h"
