@@ -157,3 +157,29 @@ TEST_CASE("mpi expert parallel: experts that do not divide over the ranks are an
   CHECK_THROWS_WITH(ExpertParallelMoEBlock(config, comm),
                     Catch::Contains("ExpertParallelMoEBlock") && Catch::Contains("divisible"));
 }
+
+TEST_CASE("mpi expert parallel: uneven token counts, a rank with none included", "[mpi][expert_parallel]") {
+  auto comm = world();
+  const int64_t ranks = comm->size(), me = comm->rank(), d = 8;
+  SparseMoEConfig config = block_config(mixtral(2 * ranks, 2), ExpertKind::swiglu, SharedExpertKind::none);
+  Generator single_generator(93), parallel_generator(93);
+  SparseMoEBlock single(config, &single_generator);
+  ExpertParallelMoEBlock parallel(config, comm, &parallel_generator);
+  // Rank r holds 3 r tokens: rank 0 none, yet it takes part in every exchange, backward too.
+  std::vector<int64_t> starts = {0};
+  for (int64_t r = 0; r < ranks; ++r) starts.push_back(starts.back() + 3 * r);
+  Generator data(94);
+  Tensor x = randn({starts.back(), d}, DType::f64, &data), grad_output = randn({starts.back(), d}, DType::f64, &data);
+  Tensor x_all = x.clone().requires_grad_(), x_mine = slice(x, 0, starts[me], starts[me + 1]).requires_grad_();
+  MoEOutput whole = single(x_all), mine = parallel(x_mine);
+  check_close(mine.output, slice(whole.output, 0, starts[me], starts[me + 1]).detach(), "output");
+  whole.output.backward(grad_output);
+  mine.output.backward(slice(grad_output, 0, starts[me], starts[me + 1]));
+  check_close(x_mine.grad(), slice(x_all.grad(), 0, starts[me], starts[me + 1]), "dx");
+  NamedTensors single_experts = single.experts()->named_parameters(), mine_experts = parallel.experts()->named_parameters();
+  for (size_t i = 0; i < single_experts.size(); ++i)
+    check_close(mine_experts[i].second.grad(),
+                slice(single_experts[i].second.grad(), 0, parallel.first_expert(),
+                      parallel.first_expert() + parallel.local_experts()),
+                "gradient of experts." + single_experts[i].first);
+}
