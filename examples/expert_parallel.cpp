@@ -57,7 +57,8 @@ int main(int argc, char** argv) {
                 static_cast<long long>(block.first_expert() + block.local_experts() - 1));
     return 0;
   } catch (const Error& error) {
+    // The other ranks may be waiting in a collective: end the whole job, not just this rank.
     std::fprintf(stderr, "%s\n", error.what());
-    return 1;
+    MpiSession::abort(1);
   }
 }

@@ -131,6 +131,14 @@ MoEOutput ExpertParallelMoEBlock::forward(const Tensor& x) const {
   return {y.reshape(x.shape()), std::move(routing), plan.tokens_per_expert, std::move(diagnostics)};
 }
 
+void ExpertParallelMoEBlock::update_bias(const MoEOutput& output, double rate) {
+  check_defined(output.tokens_per_expert, "ExpertParallelMoEBlock::update_bias", "output.tokens_per_expert");
+  std::vector<int64_t> all = comm_->all_gather(output.tokens_per_expert.to(Device::cpu()).to_vector<int64_t>());
+  std::vector<int64_t> loads(static_cast<size_t>(num_experts_), 0);
+  for (size_t i = 0; i < all.size(); ++i) loads[i % loads.size()] += all[i];
+  gate_->update_bias(loads, rate);
+}
+
 void all_reduce_gradients(const TensorList& parameters, Communicator& comm) {
   for (const Tensor& parameter : parameters) {
     check_defined(parameter, "all_reduce_gradients", "parameter");

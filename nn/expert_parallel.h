@@ -13,15 +13,21 @@
 //   y       = scatter_add(sorted_weight * y_perm)  (+ the shared expert)                [T_r, d]
 //
 // Built from the same config and seed on every rank, it draws exactly the parameters of
-// SparseMoEBlock(config, generator) and keeps its own slice of the experts, so EP=N computes
-// what EP=1 computes on the concatenated batch, up to float rounding, forward and backward: the
-// outputs for this rank's tokens, and the gradients of this rank's experts. The replicated gate
-// and shared expert get gradients from this rank's tokens only; all_reduce_gradients sums them
-// (as data parallelism does). Routing losses and diagnostics describe this rank's tokens.
+// SparseMoEBlock(config, generator) and keeps its own slice of the experts. EP=N then computes
+// what EP=1 computes on the concatenated batch, up to float rounding, forward and backward (the
+// outputs for this rank's tokens, the gradients of this rank's experts), whenever a token's
+// routing does not depend on which rank holds the other tokens:
+//   - per-token rules (top-k, sigmoid, group-limited), in eval mode for rules that draw jitter
+//     or noise (each rank draws for its own tokens);
+//   - capacity and expert choice when each rank holds whole sequences of a [B, S, d] input
+//     (they count per sequence); over a [T, d] input they count this rank's T tokens.
+// The replicated gate and shared expert get gradients from this rank's tokens only;
+// all_reduce_gradients sums them (as data parallelism does). Routing losses and diagnostics
+// describe this rank's tokens; update_bias sums the loads over the ranks first.
 //
 // Parameter names are SparseMoEBlock's; experts.* hold this rank's L experts (global expert
-// first_expert() + i at index i). The Communicator's engine decides the devices: the MPI one
-// moves cpu tensors.
+// first_expert() + i at index i). all_to_all moves cpu tensors only, so the block runs on the
+// cpu.
 #pragma once
 
 #include <cstdint>
@@ -53,6 +59,10 @@ class ExpertParallelMoEBlock : public Module {
   const std::shared_ptr<Communicator>& communicator() const { return comm_; }
   const std::shared_ptr<Router>& gate() const { return gate_; }
   const std::shared_ptr<Experts>& experts() const { return experts_; }
+  // DeepSeek-V3's bias balancing (SparseMoEBlock::update_bias) from the loads of every rank's
+  // tokens, so the replicated bias stays the same everywhere. A collective; needs a router with
+  // a selection bias.
+  void update_bias(const MoEOutput& output, double rate);
   // The parameters every rank holds a copy of (gate, shared expert and its gate), whose
   // gradients all_reduce_gradients sums; the experts are this rank's alone.
   TensorList replicated_parameters() const;

@@ -43,7 +43,10 @@ Tensor all_to_all(const Tensor& x, const std::vector<int64_t>& send_splits, cons
   TINYMOE_CHECK(sent == x.size(0), kOp, "send_splits sum to ", sent, " rows but x has ", x.size(0));
   checked_total(recv_splits, *comm, "recv_splits");
   Tensor out = exchange_rows(x, send_splits, recv_splits, *comm);
-  if (needs_record({&x})) {
+  // Recorded whenever autograd records at all, even for an x without gradient: the exchange's
+  // backward is a collective, so whether it runs must not depend on one rank's x. (A rank
+  // without tokens, whose empty x requires nothing, still sends the others their gradients.)
+  if (grad_enabled() && is_floating(x.dtype())) {
     record(kOp, {x}, {out}, [send_splits, recv_splits, comm](const TensorList& grads) -> TensorList {
       return {all_to_all(grads[0], recv_splits, send_splits, comm)};
     });

@@ -11,6 +11,8 @@
 //
 // Every rank calls it in the same order (a collective), and every rank must then run backward
 // through it too: a rank whose loss does not depend on the output would leave the others waiting.
+// With autograd recording (grad_enabled()) a floating exchange is recorded whether or not x
+// requires grad, so the ranks agree on the backward exchanges; grad mode must agree across ranks.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,6 @@
 #include "tinymoe/communicator.h"
 
+#include <cstdlib>
 #include <cstring>
 
 namespace tinymoe {
@@ -35,6 +36,7 @@ MpiSession::MpiSession(int*, char***) {
   fail("MpiSession", "this build has no MPI (install libopenmpi-dev and configure with TINYMOE_MPI=ON)");
 }
 MpiSession::~MpiSession() = default;
+void MpiSession::abort(int code) { std::exit(code); }
 
 std::shared_ptr<Communicator> mpi_communicator() {
   fail("mpi_communicator", "this build has no MPI (install libopenmpi-dev and configure with TINYMOE_MPI=ON)");

@@ -51,12 +51,16 @@ class MpiSession {
  public:
   MpiSession(int* argc, char*** argv);
   ~MpiSession();
+  // Ends every process of the job with `code` (MPI_Abort). For errors: a rank that returns from
+  // main while the others wait in a collective would leave the job hanging in MPI_Finalize.
+  [[noreturn]] static void abort(int code);
   MpiSession(const MpiSession&) = delete;
   MpiSession& operator=(const MpiSession&) = delete;
 };
 
 // Every process of the MPI job (a duplicate of MPI_COMM_WORLD, so tinymoe's messages never mix
-// with the program's own). Needs a live MpiSession; an Error otherwise or without MPI.
+// with the program's own). Itself a collective: every rank calls it. Needs a live MpiSession; an
+// Error otherwise or without MPI.
 std::shared_ptr<Communicator> mpi_communicator();
 
 }  // namespace tinymoe

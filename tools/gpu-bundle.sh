@@ -3,7 +3,8 @@
 # build them (no compiler toolchain or -dev packages there, no network to install them).
 #   - the CUDA tests (tinymoe_cuda_tests) and the tinymoe tool, in Release, portable
 #     (TINYMOE_NATIVE=OFF: no -march=native for another machine's CPU) and on Eigen's GEMM
-#     (TINYMOE_BLAS=OFF: the CPU side of the parity tests needs no BLAS library there);
+#     (TINYMOE_BLAS=OFF: the CPU side of the parity tests needs no BLAS library there), without
+#     MPI (TINYMOE_MPI=OFF);
 #   - the shared libraries they link that a bare CUDA machine may lack (the CUDA runtime);
 #     glibc, libstdc++ and cuBLAS (opened at run time) are the machine's own;
 #   - MANIFEST: the commit, the compiler, the CUDA architectures.
@@ -12,7 +13,7 @@
 #
 # Usage: tools/gpu-bundle.sh [--out DIR] [--build-dir DIR] [--cuda-arch "80;90"] [--jobs N]
 #   --out        where the bundle goes (default .gpu-bundle, ignored by git)
-#   --cuda-arch  CMAKE_CUDA_ARCHITECTURES (default: the project's, 80 and 90)
+#   --cuda-arch  CMAKE_CUDA_ARCHITECTURES (default "80;90": A100 and H100)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,11 +33,18 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
+# Replace only a directory that is empty or an earlier bundle (it has a MANIFEST).
+if [[ -e "$out" && ! -f "$out/MANIFEST" && -n "$(ls -A "$out" 2>/dev/null)" ]]; then
+  echo "gpu-bundle: $out exists and is not a bundle (no MANIFEST): choose another --out" >&2
+  exit 1
+fi
 [[ -d /usr/local/cuda/bin ]] && export PATH="$PATH:/usr/local/cuda/bin"
 command -v nvcc >/dev/null || { echo "gpu-bundle: nvcc not found: the bundle needs the CUDA toolkit" >&2; exit 1; }
 
-cmake_args=(-DCMAKE_BUILD_TYPE=Release -DTINYMOE_CUDA=ON -DTINYMOE_NATIVE=OFF -DTINYMOE_BLAS=OFF)
-[[ -n "$cuda_arch" ]] && cmake_args+=("-DCMAKE_CUDA_ARCHITECTURES=$cuda_arch")
+# No MPI: the checks need none, and OpenMPI's libraries and plugins would have to travel too. The
+# architectures are always passed: a reused build directory would otherwise keep an earlier run's.
+cmake_args=(-DCMAKE_BUILD_TYPE=Release -DTINYMOE_CUDA=ON -DTINYMOE_NATIVE=OFF -DTINYMOE_BLAS=OFF -DTINYMOE_MPI=OFF
+            "-DCMAKE_CUDA_ARCHITECTURES=${cuda_arch:-80;90}")
 cmake -S "$root" -B "$build_dir" "${cmake_args[@]}" >/dev/null
 cmake --build "$build_dir" -j "$jobs" --target tinymoe_cuda_tests tinymoe_cli
 

@@ -18,7 +18,7 @@
 #                   GPU machine that cannot build (no toolchain or packages there)
 #   --log-dir DIR   where the step logs go (default BUILD_DIR/gpu-check-logs)
 #   --step-timeout  stop a test or benchmark step after this many seconds and call it TIMEOUT,
-#                   so a hang still ends with the table (default: no limit)
+#                   so a hang still ends with the table (default: no limit; never the build)
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -52,8 +52,8 @@ record() {  # name result seconds note
   [[ "$2" == PASS || "$2" == SKIP ]] || failed=1
 }
 
-# The verdict of a step from its exit status: PASS, TIMEOUT (timeout's 124) or FAIL.
-verdict() { case "$1" in 0) echo PASS ;; 124) echo TIMEOUT ;; *) echo FAIL ;; esac; }
+# The verdict of the last step: PASS, TIMEOUT (stopped by --step-timeout) or FAIL.
+verdict() { if [[ $step_status -eq 0 ]]; then echo PASS; elif timed_out; then echo TIMEOUT; else echo FAIL; fi; }
 
 figure_rows=()
 
@@ -81,19 +81,26 @@ finish() {
   exit 0
 }
 
-# Runs a command with its output in a log file, under --step-timeout when one is set; sets
-# step_status (124 when it ran out of time) and step_elapsed.
-run_logged() {  # log_name command...
-  local log="$log_dir/$1.log" start=$SECONDS
-  shift
-  if [[ "$step_timeout" -gt 0 ]]; then
-    timeout --kill-after=10 "$step_timeout" "$@" >"$log" 2>&1
+# Runs a command with its output in a log file, stopped after `limit` seconds unless it is 0;
+# sets step_status (124 when it ran out of time, 137 when it then had to be killed) and
+# step_elapsed. Tests and benchmarks run under --step-timeout (run_timed); the build never has a
+# limit (run_logged).
+run_step() {  # limit log_name command...
+  local limit="$1" log="$log_dir/$2.log" start=$SECONDS
+  shift 2
+  if [[ "$limit" -gt 0 ]]; then
+    timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1
   else
     "$@" >"$log" 2>&1
   fi
   step_status=$?
   step_elapsed=$((SECONDS - start))
 }
+run_logged() { run_step 0 "$@"; }
+run_timed() { run_step "$step_timeout" "$@"; }
+
+# Did the last run_timed step run out of time?
+timed_out() { [[ "$step_timeout" -gt 0 && ( $step_status -eq 124 || $step_status -eq 137 ) ]]; }
 
 # The last line of a log that matches a pattern (Catch's summary, a sanitizer verdict).
 last_match() { grep -E "$2" "$1" | tail -n 1; }
@@ -142,14 +149,14 @@ else
 fi
 
 # ---- 2. CUDA tests, all in one process.
-run_logged tests "$tests"
+run_timed tests "$tests"
 if [[ $step_status -eq 77 ]]; then
   record tests FAIL "$step_elapsed" "$(last_match "$log_dir/tests.log" '^SKIPPED')"
   finish  # no usable device: nothing further can run
 fi
 note="$(last_match "$log_dir/tests.log" 'test cases|All tests passed')"
 if [[ $step_status -eq 0 ]]; then record tests PASS "$step_elapsed" "$note"
-else record tests "$(verdict $step_status)" "$step_elapsed" "$note (see tests.log)"; fi
+else record tests "$(verdict)" "$step_elapsed" "$note (see tests.log)"; fi
 
 # ---- 3. The same tests under compute-sanitizer memcheck. No leak check: the caching allocator
 # keeps its blocks until the process ends, by design.
@@ -162,11 +169,11 @@ if [[ $use_sanitizer -eq 0 ]]; then
 elif [[ -z "$sanitizer" ]]; then
   record memcheck MISSING 0 "compute-sanitizer not found (install it, or pass --no-sanitizer)"
 else
-  run_logged memcheck "$sanitizer" --tool memcheck --error-exitcode 86 "$tests"
+  run_timed memcheck "$sanitizer" --tool memcheck --error-exitcode 86 "$tests"
   note="$(last_match "$log_dir/memcheck.log" 'ERROR SUMMARY')"
   if [[ $step_status -eq 0 ]]; then record memcheck PASS "$step_elapsed" "$note"
   elif [[ $step_status -eq 86 ]]; then record memcheck FAIL "$step_elapsed" "$note (see memcheck.log)"
-  elif [[ $step_status -eq 124 ]]; then record memcheck TIMEOUT "$step_elapsed" "stopped after ${step_timeout} s (see memcheck.log)"
+  elif timed_out; then record memcheck TIMEOUT "$step_elapsed" "stopped after ${step_timeout} s (see memcheck.log)"
   else record memcheck FAIL "$step_elapsed" "tests failed under the sanitizer, exit $step_status (see memcheck.log)"
   fi
 fi
@@ -190,12 +197,12 @@ add_figures() {  # log
 }
 
 for bench in ops moe; do
-  run_logged "bench-$bench" "$cli" bench "$bench" --device cuda --json
+  run_timed "bench-$bench" "$cli" bench "$bench" --device cuda --json
   if [[ $step_status -eq 0 ]]; then
     record "bench $bench" PASS "$step_elapsed" "JSON lines in bench-$bench.log"
     add_figures "$log_dir/bench-$bench.log"
   else
-    record "bench $bench" "$(verdict $step_status)" "$step_elapsed" "exit $step_status: $(tail -n 1 "$log_dir/bench-$bench.log")"
+    record "bench $bench" "$(verdict)" "$step_elapsed" "exit $step_status: $(tail -n 1 "$log_dir/bench-$bench.log")"
     add_figures "$log_dir/bench-$bench.log"  # what finished before the failure still counts
   fi
 done

@@ -28,11 +28,18 @@ int64_t rows_between(int64_t from, int64_t to, int64_t ranks) { return (to == (f
 // A row sent from `from` to `to`, number k: its values say where it came from.
 double row_value(int64_t from, int64_t to, int64_t k, int64_t column) { return from * 1000 + to * 100 + k * 10 + column; }
 
+// Non-fatal on purpose (CHECK, never REQUIRE): a rank that left a test case early would skip the
+// collectives the other ranks are waiting in, and the job would hang instead of failing.
 void check_close(const Tensor& actual, const Tensor& expected, const std::string& what) {
   INFO(what);
-  REQUIRE(actual.shape() == expected.shape());
+  CHECK(actual.defined());
+  if (!actual.defined()) return;
+  CHECK(actual.shape() == expected.shape());
+  if (actual.shape() != expected.shape()) return;
   std::vector<double> a = actual.to_vector<double>(), e = expected.to_vector<double>();
-  for (size_t i = 0; i < a.size(); ++i) REQUIRE(a[i] == Approx(e[i]).epsilon(1e-12).margin(1e-13));
+  size_t mismatches = 0;
+  for (size_t i = 0; i < a.size(); ++i) mismatches += a[i] == Approx(e[i]).epsilon(1e-12).margin(1e-13) ? 0 : 1;
+  CHECK(mismatches == 0);
 }
 
 SparseMoEConfig block_config(const RouterConfig& router, ExpertKind kind, SharedExpertKind shared) {
@@ -52,7 +59,7 @@ SparseMoEConfig block_config(const RouterConfig& router, ExpertKind kind, Shared
 TEST_CASE("mpi all_to_all: uneven and empty blocks reach their ranks, gradients come back", "[mpi][all_to_all]") {
   auto comm = world();
   const int64_t ranks = comm->size(), me = comm->rank(), width = 3;
-  REQUIRE(ranks >= 2);
+  CHECK(ranks >= 2);
   std::vector<int64_t> send_splits, expected_recv;
   std::vector<double> values;
   for (int64_t to = 0; to < ranks; ++to) {
@@ -170,16 +177,36 @@ TEST_CASE("mpi expert parallel: uneven token counts, a rank with none included",
   for (int64_t r = 0; r < ranks; ++r) starts.push_back(starts.back() + 3 * r);
   Generator data(94);
   Tensor x = randn({starts.back(), d}, DType::f64, &data), grad_output = randn({starts.back(), d}, DType::f64, &data);
-  Tensor x_all = x.clone().requires_grad_(), x_mine = slice(x, 0, starts[me], starts[me + 1]).requires_grad_();
+  // Rank 0's empty x does not even require grad: the exchanges' backward must run there anyway.
+  Tensor x_all = x.clone().requires_grad_(), x_mine = slice(x, 0, starts[me], starts[me + 1]);
+  if (me > 0) x_mine.requires_grad_();
   MoEOutput whole = single(x_all), mine = parallel(x_mine);
   check_close(mine.output, slice(whole.output, 0, starts[me], starts[me + 1]).detach(), "output");
   whole.output.backward(grad_output);
   mine.output.backward(slice(grad_output, 0, starts[me], starts[me + 1]));
-  check_close(x_mine.grad(), slice(x_all.grad(), 0, starts[me], starts[me + 1]), "dx");
+  if (me > 0) check_close(x_mine.grad(), slice(x_all.grad(), 0, starts[me], starts[me + 1]), "dx");
   NamedTensors single_experts = single.experts()->named_parameters(), mine_experts = parallel.experts()->named_parameters();
   for (size_t i = 0; i < single_experts.size(); ++i)
     check_close(mine_experts[i].second.grad(),
                 slice(single_experts[i].second.grad(), 0, parallel.first_expert(),
                       parallel.first_expert() + parallel.local_experts()),
                 "gradient of experts." + single_experts[i].first);
+}
+
+TEST_CASE("mpi expert parallel: DeepSeek-V3's bias moves by the loads of every rank's tokens", "[mpi][expert_parallel]") {
+  auto comm = world();
+  const int64_t ranks = comm->size(), me = comm->rank();
+  SparseMoEConfig config = block_config(deepseek_v3(2 * ranks, 2, 2, 1), ExpertKind::swiglu, SharedExpertKind::ungated);
+  Generator single_generator(95), parallel_generator(95);
+  SparseMoEBlock single(config, &single_generator);
+  ExpertParallelMoEBlock parallel(config, comm, &parallel_generator);
+  Generator data(96);
+  Tensor x = randn({ranks * 4, 8}, DType::f64, &data);
+  for (int step = 0; step < 3; ++step) {
+    MoEOutput whole = single(x), mine = parallel(slice(x, 0, me * 4, (me + 1) * 4));
+    single.update_bias(whole, 0.01);
+    parallel.update_bias(mine, 0.01);
+  }
+  CHECK(parallel.gate()->e_score_correction_bias().to_vector<float>() ==
+        single.gate()->e_score_correction_bias().to_vector<float>());
 }

@@ -3,6 +3,7 @@
 #include <mpi.h>
 
 #include <climits>
+#include <cstdlib>
 #include <vector>
 
 #include "tinymoe/communicator.h"
@@ -44,9 +45,13 @@ class MpiCommunicator : public Communicator {
  public:
   MpiCommunicator() {
     check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &comm_), "MPI_Comm_dup");
-    check_mpi(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
-    check_mpi(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
-    check_mpi(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+    int code = MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+    if (code == MPI_SUCCESS) code = MPI_Comm_rank(comm_, &rank_);
+    if (code == MPI_SUCCESS) code = MPI_Comm_size(comm_, &size_);
+    if (code != MPI_SUCCESS) {
+      MPI_Comm_free(&comm_);
+      check_mpi(code, "MPI_Comm_set_errhandler / MPI_Comm_rank / MPI_Comm_size");
+    }
   }
   ~MpiCommunicator() override {
     int finalized = 0;
@@ -65,13 +70,17 @@ class MpiCommunicator : public Communicator {
                   recv_rows.size());
     TINYMOE_CHECK(row_bytes > 0 && row_bytes <= INT_MAX, "all_to_all", "a row of ", row_bytes,
                   " bytes is out of MPI's int range");
+    std::vector<int> send_counts = int_counts(send_rows, "a send"), recv_counts = int_counts(recv_rows, "a receive");
+    std::vector<int> send_starts = displacements(send_counts), recv_starts = displacements(recv_counts);
     // One row is one element of a contiguous datatype, so the counts are rows, not bytes.
     MPI_Datatype row;
     check_mpi(MPI_Type_contiguous(static_cast<int>(row_bytes), MPI_BYTE, &row), "MPI_Type_contiguous");
-    check_mpi(MPI_Type_commit(&row), "MPI_Type_commit");
-    std::vector<int> send_counts = int_counts(send_rows, "a send"), recv_counts = int_counts(recv_rows, "a receive");
-    std::vector<int> send_starts = displacements(send_counts), recv_starts = displacements(recv_counts);
-    int code = MPI_Alltoallv(send, send_counts.data(), send_starts.data(), row, recv, recv_counts.data(),
+    int code = MPI_Type_commit(&row);
+    if (code != MPI_SUCCESS) {
+      MPI_Type_free(&row);
+      check_mpi(code, "MPI_Type_commit");
+    }
+    code = MPI_Alltoallv(send, send_counts.data(), send_starts.data(), row, recv, recv_counts.data(),
                              recv_starts.data(), row, comm_);
     MPI_Type_free(&row);
     check_mpi(code, "MPI_Alltoallv");
@@ -117,6 +126,16 @@ MpiSession::MpiSession(int* argc, char*** argv) {
   TINYMOE_CHECK(!mpi_running(), "MpiSession", "MPI is already running: construct one MpiSession, once");
   int provided = 0;
   check_mpi(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+  if (provided < MPI_THREAD_FUNNELED) {
+    MPI_Finalize();
+    fail("MpiSession", "MPI offers thread level ", provided, ", below MPI_THREAD_FUNNELED (", MPI_THREAD_FUNNELED,
+         "): OpenBLAS threads may not share the process with it");
+  }
+}
+
+void MpiSession::abort(int code) {
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::exit(code);  // MPI_Abort does not return; this keeps [[noreturn]] honest if it ever did
 }
 
 MpiSession::~MpiSession() {
