@@ -42,6 +42,17 @@ void check_close(const Tensor& actual, const Tensor& expected, const std::string
   CHECK(mismatches == 0);
 }
 
+// This rank's experts hold the single block's slice of the expert gradients: every rank's tokens
+// reached them.
+void check_expert_gradients(const ExpertParallelMoEBlock& parallel, const SparseMoEBlock& single) {
+  NamedTensors single_experts = single.experts()->named_parameters(), mine = parallel.experts()->named_parameters();
+  for (size_t i = 0; i < single_experts.size(); ++i)
+    check_close(mine[i].second.grad(),
+                slice(single_experts[i].second.grad(), 0, parallel.first_expert(),
+                      parallel.first_expert() + parallel.local_experts()),
+                "gradient of experts." + single_experts[i].first);
+}
+
 SparseMoEConfig block_config(const RouterConfig& router, ExpertKind kind, SharedExpertKind shared) {
   SparseMoEConfig config;
   config.num_experts = router.num_experts;
@@ -140,13 +151,7 @@ TEST_CASE("mpi expert parallel: EP=N gives EP=1's outputs and gradients", "[mpi]
     mine.output.backward(grad_mine);
     check_close(x_mine.grad(), slice(x_all.grad(), 0, me * sequences_per_rank, (me + 1) * sequences_per_rank), "dx");
 
-    // This rank's experts: the single block's slice, from every rank's tokens.
-    NamedTensors single_experts = single.experts()->named_parameters(), mine_experts = parallel.experts()->named_parameters();
-    for (size_t i = 0; i < single_experts.size(); ++i)
-      check_close(mine_experts[i].second.grad(),
-                  slice(single_experts[i].second.grad(), 0, parallel.first_expert(),
-                        parallel.first_expert() + parallel.local_experts()),
-                  "gradient of experts." + single_experts[i].first);
+    check_expert_gradients(parallel, single);
     // The replicated parameters, once summed over the ranks.
     all_reduce_gradients(parallel.replicated_parameters(), *comm);
     TensorList replicated = parallel.replicated_parameters();
@@ -185,12 +190,7 @@ TEST_CASE("mpi expert parallel: uneven token counts, a rank with none included",
   whole.output.backward(grad_output);
   mine.output.backward(slice(grad_output, 0, starts[me], starts[me + 1]));
   if (me > 0) check_close(x_mine.grad(), slice(x_all.grad(), 0, starts[me], starts[me + 1]), "dx");
-  NamedTensors single_experts = single.experts()->named_parameters(), mine_experts = parallel.experts()->named_parameters();
-  for (size_t i = 0; i < single_experts.size(); ++i)
-    check_close(mine_experts[i].second.grad(),
-                slice(single_experts[i].second.grad(), 0, parallel.first_expert(),
-                      parallel.first_expert() + parallel.local_experts()),
-                "gradient of experts." + single_experts[i].first);
+  check_expert_gradients(parallel, single);
 }
 
 TEST_CASE("mpi expert parallel: DeepSeek-V3's bias moves by the loads of every rank's tokens", "[mpi][expert_parallel]") {
