@@ -6,12 +6,17 @@
 //   train_tiny_lm                         # Mixtral top-2 over 8 experts, 300 steps on the CPU
 //   train_tiny_lm --router deepseek_v3    # sigmoid routing balanced by its bias, no aux loss
 //   train_tiny_lm --router switch --steps 500 --device cuda
+//   mpirun -np 2 train_tiny_lm --expert-parallel     # each layer's 8 experts split over 2 processes
 //
-// It exits with status 1 when the final loss is not below the first one.
+// With --expert-parallel every rank trains on its own batches, holds its share of each layer's
+// experts and a copy of the rest, and sums the copies' gradients with the other ranks before
+// each step (nn/expert_parallel.h); rank 0 prints. It exits with status 1 when the final loss is
+// not below the first one.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -118,15 +123,24 @@ int main(int argc, char** argv) {
   int64_t steps = 300, batch = 16, length = 64;
   std::string router = "mixtral", device_name = "cpu";
   uint64_t seed = 0;
+  bool expert_parallel = false;
   app.add_option("--steps", steps, "training steps")->check(CLI::PositiveNumber);
   app.add_option("--batch", batch, "sequences per step")->check(CLI::PositiveNumber);
   app.add_option("--router", router, "routing preset")
       ->check(CLI::IsMember({"mixtral", "switch", "deepseek_v3", "qwen2_moe", "gshard", "noisy_topk", "expert_choice"}));
   app.add_option("--device", device_name, "cpu, cuda or cuda:N");
   app.add_option("--seed", seed, "seed of the weights and the batches");
+  app.add_flag("--expert-parallel", expert_parallel, "split each layer's experts over the processes of mpirun");
   CLI11_PARSE(app, argc, argv);
 
+  std::unique_ptr<MpiSession> mpi;
   try {
+    std::shared_ptr<Communicator> comm = local_communicator();
+    if (expert_parallel) {
+      mpi = std::make_unique<MpiSession>(&argc, &argv);
+      comm = mpi_communicator();
+    }
+    const bool printing = comm->rank() == 0;
     const Device device = Device::parse(device_name);
     CharacterCorpus corpus(kText);
     MoETransformerConfig config;
@@ -138,40 +152,47 @@ int main(int argc, char** argv) {
     config.moe.hidden_size = 64;
     config.moe.intermediate_size = 64;
     config.moe.router = router_by_name(router);
-    Generator generator(seed);
-    MoETransformer model(config, &generator);
+    if (expert_parallel) config.expert_parallel = comm;
+    Generator weights(seed), batches(seed + 1 + static_cast<uint64_t>(comm->rank()));  // the same weights everywhere
+    MoETransformer model(config, &weights);
     model.to(device);
     AdamW optimizer(model.parameters(), AdamWOptions{3e-3, 0.9, 0.95, 1e-8, 0.01});
-    std::printf("tinymoe: %lld-layer MoE LM, %zu characters, router %s, 8 experts, on %s\n",
-                static_cast<long long>(config.num_layers), corpus.alphabet.size(), router.c_str(),
-                device.str().c_str());
+    if (printing)
+      std::printf("tinymoe: %lld-layer MoE LM, %zu characters, router %s, 8 experts over %d process(es), on %s\n",
+                  static_cast<long long>(config.num_layers), corpus.alphabet.size(), router.c_str(), comm->size(),
+                  device.str().c_str());
 
     double first_loss = 0, loss = 0;
     for (int64_t step = 1; step <= steps; ++step) {
-      auto [ids, targets] = sample_batch(corpus, batch, length, generator, device);
+      auto [ids, targets] = sample_batch(corpus, batch, length, batches, device);
       model.zero_grad();
       LMOutput out = model(ids, targets);
       out.total_loss().backward();
+      all_reduce_gradients(model.replicated_parameters(), *comm);  // nothing to sum on one process
+      // Clipped per rank: each rank's experts see their own gradients only.
       clip_grad_norm(model.parameters(), 1.0);
       optimizer.step();
       model.update_router_biases(out, 1e-3);  // DeepSeek-V3's balancing; other routers have no bias
       loss = out.loss.item<double>();
       if (step == 1) first_loss = loss;
-      if (step == 1 || step % 50 == 0 || step == steps) {
+      if (printing && (step == 1 || step % 50 == 0 || step == steps)) {
         std::printf("step %4lld  loss %.3f  routing losses %.4f\n", static_cast<long long>(step), loss,
                     out.aux_loss.item<double>());
         print_routing(out);
       }
     }
     model.eval();
-    std::printf("\ngreedy sample: %s\n", generate(model, corpus, "A router ", 120).c_str());
+    // Every rank decodes (the expert-parallel layers exchange rows), rank 0 prints.
+    std::string sample = generate(model, corpus, "A router ", 120);
+    if (printing) std::printf("\ngreedy sample: %s\n", sample.c_str());
     if (!(loss < first_loss)) {
-      std::printf("tinymoe: the loss did not fall (%.3f -> %.3f)\n", first_loss, loss);
+      std::printf("tinymoe: rank %d: the loss did not fall (%.3f -> %.3f)\n", comm->rank(), first_loss, loss);
       return 1;
     }
     return 0;
   } catch (const Error& error) {
     std::fprintf(stderr, "%s\n", error.what());
+    if (mpi) MpiSession::abort(1);  // the other ranks may be waiting in a collective
     return 1;
   }
 }

@@ -1,5 +1,7 @@
 #include "nn/moe_transformer.h"
 
+#include <set>
+
 #include "ops/elementwise.h"
 #include "ops/loss.h"
 
@@ -37,18 +39,24 @@ Tensor LMOutput::total_loss() const {
 }
 
 MoEDecoderLayer::MoEDecoderLayer(int64_t num_heads, const SparseMoEConfig& moe, double rms_norm_eps,
-                                 Generator* generator)
+                                 Generator* generator, std::shared_ptr<Communicator> expert_parallel)
     : input_layernorm_(register_module("input_layernorm",
                                        std::make_shared<RMSNorm>(moe.hidden_size, rms_norm_eps, moe.dtype))),
       self_attn_(register_module("self_attn",
                                  std::make_shared<CausalSelfAttention>(moe.hidden_size, num_heads, generator, moe.dtype))),
       post_attention_layernorm_(register_module("post_attention_layernorm",
-                                                std::make_shared<RMSNorm>(moe.hidden_size, rms_norm_eps, moe.dtype))),
-      block_sparse_moe_(register_module("block_sparse_moe", std::make_shared<SparseMoEBlock>(moe, generator))) {}
+                                                std::make_shared<RMSNorm>(moe.hidden_size, rms_norm_eps, moe.dtype))) {
+  if (expert_parallel)
+    expert_parallel_moe_ = register_module(
+        "block_sparse_moe", std::make_shared<ExpertParallelMoEBlock>(moe, std::move(expert_parallel), generator));
+  else
+    block_sparse_moe_ = register_module("block_sparse_moe", std::make_shared<SparseMoEBlock>(moe, generator));
+}
 
 std::pair<Tensor, MoEOutput> MoEDecoderLayer::forward(const Tensor& x) const {
   Tensor h = add(x, self_attn_->forward(input_layernorm_->forward(x)));
-  MoEOutput moe = block_sparse_moe_->forward(post_attention_layernorm_->forward(h));
+  Tensor normed = post_attention_layernorm_->forward(h);
+  MoEOutput moe = block_sparse_moe_ ? block_sparse_moe_->forward(normed) : expert_parallel_moe_->forward(normed);
   Tensor out = add(h, moe.output);
   return {out, std::move(moe)};
 }
@@ -61,7 +69,8 @@ MoETransformer::MoETransformer(const MoETransformerConfig& config, Generator* ge
       register_module("embed_positions", std::make_shared<Embedding>(config.max_sequence_length, d, generator, dtype));
   layers_ = register_module("layers", std::make_shared<ModuleList>());
   for (int64_t l = 0; l < config.num_layers; ++l)
-    layers_->push_back(std::make_shared<MoEDecoderLayer>(config.num_heads, config.moe, config.rms_norm_eps, generator));
+    layers_->push_back(std::make_shared<MoEDecoderLayer>(config.num_heads, config.moe, config.rms_norm_eps, generator,
+                                                         config.expert_parallel));
   norm_ = register_module("norm", std::make_shared<RMSNorm>(d, config.rms_norm_eps, dtype));
   lm_head_ = register_module("lm_head", std::make_shared<Linear>(d, config.vocab_size, false, generator, dtype));
 }
@@ -95,9 +104,25 @@ void MoETransformer::update_router_biases(const LMOutput& output, double rate) {
   TINYMOE_CHECK(output.layers.size() == layers_->size(), "MoETransformer::update_router_biases", "expected ",
                 layers_->size(), " layer outputs, got ", output.layers.size());
   for (size_t l = 0; l < layers_->size(); ++l) {
-    const std::shared_ptr<SparseMoEBlock>& block = layer(l).block_sparse_moe();
-    if (block->gate()->e_score_correction_bias().defined()) block->update_bias(output.layers[l], rate);
+    const MoEDecoderLayer& decoder = layer(l);
+    if (decoder.block_sparse_moe()) {
+      if (decoder.block_sparse_moe()->gate()->e_score_correction_bias().defined())
+        decoder.block_sparse_moe()->update_bias(output.layers[l], rate);
+    } else if (decoder.expert_parallel_moe()->gate()->e_score_correction_bias().defined()) {
+      decoder.expert_parallel_moe()->update_bias(output.layers[l], rate);  // a collective: same on every rank
+    }
   }
+}
+
+TensorList MoETransformer::replicated_parameters() const {
+  std::set<const TensorImpl*> own;  // the experts of the expert-parallel layers: this rank's alone
+  for (size_t l = 0; l < layers_->size(); ++l)
+    if (layer(l).expert_parallel_moe())
+      for (const Tensor& expert : layer(l).expert_parallel_moe()->experts()->parameters()) own.insert(expert.impl());
+  TensorList replicated;
+  for (const Tensor& parameter : parameters())
+    if (own.count(parameter.impl()) == 0) replicated.push_back(parameter);
+  return replicated;
 }
 
 }  // namespace nn

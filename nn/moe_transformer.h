@@ -17,7 +17,10 @@
 // expert slots, so a later token can change an earlier one's output, as in those papers.
 //
 // The model runs where its parameters are: model.to(Device::cuda(0)) moves it, and ids must then be
-// there too. docs/moe_transformer.md walks through training it.
+// there too. With config.expert_parallel set, every layer's MoE block is an
+// ExpertParallelMoEBlock over those ranks (nn/expert_parallel.h): each rank holds its share of
+// every layer's experts and a copy of everything else, and runs on the cpu.
+// docs/moe_transformer.md walks through training it.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +30,7 @@
 
 #include "nn/attention.h"
 #include "nn/embedding.h"
+#include "nn/expert_parallel.h"
 #include "nn/linear.h"
 #include "nn/moe_block.h"
 #include "nn/module.h"
@@ -43,6 +47,9 @@ struct MoETransformerConfig {
   double rms_norm_eps = 1e-6;
   // Every layer's MoE block: moe.hidden_size is the model width d, moe.dtype every parameter's.
   SparseMoEConfig moe;
+  // Null: every expert in this process. Otherwise the ranks the experts are split over; build the
+  // model with the same config and seed on every rank (see MoETransformer::replicated_parameters).
+  std::shared_ptr<Communicator> expert_parallel;
 };
 
 struct LMOutput {
@@ -57,19 +64,24 @@ struct LMOutput {
 // One pre-norm decoder layer: attention, then the MoE block, each around a residual.
 class MoEDecoderLayer : public Module {
  public:
-  MoEDecoderLayer(int64_t num_heads, const SparseMoEConfig& moe, double rms_norm_eps, Generator* generator = nullptr);
+  // With a non-null `expert_parallel` the MoE block is an ExpertParallelMoEBlock over its ranks.
+  MoEDecoderLayer(int64_t num_heads, const SparseMoEConfig& moe, double rms_norm_eps, Generator* generator = nullptr,
+                  std::shared_ptr<Communicator> expert_parallel = nullptr);
 
   // x [B, S, d] -> (x after the layer, the MoE block's output for its diagnostics).
   std::pair<Tensor, MoEOutput> forward(const Tensor& x) const;
 
   const std::shared_ptr<CausalSelfAttention>& self_attn() const { return self_attn_; }
+  // Exactly one of the two is set: the block of a single process, or the expert-parallel one.
   const std::shared_ptr<SparseMoEBlock>& block_sparse_moe() const { return block_sparse_moe_; }
+  const std::shared_ptr<ExpertParallelMoEBlock>& expert_parallel_moe() const { return expert_parallel_moe_; }
 
  private:
   std::shared_ptr<RMSNorm> input_layernorm_;
   std::shared_ptr<CausalSelfAttention> self_attn_;
   std::shared_ptr<RMSNorm> post_attention_layernorm_;
   std::shared_ptr<SparseMoEBlock> block_sparse_moe_;
+  std::shared_ptr<ExpertParallelMoEBlock> expert_parallel_moe_;
 };
 
 class MoETransformer : public Module {
@@ -85,9 +97,15 @@ class MoETransformer : public Module {
   LMOutput operator()(const Tensor& ids, const Tensor& targets = Tensor()) const { return forward(ids, targets); }
 
   // DeepSeek-V3's auxiliary-loss-free balancing after a step: every layer whose router has a
-  // selection bias moves it by that layer's loads in `output` (SparseMoEBlock::update_bias).
-  // Layers without one are left alone.
+  // selection bias moves it by that layer's loads in `output` (SparseMoEBlock::update_bias;
+  // with expert parallelism, the loads of every rank). Layers without one are left alone.
   void update_router_biases(const LMOutput& output, double rate);
+
+  // The parameters every rank holds a copy of: all but the expert-parallel layers' experts. After
+  // backward, all_reduce_gradients(model.replicated_parameters(), *comm) sums their gradients over
+  // the ranks, as the experts' already are; then every rank's optimizer takes the same step on
+  // its copies. Without expert parallelism, every parameter.
+  TensorList replicated_parameters() const;
 
   const MoETransformerConfig& config() const { return config_; }
   Device device() const { return embed_tokens_->weight().device(); }

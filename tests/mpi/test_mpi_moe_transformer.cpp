@@ -1,0 +1,101 @@
+// The small language model with expert-parallel MoE layers (MoETransformerConfig::expert_parallel)
+// under mpirun, against the single-process model on the whole batch: each rank's logits and
+// next-token loss, and, once the replicated gradients are summed over the ranks, every gradient.
+#include <catch2/catch.hpp>
+
+#include <string>
+#include <vector>
+
+#include "nn/moe_transformer.h"
+#include "nn/router_presets.h"
+#include "ops/loss.h"
+#include "ops/shape.h"
+#include "tinymoe/tinymoe.h"
+
+using namespace tinymoe;
+using namespace tinymoe::nn;
+
+namespace {
+
+// Non-fatal, as in test_mpi_expert_parallel.cpp: every rank must reach every collective.
+void check_close(const Tensor& actual, const Tensor& expected, const std::string& what) {
+  INFO(what);
+  CHECK((actual.defined() && actual.shape() == expected.shape()));
+  if (!actual.defined() || actual.shape() != expected.shape()) return;
+  std::vector<double> a = actual.to_vector<double>(), e = expected.to_vector<double>();
+  size_t mismatches = 0;
+  for (size_t i = 0; i < a.size(); ++i) mismatches += a[i] == Approx(e[i]).epsilon(1e-11).margin(1e-13) ? 0 : 1;
+  CHECK(mismatches == 0);
+}
+
+}  // namespace
+
+TEST_CASE("mpi moe transformer: expert-parallel layers give the single model's logits, loss and gradients",
+          "[mpi][moe_transformer]") {
+  std::shared_ptr<Communicator> comm = mpi_communicator();
+  const int64_t ranks = comm->size(), me = comm->rank(), per_rank = 2, length = 6, vocabulary = 9;
+  for (const RouterConfig& router : {mixtral(2 * ranks, 2), deepseek_v3(2 * ranks, 2, 2, 1)}) {
+    INFO(router.name << ", rank " << me << " of " << ranks);
+    MoETransformerConfig config;
+    config.vocab_size = vocabulary;
+    config.max_sequence_length = length;
+    config.num_layers = 2;
+    config.num_heads = 2;
+    config.moe.num_experts = router.num_experts;
+    config.moe.hidden_size = 8;
+    config.moe.intermediate_size = 6;
+    config.moe.router = router;
+    config.moe.dtype = DType::f64;
+    Generator single_generator(97), parallel_generator(97);
+    MoETransformer single(config, &single_generator);
+    config.expert_parallel = comm;
+    MoETransformer parallel(config, &parallel_generator);
+
+    Generator data(98);
+    Tensor ids = randint(0, vocabulary, {ranks * per_rank, length}, &data);
+    Tensor targets = randint(0, vocabulary, {ranks * per_rank, length}, &data);
+    auto mine = [&](const Tensor& t) { return slice(t, 0, me * per_rank, (me + 1) * per_rank); };
+
+    LMOutput whole = single(ids), local = parallel(mine(ids), mine(targets));
+    check_close(local.logits, mine(whole.logits).detach(), "logits");
+    // The single model's loss is the sum of every rank's next-token loss, so its gradients are
+    // the sums the ranks reach after all_reduce_gradients.
+    Tensor single_loss;
+    for (int64_t r = 0; r < ranks; ++r) {
+      Tensor logits = slice(whole.logits, 0, r * per_rank, (r + 1) * per_rank).reshape({per_rank * length, vocabulary});
+      Tensor loss = cross_entropy(logits, slice(targets, 0, r * per_rank, (r + 1) * per_rank).reshape({per_rank * length}));
+      if (r == me) check_close(local.loss, loss.detach(), "loss");
+      single_loss = single_loss.defined() ? add(single_loss, loss) : loss;
+    }
+    single_loss.backward();
+    local.loss.backward();
+    all_reduce_gradients(parallel.replicated_parameters(), *comm);
+
+    NamedTensors expected = single.named_parameters(), actual = parallel.named_parameters();
+    CHECK(actual.size() == expected.size());
+    for (size_t i = 0; i < expected.size() && i < actual.size(); ++i) {
+      const auto& [name, parameter] = expected[i];
+      CHECK(actual[i].first == name);
+      Tensor gradient = parameter.grad();
+      if (name.find(".experts.") != std::string::npos) {  // this rank's slice of the layer's experts
+        const int64_t local_experts = router.num_experts / ranks;
+        gradient = slice(gradient, 0, me * local_experts, (me + 1) * local_experts);
+      }
+      check_close(actual[i].second.grad(), gradient, "gradient of " + name);
+    }
+    // The replicated parameters are everything but the experts.
+    CHECK(parallel.replicated_parameters().size() == expected.size() - 2 * 3);
+    // DeepSeek-V3's bias moves by the loads of every rank's tokens, as the single model's does.
+    single.update_router_biases(whole, 0.01);
+    parallel.update_router_biases(local, 0.01);
+    for (size_t l = 0; l < 2; ++l) {
+      Tensor bias = parallel.layer(l).expert_parallel_moe()->gate()->e_score_correction_bias();
+      Tensor expected_bias = single.layer(l).block_sparse_moe()->gate()->e_score_correction_bias();
+      CHECK(bias.defined() == expected_bias.defined());
+      if (bias.defined() && expected_bias.defined()) {
+        CHECK(bias.to_vector<float>() == expected_bias.to_vector<float>());
+        CHECK(sum(mul(bias, bias)).item<double>() > 0);  // it did move
+      }
+    }
+  }
+}
