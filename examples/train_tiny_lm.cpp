@@ -169,8 +169,9 @@ int main(int argc, char** argv) {
       LMOutput out = model(ids, targets);
       out.total_loss().backward();
       all_reduce_gradients(model.replicated_parameters(), *comm);  // nothing to sum on one process
-      // Clipped per rank: each rank's experts see their own gradients only.
-      clip_grad_norm(model.parameters(), 1.0);
+      // The norm of the whole model's gradients, every rank's experts included, so that every rank
+      // scales its copies alike.
+      clip_grad_norm(model.replicated_parameters(), model.local_expert_parameters(), 1.0, *comm);
       optimizer.step();
       model.update_router_biases(out, 1e-3);  // DeepSeek-V3's balancing; other routers have no bias
       loss = out.loss.item<double>();

@@ -114,11 +114,17 @@ void MoETransformer::update_router_biases(const LMOutput& output, double rate) {
   }
 }
 
-TensorList MoETransformer::replicated_parameters() const {
-  std::set<const TensorImpl*> own;  // the experts of the expert-parallel layers: this rank's alone
+TensorList MoETransformer::local_expert_parameters() const {
+  TensorList own;
   for (size_t l = 0; l < layers_->size(); ++l)
     if (layer(l).expert_parallel_moe())
-      for (const Tensor& expert : layer(l).expert_parallel_moe()->experts()->parameters()) own.insert(expert.impl());
+      for (const Tensor& expert : layer(l).expert_parallel_moe()->experts()->parameters()) own.push_back(expert);
+  return own;
+}
+
+TensorList MoETransformer::replicated_parameters() const {
+  std::set<const TensorImpl*> own;
+  for (const Tensor& expert : local_expert_parameters()) own.insert(expert.impl());
   TensorList replicated;
   for (const Tensor& parameter : parameters())
     if (own.count(parameter.impl()) == 0) replicated.push_back(parameter);

@@ -106,6 +106,10 @@ class MoETransformer : public Module {
   // the ranks, as the experts' already are; then every rank's optimizer takes the same step on
   // its copies. Without expert parallelism, every parameter.
   TensorList replicated_parameters() const;
+  // The rest: the expert-parallel layers' experts, this rank's alone (empty without expert
+  // parallelism). Clip with clip_grad_norm(replicated_parameters(), local_expert_parameters(),
+  // max_norm, *comm) so that every rank scales by the same global norm.
+  TensorList local_expert_parameters() const;
 
   const MoETransformerConfig& config() const { return config_; }
   Device device() const { return embed_tokens_->weight().device(); }

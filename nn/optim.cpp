@@ -186,31 +186,41 @@ void AdamW::step_through_ops(size_t i, const Tensor& gradient, double step_size,
 }
 
 // ---- clipping ----
-double clip_grad_norm(const TensorList& parameters, double max_norm) {
-  const char* op = "clip_grad_norm";
-  TINYMOE_CHECK(max_norm >= 0.0, op, "expected max_norm >= 0, got ", max_norm);
+namespace {
+
+// The gradients of the parameters that have one (each checked as an optimizer step checks it).
+TensorList gradients_of(const TensorList& parameters, const char* op) {
   TensorList gradients;
   for (const Tensor& parameter : parameters) {
     check_defined(parameter, op, "parameter");
     Tensor gradient = gradient_for_step(parameter, op);
     if (gradient.defined()) gradients.push_back(gradient);
   }
-  double sum_of_squares = 0.0;
+  return gradients;
+}
+
+// sum of g^2 over every gradient, accumulated in double.
+double sum_of_squares(const TensorList& gradients, const char* op) {
+  double total = 0.0;
   for (const Tensor& gradient : gradients) {
     if (!gradient.device().is_cpu()) {
       // Summed in f64 on the device, as the cpu loop does; one number comes back to the host.
       Tensor wide = gradient.detach().to(DType::f64);
-      sum_of_squares += sum(mul(wide, wide)).to(Device::cpu()).item<double>();
+      total += sum(mul(wide, wide)).to(Device::cpu()).item<double>();
       continue;
     }
     dispatch_floating(gradient.dtype(), op, [&](auto tag) {
       using T = typename decltype(tag)::type;
       const T* g = gradient.data<T>();
-      for (int64_t j = 0, end = gradient.numel(); j < end; ++j) sum_of_squares += static_cast<double>(g[j]) * g[j];
+      for (int64_t j = 0, end = gradient.numel(); j < end; ++j) total += static_cast<double>(g[j]) * g[j];
     });
   }
-  double total_norm = std::sqrt(sum_of_squares);
-  // torch: clip_coef = max_norm / (total + 1e-6), clamped to at most 1 (NaN passes through).
+  return total;
+}
+
+// torch: clip_coef = max_norm / (total + 1e-6), clamped to at most 1 (NaN passes through); every
+// gradient is multiplied by it in place. Returns total_norm.
+double clip_to(const TensorList& gradients, double total_norm, double max_norm, const char* op) {
   double scale = std::min(max_norm / (total_norm + 1e-6), 1.0);
   if (scale == 1.0) return total_norm;
   NoGradGuard no_grad;
@@ -226,6 +236,26 @@ double clip_grad_norm(const TensorList& parameters, double max_norm) {
     });
   }
   return total_norm;
+}
+
+}  // namespace
+
+double clip_grad_norm(const TensorList& parameters, double max_norm) {
+  const char* op = "clip_grad_norm";
+  TINYMOE_CHECK(max_norm >= 0.0, op, "expected max_norm >= 0, got ", max_norm);
+  TensorList gradients = gradients_of(parameters, op);
+  return clip_to(gradients, std::sqrt(sum_of_squares(gradients, op)), max_norm, op);
+}
+
+double clip_grad_norm(const TensorList& replicated, const TensorList& own, double max_norm, Communicator& comm) {
+  const char* op = "clip_grad_norm";
+  TINYMOE_CHECK(max_norm >= 0.0, op, "expected max_norm >= 0, got ", max_norm);
+  TensorList replicated_gradients = gradients_of(replicated, op), own_gradients = gradients_of(own, op);
+  Tensor own_squares = full({}, sum_of_squares(own_gradients, op), DType::f64);
+  comm.all_reduce_sum(own_squares);  // every rank's share, once each
+  double total_norm = std::sqrt(sum_of_squares(replicated_gradients, op) + own_squares.item<double>());
+  clip_to(replicated_gradients, total_norm, max_norm, op);
+  return clip_to(own_gradients, total_norm, max_norm, op);
 }
 
 }  // namespace nn

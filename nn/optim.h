@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "tinymoe/communicator.h"
 #include "tinymoe/tensor.h"
 
 namespace tinymoe {
@@ -96,6 +97,12 @@ class AdamW : public Optimizer {
 // (the norm before clipping). As in torch (error_if_nonfinite=False), a non-finite total turns the
 // gradients non-finite too: check the returned norm to skip such a step.
 double clip_grad_norm(const TensorList& parameters, double max_norm);
+
+// The same over a model split across ranks (expert parallelism): the norm of every rank's
+// gradients, with `replicated` (identical on every rank: call it after all_reduce_gradients)
+// counted once and each rank's `own` (its experts) once each, and the same scale on every rank,
+// so the replicated copies stay identical. A collective. Returns the total norm.
+double clip_grad_norm(const TensorList& replicated, const TensorList& own, double max_norm, Communicator& comm);
 
 }  // namespace nn
 }  // namespace tinymoe

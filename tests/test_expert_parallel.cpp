@@ -3,10 +3,12 @@
 // run under mpirun (tests/mpi/).
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
 #include "nn/expert_parallel.h"
+#include "nn/optim.h"
 #include "nn/router_presets.h"
 #include "ops/all_to_all.h"
 #include "tests/test_helpers.h"
@@ -117,4 +119,17 @@ TEST_CASE("expert parallel: bad configurations and inputs name the block; MPI ne
   CHECK_THROWS_WITH(block(zeros({3, 6}, DType::f32)), Catch::Contains("ExpertParallelMoEBlock") && Catch::Contains("dtype"));
   // No MpiSession in this process: the MPI engine refuses, in builds with and without MPI.
   CHECK_THROWS_WITH(mpi_communicator(), Catch::Contains("mpi_communicator"));
+}
+
+TEST_CASE("expert parallel: clip_grad_norm over one rank is clip_grad_norm over every parameter", "[expert_parallel][optim]") {
+  Tensor a = ones({3}, DType::f64).requires_grad_(), b = ones({2}, DType::f64).requires_grad_();
+  Tensor c = ones({3}, DType::f64).requires_grad_(), d = ones({2}, DType::f64).requires_grad_();
+  for (const Tensor& loss : {sum(mul(a, 3.0)), sum(mul(b, 4.0)), sum(mul(c, 3.0)), sum(mul(d, 4.0))}) loss.backward();
+  double split = clip_grad_norm({a}, {b}, 1.0, *local_communicator());
+  double whole = clip_grad_norm({c, d}, 1.0);
+  CHECK(split == Approx(std::sqrt(3 * 9.0 + 2 * 16.0)));
+  CHECK(split == whole);
+  CHECK(a.grad().to_vector<double>() == c.grad().to_vector<double>());
+  CHECK(b.grad().to_vector<double>() == d.grad().to_vector<double>());
+  CHECK_THROWS_WITH(clip_grad_norm({a}, {b}, -1.0, *local_communicator()), Catch::Contains("clip_grad_norm"));
 }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "nn/moe_transformer.h"
+#include "nn/optim.h"
 #include "nn/router_presets.h"
 #include "ops/loss.h"
 #include "ops/shape.h"
@@ -85,6 +86,15 @@ TEST_CASE("mpi moe transformer: expert-parallel layers give the single model's l
     }
     // The replicated parameters are everything but the experts.
     CHECK(parallel.replicated_parameters().size() == expected.size() - 2 * 3);
+    CHECK(parallel.local_expert_parameters().size() == 2 * 3);
+    // Clipping over the ranks sees the single model's norm and scales alike.
+    double single_norm = clip_grad_norm(single.parameters(), 0.1);
+    double parallel_norm =
+        clip_grad_norm(parallel.replicated_parameters(), parallel.local_expert_parameters(), 0.1, *comm);
+    CHECK(parallel_norm == Approx(single_norm).epsilon(1e-11));
+    CHECK(single_norm > 0.1);  // so both did scale
+    check_close(parallel.named_parameters()[0].second.grad(), single.named_parameters()[0].second.grad(),
+                "clipped gradient of " + expected[0].first);
     // DeepSeek-V3's bias moves by the loads of every rank's tokens, as the single model's does.
     single.update_router_biases(whole, 0.01);
     parallel.update_router_biases(local, 0.01);
