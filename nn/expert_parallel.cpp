@@ -89,22 +89,10 @@ TensorList ExpertParallelMoEBlock::replicated_parameters() const {
   return parameters;
 }
 
-Tensor ExpertParallelMoEBlock::shared_output(const Tensor& tokens) const {
-  Tensor shared = shared_expert_->forward(tokens);
-  if (!shared_expert_gate_) return shared;
-  return mul(sigmoid(shared_expert_gate_->forward(tokens)), shared);  // Qwen2-MoE's gated shared expert
-}
-
 MoEOutput ExpertParallelMoEBlock::forward(const Tensor& x) const {
-  const int64_t d = hidden_size(), local = local_experts(), ranks = comm_->size();
-  check_defined(x, kOp, "x");
-  TINYMOE_CHECK((x.dim() == 2 || x.dim() == 3) && x.size(-1) == d, kOp, "expected x of shape [T, ", d,
-                "] or [B, S, ", d, "], got ", shape_str(x.shape()));
-  TINYMOE_CHECK(x.dtype() == dtype(), kOp, "expected x of the block's dtype ", dtype_name(dtype()), ", got ",
-                dtype_name(x.dtype()));
-  check_same_device(x, gate_->weight(), kOp);
-  const int64_t tokens_count = x.dim() == 3 ? x.size(0) * x.size(1) : x.size(0);
-  Tensor tokens = x.reshape({tokens_count, d});
+  const int64_t local = local_experts(), ranks = comm_->size();
+  Tensor tokens = moe_block_tokens(x, hidden_size(), dtype(), gate_->weight().device(), kOp);
+  const int64_t tokens_count = tokens.size(0);
 
   Routing routing = gate_->forward(tokens, x.size(-2));
   DispatchPlan plan = plan_dispatch(routing, tokens_count, num_experts_, x.dtype(), kOp);
@@ -126,7 +114,7 @@ MoEOutput ExpertParallelMoEBlock::forward(const Tensor& x) const {
   Tensor y_local = experts_->forward(index_select(x_recv, regroup.expert_major), regroup.offsets);
   Tensor y_perm = all_to_all(index_select(y_local, regroup.source_major), recv_splits, send_splits, comm_);
   Tensor y = combine_outputs(y_perm, plan);
-  if (shared_expert_) y = add(y, shared_output(tokens));
+  if (shared_expert_) y = add(y, shared_expert_output(*shared_expert_, shared_expert_gate_.get(), tokens));
   RoutingDiagnostics diagnostics = diagnose(routing, gate_->e_score_correction_bias());
   return {y.reshape(x.shape()), std::move(routing), plan.tokens_per_expert, std::move(diagnostics)};
 }

@@ -68,8 +68,6 @@ class ExpertParallelMoEBlock : public Module {
   TensorList replicated_parameters() const;
 
  private:
-  Tensor shared_output(const Tensor& tokens) const;
-
   int64_t num_experts_;
   std::shared_ptr<Communicator> comm_;
   std::shared_ptr<Router> gate_;

@@ -90,33 +90,38 @@ SparseMoEBlock::SparseMoEBlock(const MoEParts& parts) {
   if (parts.shared_expert_gate) shared_expert_gate_ = register_module("shared_expert_gate", parts.shared_expert_gate);
 }
 
-Tensor SparseMoEBlock::shared_output(const Tensor& tokens) const {
-  Tensor shared = shared_expert_->forward(tokens);
-  if (!shared_expert_gate_) return shared;
+Tensor moe_block_tokens(const Tensor& x, int64_t hidden_size, DType dtype, Device device, const char* op) {
+  const int64_t d = hidden_size;
+  check_defined(x, op, "x");
+  TINYMOE_CHECK((x.dim() == 2 || x.dim() == 3) && x.size(-1) == d, op, "expected x of shape [T, ", d, "] or [B, S, ",
+                d, "], got ", shape_str(x.shape()));
+  TINYMOE_CHECK(x.dtype() == dtype, op, "expected x of the block's dtype ", dtype_name(dtype), ", got ",
+                dtype_name(x.dtype()));
+  TINYMOE_CHECK(x.device() == device, op, "expected x on the block's device ", device.str(), ", got ",
+                x.device().str(), " (move the block with to(device), or x with x.to(device))");
+  const int64_t tokens_count = x.dim() == 3 ? x.size(0) * x.size(1) : x.size(0);
+  return x.reshape({tokens_count, d});  // shares x's storage
+}
+
+Tensor shared_expert_output(const SharedExpert& expert, const Linear* gate, const Tensor& tokens) {
+  Tensor shared = expert.forward(tokens);
+  if (gate == nullptr) return shared;
   // Qwen2-MoE: a per-token scalar gate sigmoid(x w_sg) [T, 1] scales the shared expert.
-  return mul(sigmoid(shared_expert_gate_->forward(tokens)), shared);
+  return mul(sigmoid(gate->forward(tokens)), shared);
 }
 
 MoEOutput SparseMoEBlock::forward(const Tensor& x) const {
-  const int64_t d = hidden_size(), experts = num_experts();
-  check_defined(x, kOp, "x");
-  TINYMOE_CHECK((x.dim() == 2 || x.dim() == 3) && x.size(-1) == d, kOp, "expected x of shape [T, ", d,
-                "] or [B, S, ", d, "], got ", shape_str(x.shape()));
-  TINYMOE_CHECK(x.dtype() == dtype(), kOp, "expected x of the block's dtype ", dtype_name(dtype()), ", got ",
-                dtype_name(x.dtype()));
-  TINYMOE_CHECK(x.device() == device(), kOp, "expected x on the block's device ", device().str(), ", got ",
-                x.device().str(), " (move the block with to(device), or x with x.to(device))");
-  const int64_t tokens_count = x.dim() == 3 ? x.size(0) * x.size(1) : x.size(0);
-  Tensor tokens = x.reshape({tokens_count, d});  // shares x's storage
+  Tensor tokens = moe_block_tokens(x, hidden_size(), dtype(), device(), kOp);
+  const int64_t tokens_count = tokens.size(0);
 
   // S for [B, S, d], T for one sequence: per-sequence capacity and losses count by it.
   Routing routing = gate_->forward(tokens, x.size(-2));
   TINYMOE_CHECK(!routing.pair_token.defined() || routing.pair_token.device() == x.device(), kOp,
                 "the routing rule returned pairs on ", routing.pair_token.defined() ? routing.pair_token.device().str() : "",
                 " for x on ", x.device().str(), " (a rule makes its pairs on the logits' device)");
-  DispatchPlan plan = plan_dispatch(routing, tokens_count, experts, x.dtype(), kOp);
+  DispatchPlan plan = plan_dispatch(routing, tokens_count, num_experts(), x.dtype(), kOp);
   Tensor y = experts_->forward_combined(tokens, plan);
-  if (shared_expert_) y = add(y, shared_output(tokens));
+  if (shared_expert_) y = add(y, shared_expert_output(*shared_expert_, shared_expert_gate_.get(), tokens));
   RoutingDiagnostics diagnostics = diagnose(routing, gate_->e_score_correction_bias());
   return {y.reshape(x.shape()), std::move(routing), plan.tokens_per_expert, std::move(diagnostics)};
 }

@@ -128,13 +128,19 @@ class SparseMoEBlock : public Module {
   const std::shared_ptr<Linear>& shared_expert_gate() const { return shared_expert_gate_; }  // null unless gated
 
  private:
-  Tensor shared_output(const Tensor& tokens) const;
-
   std::shared_ptr<Router> gate_;
   std::shared_ptr<Experts> experts_;
   std::shared_ptr<SharedExpert> shared_expert_;
   std::shared_ptr<Linear> shared_expert_gate_;
 };
+
+// The token rows [T, d] of a block input x [T, d] or [B, S, d] (a view of x), after checking x
+// against the block's width, dtype and device; errors name `op`. Shared by the MoE blocks.
+Tensor moe_block_tokens(const Tensor& x, int64_t hidden_size, DType dtype, Device device, const char* op);
+
+// The shared expert on token rows: ungated (DeepSeek-V3), or times sigmoid(tokens gate^T) per
+// token when `gate` ([1, d]) is given (Qwen2-MoE).
+Tensor shared_expert_output(const SharedExpert& expert, const Linear* gate, const Tensor& tokens);
 
 }  // namespace nn
 }  // namespace tinymoe
