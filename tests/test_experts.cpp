@@ -202,7 +202,7 @@ nn::DispatchPlan plan_for(int64_t tokens, int64_t experts, const std::vector<int
 
 }  // namespace
 
-TEST_CASE("experts: forward_combined equals dispatch, forward and combine; SwiGLU's fused path too",
+TEST_CASE("experts: forward_combined equals dispatch, forward and combine, SwiGLU's fused path too",
           "[experts]") {
   Generator generator(31);
   // 5 tokens, 3 experts (expert 1 unused), token 3 routed nowhere, token 0 twice.

@@ -30,7 +30,7 @@ TEST_CASE("index_select: hand values with duplicates, every dim, i64 data", "[in
   CHECK(ids.to_vector<int64_t>() == std::vector<int64_t>{2, 3});
 }
 
-TEST_CASE("index_select: middle dim matches a slow loop; empty index", "[index]") {
+TEST_CASE("index_select: middle dim matches a slow loop, empty index", "[index]") {
   Generator generator(5);
   Tensor x = randn({2, 5, 3}, DType::f64, &generator);
   std::vector<int64_t> chosen = {4, 1, 1, 0};
@@ -91,7 +91,7 @@ TEST_CASE("scatter_add: hand values with duplicates, dim 1, i64, empty index", "
   CHECK(unchanged.to_vector<float>() == base.to_vector<float>());
 }
 
-TEST_CASE("scatter_add: matches a slow loop; dispatch then combine counts each token", "[index]") {
+TEST_CASE("scatter_add: matches a slow loop, dispatch then combine counts each token", "[index]") {
   Generator generator(8);
   Tensor base = randn({2, 4, 3}, DType::f64, &generator);
   Tensor source = randn({2, 6, 3}, DType::f64, &generator);

@@ -219,7 +219,7 @@ TEST_CASE("moe_block: router logits are x gate^T, filled in when the rule leaves
     }
 }
 
-TEST_CASE("moe_block: capacity drops pairs; a token with every pair dropped gets zero", "[moe_block]") {
+TEST_CASE("moe_block: capacity drops pairs, a token with every pair dropped gets zero", "[moe_block]") {
   Generator generator(31);
   SparseMoEBlock block(make_config(capacity_rule(1, 1)), &generator);
   Tensor x = randn({2, 8, 6}, DType::f64, &generator);
@@ -243,7 +243,7 @@ TEST_CASE("moe_block: capacity drops pairs; a token with every pair dropped gets
   CHECK(zero_rows >= 8);
 }
 
-TEST_CASE("moe_block: capacity with shared experts; [B, S, d] counts capacity per sequence", "[moe_block]") {
+TEST_CASE("moe_block: capacity with shared experts, [B, S, d] counts capacity per sequence", "[moe_block]") {
   for (SharedExpertKind shared : {SharedExpertKind::ungated, SharedExpertKind::sigmoid_gated}) {
     Generator generator(40 + static_cast<int>(shared));
     SparseMoEBlock block(make_config(capacity_rule(2, 2), ExpertKind::gelu, shared), &generator);

@@ -46,7 +46,7 @@ TEST_CASE("sort: hand values, stable in both directions", "[sort]") {
   CHECK(columns.indices.to_vector<int64_t>() == std::vector<int64_t>{1, 0, 0, 1, 2, 2});
 }
 
-TEST_CASE("sort: NaN last ascending, first descending; infinities", "[sort]") {
+TEST_CASE("sort: NaN last ascending, first descending, infinities", "[sort]") {
   double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
   Tensor x = from_vector(std::vector<double>{nan, 2, -inf, nan, inf}, {5});
   CHECK(argsort(x).to_vector<int64_t>() == std::vector<int64_t>{2, 1, 4, 0, 3});
@@ -95,7 +95,7 @@ TEST_CASE("sort: expert ids of a router batch (T*k = 32768) sort stably", "[sort
   CHECK(sorted.indices.to_vector<int64_t>() == want);
 }
 
-TEST_CASE("sort: gradcheck of the values; selection unstable at a tie", "[sort][gradcheck]") {
+TEST_CASE("sort: gradcheck of the values, selection unstable at a tie", "[sort][gradcheck]") {
   Generator generator(23);
   struct Case {
     Shape shape;

@@ -155,7 +155,7 @@ TEST_CASE("cuda ops swiglu: forward and both gradients match the CPU", "[cuda][s
   }
 }
 
-TEST_CASE("cuda ops weighted_scatter_add: combine and its gradients match the CPU; runs are bit-identical",
+TEST_CASE("cuda ops weighted_scatter_add: combine and its gradients match the CPU, runs are bit-identical",
           "[cuda][weighted_scatter_add]") {
   struct CombineCase {
     int64_t pairs, width, num_rows;
