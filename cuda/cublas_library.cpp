@@ -1,34 +1,22 @@
 #include "cuda/cublas_library.h"
 
-#include <dlfcn.h>
-
 #include <string>
 
-#include "tinymoe/error.h"
+#include "cuda/shared_library.h"
 
 namespace tinymoe {
 namespace cuda {
 namespace {
 
 void* open_cublas() {
-  // The soname of cuBLAS follows the CUDA major version (libcublas.so.13 for CUDA 13.x).
-  std::string soname = "libcublas.so." + std::to_string(CUBLAS_VER_MAJOR);
-  void* handle = dlopen(soname.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (handle == nullptr) handle = dlopen(TINYMOE_CUBLAS_LIBRARY, RTLD_NOW | RTLD_LOCAL);
-  if (handle == nullptr)
-    fail("cublas", "cannot open ", soname, " or ", TINYMOE_CUBLAS_LIBRARY, ": ", dlerror());
-  return handle;  // never closed: handles and streams of it live until the process ends
-}
-
-template <typename Function>
-void bind_optional(void* library, const char* name, Function& function) {
-  function = reinterpret_cast<Function>(dlsym(library, name));
+  // The soname of cuBLAS follows the CUDA major version (libcublas.so.13 for CUDA 13.x); the
+  // toolkit's own copy found at configure time is the fallback.
+  return open_shared_library("cublas", {"libcublas.so." + std::to_string(CUBLAS_VER_MAJOR), TINYMOE_CUBLAS_LIBRARY});
 }
 
 template <typename Function>
 void bind(void* library, const char* name, Function& function) {
-  bind_optional(library, name, function);
-  TINYMOE_CHECK(function != nullptr, "cublas", "libcublas has no function ", name);
+  bind_required(library, "cublas", name, function);
 }
 
 CublasLibrary load() {

@@ -7,11 +7,13 @@
 //   train_tiny_lm --router deepseek_v3    # sigmoid routing balanced by its bias, no aux loss
 //   train_tiny_lm --router switch --steps 500 --device cuda
 //   mpirun -np 2 train_tiny_lm --expert-parallel     # each layer's 8 experts split over 2 processes
+//   mpirun -np 2 train_tiny_lm --expert-parallel --device cuda --communicator nccl   # a GPU each
 //
 // With --expert-parallel every rank trains on its own batches, holds its share of each layer's
 // experts and a copy of the rest, and sums the copies' gradients with the other ranks before
-// each step (nn/expert_parallel.h); rank 0 prints. It exits with status 1 when the final loss is
-// not below the first one.
+// each step (nn/expert_parallel.h); rank 0 prints. With --device cuda each rank takes a GPU of
+// its machine in turn (rank_cuda_device); rows travel over MPI through host memory, or GPU to GPU
+// with --communicator nccl. It exits with status 1 when the final loss is not below the first one.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -121,7 +123,7 @@ std::string generate(const MoETransformer& model, const CharacterCorpus& corpus,
 int main(int argc, char** argv) {
   CLI::App app{"Train a small MoE language model on a built-in text, one character per token."};
   int64_t steps = 300, batch = 16, length = 64;
-  std::string router = "mixtral", device_name = "cpu";
+  std::string router = "mixtral", device_name = "cpu", communicator = "mpi";
   uint64_t seed = 0;
   bool expert_parallel = false;
   app.add_option("--steps", steps, "training steps")->check(CLI::PositiveNumber);
@@ -130,18 +132,24 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"mixtral", "switch", "deepseek_v3", "qwen2_moe", "gshard", "noisy_topk", "expert_choice"}));
   app.add_option("--device", device_name, "cpu, cuda or cuda:N");
   app.add_option("--seed", seed, "seed of the weights and the batches");
-  app.add_flag("--expert-parallel", expert_parallel, "split each layer's experts over the processes of mpirun");
+  auto* parallel_flag =
+      app.add_flag("--expert-parallel", expert_parallel, "split each layer's experts over the processes of mpirun");
+  app.add_option("--communicator", communicator, "how expert-parallel ranks exchange rows: mpi, or nccl (cuda)")
+      ->check(CLI::IsMember({"mpi", "nccl"}))
+      ->needs(parallel_flag);
   CLI11_PARSE(app, argc, argv);
 
   std::unique_ptr<MpiSession> mpi;
   try {
     std::shared_ptr<Communicator> comm = local_communicator();
+    Device device = Device::parse(device_name);
     if (expert_parallel) {
       mpi = std::make_unique<MpiSession>(&argc, &argv);
       comm = mpi_communicator();
+      if (device_name == "cuda") device = rank_cuda_device(*comm);  // no index given: a GPU per rank
+      if (communicator == "nccl") comm = nccl_communicator(comm, device);
     }
     const bool printing = comm->rank() == 0;
-    const Device device = Device::parse(device_name);
     CharacterCorpus corpus(kText);
     MoETransformerConfig config;
     config.vocab_size = static_cast<int64_t>(corpus.alphabet.size());
@@ -158,9 +166,9 @@ int main(int argc, char** argv) {
     model.to(device);
     AdamW optimizer(model.parameters(), AdamWOptions{3e-3, 0.9, 0.95, 1e-8, 0.01});
     if (printing)
-      std::printf("tinymoe: %lld-layer MoE LM, %zu characters, router %s, 8 experts over %d process(es), on %s\n",
+      std::printf("tinymoe: %lld-layer MoE LM, %zu characters, router %s, 8 experts over %d process(es) (%s), on %s\n",
                   static_cast<long long>(config.num_layers), corpus.alphabet.size(), router.c_str(), comm->size(),
-                  device.str().c_str());
+                  comm->name().c_str(), device.str().c_str());
 
     double first_loss = 0, loss = 0;
     for (int64_t step = 1; step <= steps; ++step) {

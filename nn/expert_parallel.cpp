@@ -48,7 +48,7 @@ struct Regroup {
   Tensor offsets;       // i64 [L+1]: the local experts' row ranges, expert-major
 };
 
-Regroup regroup_received(const std::vector<int64_t>& counts, int64_t sources, int64_t local) {
+Regroup regroup_received(const std::vector<int64_t>& counts, int64_t sources, int64_t local, Device device) {
   std::vector<int64_t> source_start(counts.size() + 1, 0);  // first received row of (source, expert)
   for (size_t k = 0; k < counts.size(); ++k) source_start[k + 1] = source_start[k] + counts[k];
   const int64_t rows = source_start.back();
@@ -61,7 +61,8 @@ Regroup regroup_received(const std::vector<int64_t>& counts, int64_t sources, in
       }
     offsets.push_back(static_cast<int64_t>(expert_major.size()));
   }
-  return {from_vector(expert_major, {rows}), from_vector(source_major, {rows}), from_vector(offsets, {local + 1})};
+  return {from_vector(expert_major, {rows}).to(device), from_vector(source_major, {rows}).to(device),
+          from_vector(offsets, {local + 1}).to(device)};
 }
 
 }  // namespace
@@ -110,7 +111,7 @@ MoEOutput ExpertParallelMoEBlock::forward(const Tensor& x) const {
     }
 
   Tensor x_recv = all_to_all(dispatch_tokens(tokens, plan), send_splits, recv_splits, comm_);
-  Regroup regroup = regroup_received(received_counts, ranks, local);
+  Regroup regroup = regroup_received(received_counts, ranks, local, tokens.device());
   Tensor y_local = experts_->forward(index_select(x_recv, regroup.expert_major), regroup.offsets);
   Tensor y_perm = all_to_all(index_select(y_local, regroup.source_major), recv_splits, send_splits, comm_);
   Tensor y = combine_outputs(y_perm, plan);

@@ -26,8 +26,8 @@
 // describe this rank's tokens; update_bias sums the loads over the ranks first.
 //
 // Parameter names are SparseMoEBlock's; experts.* hold this rank's L experts (global expert
-// first_expert() + i at index i). all_to_all moves cpu tensors only, so the block runs on the
-// cpu.
+// first_expert() + i at index i). It runs on any device (module.to(device)): over the mpi
+// communicator cuda rows travel through host memory, over nccl from GPU to GPU.
 #pragma once
 
 #include <cstdint>

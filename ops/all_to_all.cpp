@@ -22,11 +22,9 @@ int64_t checked_total(const std::vector<int64_t>& splits, const Communicator& co
 Tensor exchange_rows(const Tensor& x, const std::vector<int64_t>& send_splits, const std::vector<int64_t>& recv_splits,
                      Communicator& comm) {
   Shape shape = x.shape();
-  const int64_t row_elements = shape_numel(Shape(shape.begin() + 1, shape.end()));
   shape[0] = checked_total(recv_splits, comm, "recv_splits");
   Tensor out = Tensor::empty(shape, x.dtype(), x.device());
-  const int64_t row_bytes = row_elements * static_cast<int64_t>(element_size(x.dtype()));
-  if (row_bytes > 0) comm.all_to_all_rows(x.raw_data(), send_splits, out.raw_data(), recv_splits, row_bytes);
+  comm.all_to_all_rows(x, send_splits, out, recv_splits);
   return out;
 }
 
@@ -37,8 +35,6 @@ Tensor all_to_all(const Tensor& x, const std::vector<int64_t>& send_splits, cons
   TINYMOE_CHECK(comm != nullptr, kOp, "no communicator");
   check_defined(x, kOp, "x");
   TINYMOE_CHECK(x.dim() >= 1, kOp, "expected x with a row dimension, got a 0-dimensional tensor");
-  TINYMOE_CHECK(x.device().is_cpu(), kOp, "the ", comm->name(), " communicator moves cpu tensors, got x on ",
-                x.device().str());
   const int64_t sent = checked_total(send_splits, *comm, "send_splits");
   TINYMOE_CHECK(sent == x.size(0), kOp, "send_splits sum to ", sent, " rows but x has ", x.size(0));
   checked_total(recv_splits, *comm, "recv_splits");

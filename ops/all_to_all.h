@@ -2,12 +2,13 @@
 // 3.2; Megatron-LM's token dispatcher), a collective over a Communicator (tinymoe/communicator.h).
 //
 //   all_to_all(x, send_splits, recv_splits, comm)
-//     x [N, ...] on the cpu: its rows in comm.size() consecutive blocks, send_splits[j] rows
+//     x [N, ...] on any device: its rows in comm.size() consecutive blocks, send_splits[j] rows
 //     for rank j (sum = N). Returns the blocks received, in rank order: [sum(recv_splits), ...],
 //     recv_splits[i] rows from rank i. recv_splits[i] must equal rank i's send_splits[this
 //     rank]: exchange_splits computes it.
 //   Backward: the reverse exchange, all_to_all(g, recv_splits, send_splits): each row's gradient
 //   goes back to the rank the row came from. x gets a gradient (floating x); any dtype moves.
+//   The result is on x's device; an engine that does not reach it moves a copy (Communicator).
 //
 // Every rank calls it in the same order (a collective), and every rank must then run backward
 // through it too: a rank whose loss does not depend on the output would leave the others waiting.

@@ -58,6 +58,34 @@ TEST_CASE("all_to_all: bad splits and inputs name the op", "[all_to_all][errors]
   CHECK_THROWS_WITH(exchange_splits({1, 2}, *comm), Catch::Contains("all_to_all"));
 }
 
+TEST_CASE("communicator: all_to_all_rows checks its tensors and blocks, whatever the engine", "[all_to_all][errors]") {
+  auto comm = local_communicator();
+  Tensor send = ones({3, 2}), recv = zeros({3, 2});
+  comm->all_to_all_rows(send, {3}, recv, {3});
+  CHECK(recv.to_vector<float>() == send.to_vector<float>());
+  CHECK_THROWS_WITH(comm->all_to_all_rows(send, {3}, zeros({3, 2}, DType::f64), {3}),
+                    Catch::Contains("all_to_all") && Catch::Contains("one dtype"));
+  CHECK_THROWS_WITH(comm->all_to_all_rows(send, {3}, zeros({3, 4}), {3}),
+                    Catch::Contains("all_to_all") && Catch::Contains("rows of one shape"));
+  CHECK_THROWS_WITH(comm->all_to_all_rows(send, {2}, recv, {3}),
+                    Catch::Contains("all_to_all") && Catch::Contains("send blocks hold 2 rows"));
+  CHECK_THROWS_WITH(comm->all_to_all_rows(Tensor(), {0}, recv, {3}), Catch::Contains("all_to_all"));
+  CHECK_THROWS_WITH(comm->all_reduce_sum(zeros({2}, DType::i64)),
+                    Catch::Contains("all_reduce_sum") && Catch::Contains("f32 or f64"));
+  CHECK(comm->reaches(Device::cpu()));
+}
+
+TEST_CASE("communicator: one process is machine rank 0, and NCCL and GPUs need the CUDA backend", "[all_to_all][errors]") {
+  auto comm = local_communicator();
+  CHECK(node_local_rank(*comm) == 0);
+  if (!nccl_available())
+    CHECK_THROWS_WITH(nccl_communicator(comm, Device::cuda(0)),
+                      Catch::Contains("nccl_communicator") && Catch::Contains("no NCCL"));
+#ifndef TINYMOE_WITH_CUDA
+  CHECK_THROWS_WITH(rank_cuda_device(*comm), Catch::Contains("rank_cuda_device") && Catch::Contains("no CUDA"));
+#endif
+}
+
 TEST_CASE("expert parallel: one rank computes what SparseMoEBlock computes, forward and backward",
           "[expert_parallel]") {
   struct Case {
@@ -109,7 +137,7 @@ TEST_CASE("expert parallel: all_reduce_gradients gives a missing gradient zeros"
   CHECK(unused.grad().to_vector<double>() == std::vector<double>{0, 0, 0});
 }
 
-TEST_CASE("expert parallel: bad configurations and inputs name the block; MPI needs a session",
+TEST_CASE("expert parallel: bad configurations and inputs name the block, MPI needs a session",
           "[expert_parallel][errors]") {
   SparseMoEConfig config = small_block(mixtral(4, 2), ExpertKind::swiglu, SharedExpertKind::none);
   CHECK_THROWS_WITH(ExpertParallelMoEBlock(config, nullptr), Catch::Contains("ExpertParallelMoEBlock"));

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # gpu-check: the checks of the CUDA backend that need a GPU, in one command.
 #   1. configure and build tinymoe with CUDA (Release) in build-gpu/
-#   2. run the CUDA tests (tinymoe_cuda_tests: every kernel against the CPU ops)
+#   2. run the CUDA tests (tinymoe_cuda_tests: every kernel against the CPU ops), and from a
+#      build with MPI the expert-parallel tests with cuda tensors under mpirun
 #   3. run them again under compute-sanitizer --tool memcheck (out-of-bounds and misaligned
 #      accesses, bad frees, CUDA API errors)
 #   4. run the GPU benchmarks, tinymoe bench ops --device cuda and tinymoe bench moe --device cuda
@@ -148,6 +149,15 @@ else
   cli="$build_dir/tools/tinymoe"
 fi
 
+# The NCCL tests open libnccl.so.2 at run time (cuda/nccl_library.h). Where the loader does not
+# know it, a machine with PyTorch has it in its nvidia-nccl wheel.
+if ! ldconfig -p 2>/dev/null | grep -q 'libnccl\.so\.2'; then
+  nccl_dir="$(python3 -c 'import nvidia.nccl as n, os; print(os.path.join(list(n.__path__)[0], "lib"))' 2>/dev/null || true)"
+  if [[ -n "$nccl_dir" && -e "$nccl_dir/libnccl.so.2" ]]; then
+    export LD_LIBRARY_PATH="$nccl_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  fi
+fi
+
 # ---- 2. CUDA tests, all in one process.
 run_timed tests "$tests"
 if [[ $step_status -eq 77 ]]; then
@@ -157,6 +167,17 @@ fi
 note="$(last_match "$log_dir/tests.log" 'test cases|All tests passed')"
 if [[ $step_status -eq 0 ]]; then record tests PASS "$step_elapsed" "$note"
 else record tests "$(verdict)" "$step_elapsed" "$note (see tests.log)"; fi
+
+# ---- 2b. Expert parallelism with cuda tensors between processes (mpirun, CTest's mpi.cuda_* and
+# mpi.nccl_* entries): only from a build of this machine with MPI; a bundle has none.
+if [[ -z "$prebuilt" && -x "$build_dir/tests/tinymoe_mpi_cuda_tests" ]]; then
+  run_timed mpi ctest --test-dir "$build_dir" --output-on-failure -R '^mpi\.(cuda|nccl)_'
+  note="$(last_match "$log_dir/mpi.log" 'tests passed|tests failed')"
+  if [[ $step_status -eq 0 ]]; then record mpi PASS "$step_elapsed" "$note (skips: NCCL needs a GPU per rank)"
+  else record mpi "$(verdict)" "$step_elapsed" "$note (see mpi.log)"; fi
+else
+  record mpi SKIP 0 "no tinymoe_mpi_cuda_tests (a bundle, or a build without MPI)"
+fi
 
 # ---- 3. The same tests under compute-sanitizer memcheck. No leak check: the caching allocator
 # keeps its blocks until the process ends, by design.

@@ -62,29 +62,8 @@ class MpiCommunicator : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string name() const override { return "mpi"; }
-
-  void all_to_all_rows(const void* send, const std::vector<int64_t>& send_rows, void* recv,
-                       const std::vector<int64_t>& recv_rows, int64_t row_bytes) override {
-    TINYMOE_CHECK(static_cast<int>(send_rows.size()) == size_ && static_cast<int>(recv_rows.size()) == size_,
-                  "all_to_all", "expected ", size_, " send and receive blocks, got ", send_rows.size(), " and ",
-                  recv_rows.size());
-    TINYMOE_CHECK(row_bytes > 0 && row_bytes <= INT_MAX, "all_to_all", "a row of ", row_bytes,
-                  " bytes is out of MPI's int range");
-    std::vector<int> send_counts = int_counts(send_rows, "a send"), recv_counts = int_counts(recv_rows, "a receive");
-    std::vector<int> send_starts = displacements(send_counts), recv_starts = displacements(recv_counts);
-    // One row is one element of a contiguous datatype, so the counts are rows, not bytes.
-    MPI_Datatype row;
-    check_mpi(MPI_Type_contiguous(static_cast<int>(row_bytes), MPI_BYTE, &row), "MPI_Type_contiguous");
-    int code = MPI_Type_commit(&row);
-    if (code != MPI_SUCCESS) {
-      MPI_Type_free(&row);
-      check_mpi(code, "MPI_Type_commit");
-    }
-    code = MPI_Alltoallv(send, send_counts.data(), send_starts.data(), row, recv, recv_counts.data(),
-                             recv_starts.data(), row, comm_);
-    MPI_Type_free(&row);
-    check_mpi(code, "MPI_Alltoallv");
-  }
+  bool reaches(Device device) const override { return device.is_cpu(); }
+  Device staging_device() const override { return Device::cpu(); }
 
   std::vector<int64_t> all_gather(const std::vector<int64_t>& values) override {
     std::vector<int64_t> gathered(values.size() * static_cast<size_t>(size_));
@@ -94,11 +73,29 @@ class MpiCommunicator : public Communicator {
     return gathered;
   }
 
-  void all_reduce_sum(const Tensor& tensor) override {
-    check_defined(tensor, "all_reduce_sum", "tensor");
-    TINYMOE_CHECK(tensor.device().is_cpu() && is_floating(tensor.dtype()), "all_reduce_sum",
-                  "the mpi communicator sums f32 or f64 cpu tensors, got ", dtype_name(tensor.dtype()), " on ",
-                  tensor.device().str());
+ protected:
+  void exchange_rows(const Tensor& send, const std::vector<int64_t>& send_rows, const Tensor& recv,
+                     const std::vector<int64_t>& recv_rows) override {
+    const int64_t row_size = row_bytes(send);
+    if (row_size == 0) return;  // rows without columns: nothing travels
+    TINYMOE_CHECK(row_size <= INT_MAX, "all_to_all", "a row of ", row_size, " bytes is out of MPI's int range");
+    std::vector<int> send_counts = int_counts(send_rows, "a send"), recv_counts = int_counts(recv_rows, "a receive");
+    std::vector<int> send_starts = displacements(send_counts), recv_starts = displacements(recv_counts);
+    // One row is one element of a contiguous datatype, so the counts are rows, not bytes.
+    MPI_Datatype row;
+    check_mpi(MPI_Type_contiguous(static_cast<int>(row_size), MPI_BYTE, &row), "MPI_Type_contiguous");
+    int code = MPI_Type_commit(&row);
+    if (code != MPI_SUCCESS) {
+      MPI_Type_free(&row);
+      check_mpi(code, "MPI_Type_commit");
+    }
+    code = MPI_Alltoallv(send.raw_data(), send_counts.data(), send_starts.data(), row, recv.raw_data(),
+                         recv_counts.data(), recv_starts.data(), row, comm_);
+    MPI_Type_free(&row);
+    check_mpi(code, "MPI_Alltoallv");
+  }
+
+  void sum_in_place(const Tensor& tensor) override {
     TINYMOE_CHECK(tensor.numel() <= INT_MAX, "all_reduce_sum", "a tensor of ", tensor.numel(),
                   " values is out of MPI's int range");
     MPI_Datatype type = tensor.dtype() == DType::f64 ? MPI_DOUBLE : MPI_FLOAT;
