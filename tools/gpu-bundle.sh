@@ -6,7 +6,8 @@
 #     (TINYMOE_BLAS=OFF: the CPU side of the parity tests needs no BLAS library there), without
 #     MPI (TINYMOE_MPI=OFF);
 #   - the shared libraries they link that a bare CUDA machine may lack (the CUDA runtime);
-#     glibc, libstdc++ and cuBLAS (opened at run time) are the machine's own;
+#     glibc, libstdc++, cuBLAS and NCCL (both opened at run time) are the machine's own
+#     (gpu-check.sh finds PyTorch's libnccl when the loader does not);
 #   - MANIFEST: the commit, the compiler, the CUDA architectures.
 # On the GPU machine, from a checkout of the same commit:
 #   tools/gpu-check.sh --prebuilt DIR [--log-dir DIR] [--step-timeout SECONDS]
