@@ -6,7 +6,9 @@
 // communicator. Every NCCL call is checked and a failure becomes a tinymoe::Error naming the call
 // and NCCL's reason.
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -38,11 +40,17 @@ class NcclCommunicator : public Communicator {
  public:
   NcclCommunicator(std::shared_ptr<Communicator> bootstrap, Device device, ncclComm_t comm)
       : bootstrap_(std::move(bootstrap)), device_(device), comm_(comm) {}
+  // ncclCommDestroy is a collective among the ranks of a machine (it finalizes the communicator,
+  // waiting for its pending work): fine when every rank lets go of its communicator in step. A
+  // communicator dropped while an exception unwinds may have peers stuck in an unmatched call, so
+  // it is aborted instead, which waits for nobody.
   ~NcclCommunicator() override {
     try {
       cuda::DeviceGuard guard(device_);
-      cuda::nccl_library().comm_destroy(comm_);
-    } catch (const Error&) {  // a destructor does not throw; the process is ending its GPU work anyway
+      const cuda::NcclLibrary& nccl = cuda::nccl_library();
+      if (std::uncaught_exceptions() > 0) nccl.comm_abort(comm_);
+      else nccl.comm_destroy(comm_);
+    } catch (...) {  // a destructor does not throw
     }
   }
   NcclCommunicator(const NcclCommunicator&) = delete;
@@ -66,17 +74,27 @@ class NcclCommunicator : public Communicator {
     const char* send_bytes = static_cast<const char*>(send.raw_data());
     char* recv_bytes = static_cast<char*>(recv.raw_data());
     // One group: NCCL starts every pair's transfer together, so no pair waits on another's order.
+    // The group is closed whatever happens inside it (an open group would swallow every later
+    // NCCL call of this thread); the first failure is thrown after.
     check_nccl(nccl.group_start(), "ncclGroupStart", comm_);
-    for (int peer = 0; peer < size(); ++peer) {
+    ncclResult_t first_failure = ncclSuccess;
+    const char* failed_call = "";
+    auto keep_first = [&](ncclResult_t result, const char* call) {
+      if (first_failure != ncclSuccess || result == ncclSuccess) return;
+      first_failure = result;
+      failed_call = call;
+    };
+    for (int peer = 0; peer < size() && first_failure == ncclSuccess; ++peer) {
       const size_t sending = static_cast<size_t>(send_rows[peer]) * row_size;
       const size_t receiving = static_cast<size_t>(recv_rows[peer]) * row_size;
-      if (sending > 0) check_nccl(nccl.send(send_bytes, sending, ncclUint8, peer, comm_, kBackendStream), "ncclSend", comm_);
-      if (receiving > 0)
-        check_nccl(nccl.recv(recv_bytes, receiving, ncclUint8, peer, comm_, kBackendStream), "ncclRecv", comm_);
+      if (sending > 0) keep_first(nccl.send(send_bytes, sending, ncclUint8, peer, comm_, kBackendStream), "ncclSend");
+      if (receiving > 0) keep_first(nccl.recv(recv_bytes, receiving, ncclUint8, peer, comm_, kBackendStream), "ncclRecv");
       send_bytes += sending;
       recv_bytes += receiving;
     }
-    check_nccl(nccl.group_end(), "ncclGroupEnd", comm_);
+    const ncclResult_t group_end = nccl.group_end();
+    check_nccl(first_failure, failed_call, comm_);
+    check_nccl(group_end, "ncclGroupEnd", comm_);
   }
 
   void sum_in_place(const Tensor& tensor) override {
@@ -113,22 +131,12 @@ std::string rank_problem(Device device, cudaUUID_t& uuid) {
   }
 }
 
-// All ranks' words for one question, failing on every rank alike when any rank reported a
-// problem (words[0] != 0 in its block).
-std::vector<int64_t> gather_or_fail(Communicator& bootstrap, const std::vector<int64_t>& words,
-                                    const std::string& own_problem, const char* stage) {
-  std::vector<int64_t> all = bootstrap.all_gather(words);
-  if (!own_problem.empty()) fail(kOp, "rank ", bootstrap.rank(), ": ", own_problem);
-  for (int r = 0; r < bootstrap.size(); ++r)
-    TINYMOE_CHECK(all[static_cast<size_t>(r) * words.size()] == 0, kOp, "rank ", r, " failed ", stage,
-                  " (its own error names the cause)");
-  return all;
-}
-
-void check_one_gpu_per_rank(const std::vector<int64_t>& all, size_t words, int ranks) {
+// uuids: every rank's GPU UUID, kUuidWords words each, in rank order.
+void check_one_gpu_per_rank(const std::vector<int64_t>& uuids, int ranks) {
+  auto uuid_of = [&](int r) { return uuids.begin() + static_cast<std::ptrdiff_t>(r * kUuidWords); };
   for (int r = 0; r < ranks; ++r)
     for (int q = r + 1; q < ranks; ++q)
-      TINYMOE_CHECK(!std::equal(all.begin() + r * words + 1, all.begin() + (r + 1) * words, all.begin() + q * words + 1),
+      TINYMOE_CHECK(!std::equal(uuid_of(r), uuid_of(r + 1), uuid_of(q)),
                     kOp, "ranks ", r, " and ", q, " share one GPU, and NCCL needs a GPU per rank: give each rank "
                     "its own (rank_cuda_device), or use mpi_communicator(), which moves cuda tensors through host memory");
 }
@@ -143,11 +151,10 @@ ncclUniqueId unique_id_from_rank_0(Communicator& bootstrap) {
       problem = error.what();
     }
   }
-  std::vector<int64_t> words(1 + kUniqueIdWords, 0);
-  words[0] = problem.empty() ? 0 : 1;
-  std::memcpy(words.data() + 1, &id, sizeof(id));
-  std::vector<int64_t> all = gather_or_fail(bootstrap, words, problem, "to draw NCCL's unique id");
-  std::memcpy(&id, all.data() + 1, sizeof(id));  // rank 0's block
+  std::vector<int64_t> words(kUniqueIdWords, 0);
+  std::memcpy(words.data(), &id, sizeof(id));
+  std::vector<int64_t> all = gather_on_every_rank(bootstrap, words, problem, kOp);
+  std::memcpy(&id, all.data(), sizeof(id));  // rank 0's block
   return id;
 }
 
@@ -159,15 +166,18 @@ std::shared_ptr<Communicator> nccl_communicator(std::shared_ptr<Communicator> bo
   TINYMOE_CHECK(bootstrap != nullptr, kOp, "no bootstrap communicator");
   cudaUUID_t uuid{};
   const std::string problem = rank_problem(device, uuid);
-  std::vector<int64_t> words(1 + kUuidWords, 0);
-  words[0] = problem.empty() ? 0 : 1;
-  std::memcpy(words.data() + 1, &uuid, sizeof(uuid));
-  check_one_gpu_per_rank(gather_or_fail(*bootstrap, words, problem, "to reach its GPU or NCCL"), words.size(),
-                         bootstrap->size());
+  std::vector<int64_t> words(kUuidWords, 0);
+  std::memcpy(words.data(), &uuid, sizeof(uuid));
+  check_one_gpu_per_rank(gather_on_every_rank(*bootstrap, words, problem, kOp), bootstrap->size());
   const ncclUniqueId id = unique_id_from_rank_0(*bootstrap);
+  // ncclCommInitRank is a collective of its own: a rank that fails here leaves the others in it
+  // until NCCL's bootstrap gives up, as MPI_Init would.
   cuda::DeviceGuard guard(device);
+  const cuda::NcclLibrary& nccl = cuda::nccl_library();
   ncclComm_t comm = nullptr;
-  check_nccl(cuda::nccl_library().comm_init_rank(&comm, bootstrap->size(), id, bootstrap->rank()), "ncclCommInitRank");
+  const ncclResult_t result = nccl.comm_init_rank(&comm, bootstrap->size(), id, bootstrap->rank());
+  if (result != ncclSuccess && comm != nullptr) nccl.comm_abort(comm);
+  check_nccl(result, "ncclCommInitRank");
   return std::make_shared<NcclCommunicator>(std::move(bootstrap), device, comm);
 }
 

@@ -20,6 +20,7 @@ NcclLibrary load() {
   bind(library, "ncclGetUniqueId", functions.get_unique_id);
   bind(library, "ncclCommInitRank", functions.comm_init_rank);
   bind(library, "ncclCommDestroy", functions.comm_destroy);
+  bind(library, "ncclCommAbort", functions.comm_abort);
   bind(library, "ncclGroupStart", functions.group_start);
   bind(library, "ncclGroupEnd", functions.group_end);
   bind(library, "ncclSend", functions.send);

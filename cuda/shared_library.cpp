@@ -4,15 +4,14 @@ namespace tinymoe {
 namespace cuda {
 
 void* open_shared_library(const char* library, const std::vector<std::string>& candidates) {
-  std::string tried, reason;
+  std::string reasons;  // each name tried, with dlerror's reason
   for (const std::string& candidate : candidates) {
     if (candidate.empty()) continue;
     if (void* handle = dlopen(candidate.c_str(), RTLD_NOW | RTLD_LOCAL)) return handle;
     const char* error = dlerror();
-    reason = error != nullptr ? error : "unknown dlopen error";
-    tried += (tried.empty() ? "" : ", ") + candidate;
+    reasons += (reasons.empty() ? "" : "; ") + std::string(error != nullptr ? error : candidate + ": unknown dlopen error");
   }
-  fail(library, "cannot open ", tried.empty() ? std::string("any library (no name to try)") : tried, ": ", reason);
+  fail(library, "cannot open the library: ", reasons.empty() ? std::string("no name to try") : reasons);
 }
 
 }  // namespace cuda

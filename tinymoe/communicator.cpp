@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 
@@ -115,6 +116,21 @@ void Communicator::all_reduce_sum(const Tensor& tensor) {
 
 std::shared_ptr<Communicator> local_communicator() { return std::make_shared<LocalCommunicator>(); }
 
+std::vector<int64_t> gather_on_every_rank(Communicator& comm, const std::vector<int64_t>& words,
+                                          const std::string& own_problem, const char* op) {
+  std::vector<int64_t> reported = {own_problem.empty() ? 0 : 1};
+  reported.insert(reported.end(), words.begin(), words.end());
+  const std::vector<int64_t> all = comm.all_gather(reported);
+  if (!own_problem.empty()) fail(op, "rank ", comm.rank(), ": ", own_problem);
+  std::vector<int64_t> gathered;
+  for (int r = 0; r < comm.size(); ++r) {
+    const auto block = all.begin() + static_cast<std::ptrdiff_t>(r * reported.size());
+    TINYMOE_CHECK(*block == 0, op, "rank ", r, " cannot go on (its own error says why)");
+    gathered.insert(gathered.end(), block + 1, block + static_cast<std::ptrdiff_t>(reported.size()));
+  }
+  return gathered;
+}
+
 int node_local_rank(Communicator& comm) {
   const std::vector<int64_t> mine = host_name_words();
   const std::vector<int64_t> all = comm.all_gather(mine);
@@ -126,14 +142,20 @@ int node_local_rank(Communicator& comm) {
 
 Device rank_cuda_device(Communicator& comm) {
   const int local = node_local_rank(comm);
+  int devices = 0;
+  std::string problem;
 #ifdef TINYMOE_WITH_CUDA
-  const int devices = cuda_device_count();
-  TINYMOE_CHECK(devices > 0, "rank_cuda_device", "no CUDA device for rank ", comm.rank(), ": ",
-                cuda_unavailable_reason());
-  return Device::cuda(local % devices);
+  try {
+    devices = cuda_device_count();
+    if (devices == 0) problem = "no CUDA device: " + cuda_unavailable_reason();
+  } catch (const Error& error) {
+    problem = error.what();
+  }
 #else
-  fail("rank_cuda_device", "this build has no CUDA backend (rank ", comm.rank(), ", machine rank ", local, ")");
+  problem = "this build has no CUDA backend";
 #endif
+  gather_on_every_rank(comm, {}, problem, "rank_cuda_device");
+  return Device::cuda(local % devices);
 }
 
 #ifndef TINYMOE_WITH_MPI

@@ -82,12 +82,21 @@ class MpiSession {
 // Error otherwise or without MPI.
 std::shared_ptr<Communicator> mpi_communicator();
 
+// Every rank's `words` (the same count on every rank), concatenated in rank order, once every
+// rank has reported whether it can go on: `own_problem` empty, or why not. When any rank has a
+// problem, every rank throws an Error naming `op` (the failing rank's names its problem, the
+// others the failing rank): a rank that threw alone would leave the others waiting in their next
+// collective. A collective.
+std::vector<int64_t> gather_on_every_rank(Communicator& comm, const std::vector<int64_t>& words,
+                                          const std::string& own_problem, const char* op);
+
 // This rank's place among the ranks of its machine (ranks with the same host name, in rank
 // order): 0 .. (ranks on the machine) - 1. A collective over `comm`.
 int node_local_rank(Communicator& comm);
 
 // The GPU for this rank: cuda:(node_local_rank mod the machine's device count), so the ranks of
-// one machine take its GPUs in turn. A collective; an Error without a CUDA device.
+// one machine take its GPUs in turn. A collective; an Error on every rank when any rank has no
+// CUDA device.
 Device rank_cuda_device(Communicator& comm);
 
 // True when this build has the NCCL engine (the CUDA backend, with nccl.h found at build time).

@@ -51,11 +51,9 @@ class HostOnlyCommunicator : public Communicator {
   }
 };
 
-// Every engine one process can run, with the GPU.
-std::vector<std::shared_ptr<Communicator>> single_rank_engines() {
-  std::vector<std::shared_ptr<Communicator>> engines = {local_communicator(), std::make_shared<HostOnlyCommunicator>()};
-  if (nccl_available()) engines.push_back(nccl_communicator(local_communicator(), kGpu));
-  return engines;
+// The engines of one process that need no library of their own.
+std::vector<std::shared_ptr<Communicator>> local_engines() {
+  return {local_communicator(), std::make_shared<HostOnlyCommunicator>()};
 }
 
 SparseMoEConfig block_config(const RouterConfig& router, SharedExpertKind shared, DType dtype) {
@@ -69,46 +67,25 @@ SparseMoEConfig block_config(const RouterConfig& router, SharedExpertKind shared
   return config;
 }
 
-}  // namespace
-
-TEST_CASE("cuda all_to_all: one rank over each engine moves cuda rows and their gradients exactly",
-          "[cuda][all_to_all]") {
-  for (const auto& comm : single_rank_engines()) {
-    INFO(comm->name());
-    Tensor x = random_input({5, 3, 2}, DType::f32, 1).to(kGpu).requires_grad_();
-    Tensor y = all_to_all(x, {5}, {5}, comm);
-    CHECK(y.device() == kGpu);
-    CHECK(host_values(y) == host_values(x));
-    Tensor grad_output = random_input({5, 3, 2}, DType::f32, 2).to(kGpu);
-    y.backward(grad_output);
-    CHECK(x.grad().device() == kGpu);
-    CHECK(host_values(x.grad()) == host_values(grad_output));
-    Tensor ids = from_vector(std::vector<int64_t>{4, 0, 7}, {3}).to(kGpu);
-    CHECK(all_to_all(ids, {3}, {3}, comm).to_vector<int64_t>() == std::vector<int64_t>{4, 0, 7});
-    CHECK(all_to_all(zeros({0, 4}).to(kGpu), {0}, {0}, comm).shape() == Shape{0, 4});
-  }
+// all_to_all over one rank: rows and their gradients come back exactly, on the GPU.
+void check_one_rank_exchange(const std::shared_ptr<Communicator>& comm) {
+  INFO(comm->name());
+  Tensor x = random_input({5, 3, 2}, DType::f32, 1).to(kGpu).requires_grad_();
+  Tensor y = all_to_all(x, {5}, {5}, comm);
+  CHECK(y.device() == kGpu);
+  CHECK(host_values(y) == host_values(x));
+  Tensor grad_output = random_input({5, 3, 2}, DType::f32, 2).to(kGpu);
+  y.backward(grad_output);
+  CHECK(x.grad().device() == kGpu);
+  CHECK(host_values(x.grad()) == host_values(grad_output));
+  Tensor ids = from_vector(std::vector<int64_t>{4, 0, 7}, {3}).to(kGpu);
+  CHECK(all_to_all(ids, {3}, {3}, comm).to_vector<int64_t>() == std::vector<int64_t>{4, 0, 7});
+  CHECK(all_to_all(zeros({0, 4}).to(kGpu), {0}, {0}, comm).shape() == Shape{0, 4});
 }
 
-TEST_CASE("cuda all_reduce_sum: staged through host memory, and over NCCL from either device", "[cuda][all_to_all]") {
-  Tensor values = random_input({7}, DType::f64, 3);
-  Tensor on_gpu = values.to(kGpu);
-  HostOnlyCommunicator host_only;
-  host_only.all_reduce_sum(on_gpu);
-  CHECK(on_gpu.device() == kGpu);
-  CHECK(host_values(on_gpu) == host_values(mul(values, 2.0)));
-  if (!nccl_available()) return;
-  auto nccl = nccl_communicator(local_communicator(), kGpu);
-  CHECK(nccl->name() == "nccl");
-  Tensor f32 = values.to(DType::f32).to(kGpu), on_cpu = values.clone();
-  nccl->all_reduce_sum(f32);  // one rank: the sum is the tensor itself
-  nccl->all_reduce_sum(on_cpu);  // through the GPU and back
-  CHECK(host_values(f32) == host_values(values.to(DType::f32)));
-  CHECK(on_cpu.device().is_cpu());
-  CHECK(host_values(on_cpu) == host_values(values));
-}
-
-TEST_CASE("cuda expert parallel: the block on the GPU over each engine computes SparseMoEBlock's cpu results",
-          "[cuda][expert_parallel]") {
+// The expert-parallel block over `comm` (one rank) on the GPU against SparseMoEBlock on the cpu:
+// outputs, loads, and the gradients of x and of every parameter.
+void check_block_against_cpu(const std::shared_ptr<Communicator>& comm) {
   struct Case {
     std::string name;
     SparseMoEConfig config;
@@ -117,33 +94,53 @@ TEST_CASE("cuda expert parallel: the block on the GPU over each engine computes 
       {"mixtral f64", block_config(mixtral(4, 2), SharedExpertKind::none, DType::f64)},
       {"deepseek-v3 with a shared expert, f32", block_config(deepseek_v3(8, 2, 4, 2), SharedExpertKind::ungated, DType::f32)},
       {"qwen2 gated shared expert f64", block_config(qwen2_moe(4, 2), SharedExpertKind::sigmoid_gated, DType::f64)}};
-  for (const auto& comm : single_rank_engines()) {
-    for (const Case& c : cases) {
-      INFO(comm->name() << ": " << c.name);
-      const DType dtype = c.config.dtype;
-      Generator single_generator(5), parallel_generator(5);
-      SparseMoEBlock single(c.config, &single_generator);
-      ExpertParallelMoEBlock parallel(c.config, comm, &parallel_generator);
-      parallel.to(kGpu);
-      Tensor x = random_input({2, 6, 16}, dtype, 7), grad_output = random_input({2, 6, 16}, dtype, 8);
-      Tensor x_cpu = x.clone().requires_grad_(), x_gpu = x.to(kGpu).requires_grad_();
-      MoEOutput expected = single(x_cpu), actual = parallel(x_gpu);
-      CHECK(actual.output.device() == kGpu);
-      CHECK(relative_error(actual.output, expected.output) <= tolerance(dtype, kGemmF32));
-      CHECK(actual.tokens_per_expert.to_vector<int64_t>() == expected.tokens_per_expert.to_vector<int64_t>());
-      expected.output.backward(grad_output);
-      actual.output.backward(grad_output.to(kGpu));
-      CHECK(relative_error(x_gpu.grad(), x_cpu.grad()) <= tolerance(dtype, kGemmF32));
-      NamedTensors expected_parameters = single.named_parameters(), actual_parameters = parallel.named_parameters();
-      REQUIRE(actual_parameters.size() == expected_parameters.size());
-      for (size_t i = 0; i < expected_parameters.size(); ++i) {
-        INFO(expected_parameters[i].first);
-        CHECK(actual_parameters[i].second.grad().device() == kGpu);
-        CHECK(relative_error(actual_parameters[i].second.grad(), expected_parameters[i].second.grad()) <=
-              tolerance(dtype, kGemmF32));
-      }
+  for (const Case& c : cases) {
+    INFO(comm->name() << ": " << c.name);
+    const DType dtype = c.config.dtype;
+    Generator single_generator(5), parallel_generator(5);
+    SparseMoEBlock single(c.config, &single_generator);
+    ExpertParallelMoEBlock parallel(c.config, comm, &parallel_generator);
+    parallel.to(kGpu);
+    Tensor x = random_input({2, 6, 16}, dtype, 7), grad_output = random_input({2, 6, 16}, dtype, 8);
+    Tensor x_cpu = x.clone().requires_grad_(), x_gpu = x.to(kGpu).requires_grad_();
+    MoEOutput expected = single(x_cpu), actual = parallel(x_gpu);
+    CHECK(actual.output.device() == kGpu);
+    CHECK(relative_error(actual.output, expected.output) <= tolerance(dtype, kGemmF32));
+    CHECK(actual.tokens_per_expert.to_vector<int64_t>() == expected.tokens_per_expert.to_vector<int64_t>());
+    expected.output.backward(grad_output);
+    actual.output.backward(grad_output.to(kGpu));
+    CHECK(relative_error(x_gpu.grad(), x_cpu.grad()) <= tolerance(dtype, kGemmF32));
+    NamedTensors expected_parameters = single.named_parameters(), actual_parameters = parallel.named_parameters();
+    REQUIRE(actual_parameters.size() == expected_parameters.size());
+    for (size_t i = 0; i < expected_parameters.size(); ++i) {
+      INFO(expected_parameters[i].first);
+      CHECK(actual_parameters[i].second.grad().device() == kGpu);
+      CHECK(relative_error(actual_parameters[i].second.grad(), expected_parameters[i].second.grad()) <=
+            tolerance(dtype, kGemmF32));
     }
   }
+}
+
+}  // namespace
+
+TEST_CASE("cuda all_to_all: one rank over the local and a host-only engine moves cuda rows and their gradients exactly",
+          "[cuda][all_to_all]") {
+  for (const auto& comm : local_engines()) check_one_rank_exchange(comm);
+}
+
+TEST_CASE("cuda all_reduce_sum: a host-only engine sums cuda tensors through host memory", "[cuda][all_to_all]") {
+  Tensor values = random_input({7}, DType::f64, 3);
+  Tensor on_gpu = values.to(kGpu);
+  HostOnlyCommunicator host_only;
+  host_only.all_reduce_sum(on_gpu);
+  CHECK(on_gpu.device() == kGpu);
+  CHECK(host_values(on_gpu) == host_values(mul(values, 2.0)));
+}
+
+TEST_CASE("cuda expert parallel: the block on the GPU over the local and a host-only engine computes "
+          "SparseMoEBlock's cpu results",
+          "[cuda][expert_parallel]") {
+  for (const auto& comm : local_engines()) check_block_against_cpu(comm);
 }
 
 TEST_CASE("cuda expert parallel: NCCL and the rank's GPU refuse what they cannot serve", "[nodevice][errors]") {
@@ -167,9 +164,36 @@ TEST_CASE("cuda expert parallel: NCCL and the rank's GPU refuse what they cannot
 }
 
 #ifdef TINYMOE_TEST_NCCL_LIBRARY
+// NCCL with one rank (a local bootstrap): all the single GPU of a test machine allows, as NCCL
+// refuses two ranks on one GPU. Tagged [nccl]: gpu-check.sh runs them outside compute-sanitizer,
+// which reports NCCL's own internals.
+TEST_CASE("cuda nccl: one rank moves cuda rows and their gradients exactly", "[cuda][nccl][all_to_all]") {
+  auto nccl = nccl_communicator(local_communicator(), kGpu);
+  CHECK(nccl->name() == "nccl");
+  CHECK(nccl->reaches(kGpu));
+  CHECK_FALSE(nccl->reaches(Device::cpu()));
+  check_one_rank_exchange(nccl);
+}
+
+TEST_CASE("cuda nccl: all_reduce_sum over one rank leaves cuda and cpu tensors as they are", "[cuda][nccl]") {
+  auto nccl = nccl_communicator(local_communicator(), kGpu);
+  Tensor values = random_input({7}, DType::f64, 3);
+  Tensor f32 = values.to(DType::f32).to(kGpu), on_cpu = values.clone();
+  nccl->all_reduce_sum(f32);
+  nccl->all_reduce_sum(on_cpu);  // through the GPU and back
+  CHECK(host_values(f32) == host_values(values.to(DType::f32)));
+  CHECK(on_cpu.device().is_cpu());
+  CHECK(host_values(on_cpu) == host_values(values));
+}
+
+TEST_CASE("cuda nccl: the block over a one-rank NCCL communicator computes SparseMoEBlock's cpu results",
+          "[cuda][nccl][expert_parallel]") {
+  check_block_against_cpu(nccl_communicator(local_communicator(), kGpu));
+}
+
 // The library opens (from the loader's path or the copy CMake found) and has every function the
 // engine calls: no GPU is needed for that, so a broken NCCL shows on every machine.
-TEST_CASE("cuda nccl: libnccl opens with every function the engine calls", "[nodevice]") {
+TEST_CASE("cuda nccl: libnccl opens with every function the engine calls", "[nodevice][nccl]") {
   const cuda::NcclLibrary& nccl = cuda::nccl_library();
   int version = 0;
   REQUIRE(nccl.get_version(&version) == ncclSuccess);

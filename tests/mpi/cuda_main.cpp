@@ -25,18 +25,25 @@ bool selects_nccl_tests(Catch::Session& session) {
                      [](const Catch::TestCase& test) { return test_selection::has_tag(test, "nccl"); });
 }
 
-// Why this rank cannot run the selection ("" when it can).
+// Why this rank cannot run the selection ("" when it can). Never throws: every rank must reach
+// the all_gather that follows.
 std::string missing_here(tinymoe::Communicator& comm, bool needs_nccl) {
   const int machine_rank = tinymoe::node_local_rank(comm);
-  if (!tinymoe::cuda_available()) return tinymoe::cuda_unavailable_reason();
-  if (needs_nccl && !tinymoe::nccl_available()) return "this build has no NCCL engine";
-  if (needs_nccl && machine_rank >= tinymoe::cuda_device_count())
-    return "NCCL needs a GPU per rank, and this machine has " + std::to_string(tinymoe::cuda_device_count()) +
-           " for more ranks";
+  try {
+    if (!tinymoe::cuda_available()) return tinymoe::cuda_unavailable_reason();
+    if (needs_nccl && !tinymoe::nccl_available()) return "this build has no NCCL engine";
+    if (needs_nccl && machine_rank >= tinymoe::cuda_device_count())
+      return "NCCL needs a GPU per rank, and this machine has " + std::to_string(tinymoe::cuda_device_count()) +
+             " for more ranks";
+  } catch (const tinymoe::Error& error) {
+    return error.what();
+  }
   return "";
 }
 
 }  // namespace
+
+void release_test_communicators();  // test_mpi_cuda_expert_parallel.cpp
 
 int main(int argc, char** argv) {
   tinymoe::MpiSession mpi(&argc, &argv);
@@ -51,6 +58,7 @@ int main(int argc, char** argv) {
     return kSkipReturnCode;
   }
   int failed = session.run();
+  release_test_communicators();
   std::vector<int64_t> all = comm->all_gather({failed});
   return static_cast<int>(*std::max_element(all.begin(), all.end()));
 }

@@ -10,9 +10,12 @@ using namespace mpi_test;
 
 namespace {
 
+// Made on first use, let go by release_test_communicators() before MPI ends.
+std::shared_ptr<Communicator> mpi_world_communicator, nccl_world_communicator;
+
 std::shared_ptr<Communicator> mpi_world() {
-  static std::shared_ptr<Communicator> comm = mpi_communicator();
-  return comm;
+  if (!mpi_world_communicator) mpi_world_communicator = mpi_communicator();
+  return mpi_world_communicator;
 }
 
 Device my_gpu() {
@@ -21,11 +24,18 @@ Device my_gpu() {
 }
 
 std::shared_ptr<Communicator> nccl_world() {
-  static std::shared_ptr<Communicator> comm = nccl_communicator(mpi_world(), my_gpu());
-  return comm;
+  if (!nccl_world_communicator) nccl_world_communicator = nccl_communicator(mpi_world(), my_gpu());
+  return nccl_world_communicator;
 }
 
 }  // namespace
+
+// Called by every rank after the tests: the NCCL communicator's destruction is a collective of the
+// machine's ranks, so it happens here, in step, rather than in static destruction after MPI ended.
+void release_test_communicators() {
+  nccl_world_communicator.reset();
+  mpi_world_communicator.reset();
+}
 
 TEST_CASE("mpi cuda all_to_all: cuda rows through host memory reach their ranks, gradients come back",
           "[mpi][cuda][all_to_all]") {
