@@ -19,7 +19,8 @@
 // The model runs where its parameters are: model.to(Device::cuda(0)) moves it, and ids must then be
 // there too. With config.expert_parallel set, every layer's MoE block is an
 // ExpertParallelMoEBlock over those ranks (nn/expert_parallel.h): each rank holds its share of
-// every layer's experts and a copy of everything else, and runs on the cpu.
+// every layer's experts and a copy of everything else, on any device (cuda rows travel over MPI
+// through host memory, or GPU to GPU over NCCL).
 // docs/moe_transformer.md walks through training it.
 #pragma once
 

@@ -3,8 +3,8 @@
 #   1. configure and build tinymoe with CUDA (Release) in build-gpu/
 #   2. run the CUDA tests (tinymoe_cuda_tests: every kernel against the CPU ops), and from a
 #      build with MPI the expert-parallel tests with cuda tensors under mpirun
-#   3. run them again under compute-sanitizer --tool memcheck (out-of-bounds and misaligned
-#      accesses, bad frees, CUDA API errors)
+#   3. run them again, but for the [nccl] cases, under compute-sanitizer --tool memcheck
+#      (out-of-bounds and misaligned accesses, bad frees, CUDA API errors)
 #   4. run the GPU benchmarks, tinymoe bench ops --device cuda and tinymoe bench moe --device cuda
 #      (JSON lines in their logs)
 # and prints a summary table, then the benchmarks' key figures: every row with a target (the
