@@ -43,6 +43,7 @@
 #include "tinymoe/storage.h"
 #include "tinymoe/tensor.h"
 #include "tools/cli/bench_device.h"
+#include "tools/cli/bench_models.h"
 #include "tools/cli/bench_util.h"
 #include "tools/cli/commands.h"
 
@@ -52,27 +53,6 @@ namespace {
 struct BenchMoeOptions {
   BenchOptions common;
   std::string shape;  // run only the shape of this name; empty: all that suit the device
-};
-
-// T tokens of width d, E SwiGLU experts of width f, each token routed to top_k of them.
-struct MoeShape {
-  std::string name;
-  int64_t tokens, d_model, d_ff, experts, top_k;
-  bool gpu_sized = false;  // run by default on cuda only (named with --shape, it runs anywhere)
-
-  int64_t dense_ff() const { return top_k * d_ff; }  // the dense MLP's width: equal FLOPs
-  double gemm_flops() const { return 2.0 * tokens * top_k * d_model * d_ff; }  // one projection, forward
-  double step_flops() const { return 9 * gemm_flops(); }  // 3 forward + 6 backward GEMMs
-  std::string str() const {
-    std::ostringstream text;
-    text << name << ": T=" << tokens << " d=" << d_model << " f=" << d_ff << " E=" << experts << " k=" << top_k;
-    return text.str();
-  }
-  std::string dense_str() const {
-    std::ostringstream text;
-    text << name << " dense: T=" << tokens << " d=" << d_model << " f=" << dense_ff();
-    return text.str();
-  }
 };
 
 // mixtral-8x7b: Mixtral 8x7B's MoE layer (d=4096, f=14336, E=8, k=2) on 4096 tokens, 1024 pairs
@@ -102,44 +82,6 @@ std::vector<MoeShape> selected_shapes(const BenchMoeOptions& options, Device dev
 
 // ---- the two models ----
 
-// What one training step of either model needs: the input, the output gradient, the leaves.
-struct Workload {
-  Tensor x;            // [T, d], requires grad (the previous layer's output in a real model)
-  Tensor grad_output;  // [T, d]
-};
-
-// Dense SwiGLU MLP of width k f: (silu(x W1) * (x W3)) W2, through matmul (ops/gemm.h) and the
-// same fused swiglu as the experts.
-struct DenseSwiGLU {
-  Tensor w1, w3, w2;
-
-  // Drawn on the cpu (the same values on every device), then put on `device`.
-  DenseSwiGLU(const MoeShape& shape, Generator* generator, Device device) {
-    double bound_in = 1.0 / std::sqrt(static_cast<double>(shape.d_model));
-    double bound_out = 1.0 / std::sqrt(static_cast<double>(shape.dense_ff()));
-    auto weight = [&](int64_t rows, int64_t columns, double bound) {
-      return rand({rows, columns}, DType::f32, generator, -bound, bound).to(device).requires_grad_();
-    };
-    w1 = weight(shape.d_model, shape.dense_ff(), bound_in);
-    w3 = weight(shape.d_model, shape.dense_ff(), bound_in);
-    w2 = weight(shape.dense_ff(), shape.d_model, bound_out);
-  }
-  Tensor forward(const Tensor& x) const { return matmul(swiglu(matmul(x, w1), matmul(x, w3)), w2); }
-  void zero_grad() {
-    for (Tensor* w : {&w1, &w3, &w2}) w->zero_grad();
-  }
-};
-
-nn::SparseMoEConfig block_config(const MoeShape& shape) {
-  nn::SparseMoEConfig config;
-  config.num_experts = shape.experts;
-  config.hidden_size = shape.d_model;
-  config.intermediate_size = shape.d_ff;
-  config.expert_kind = nn::ExpertKind::swiglu;
-  config.router = nn::mixtral(shape.experts, shape.top_k);
-  return config;
-}
-
 // The block of `shape` with its parameters on `device`. The parameters are drawn on the cpu (the
 // same values on every device); for cuda the block is then assembled from cuda copies of its
 // parts (SparseMoEBlock(MoEParts)), the gate keeping its RouterConfig.
@@ -162,14 +104,6 @@ std::function<void()> block_step(nn::SparseMoEBlock& block, Workload& work) {
   return [&block, &work] {
     block.forward(work.x).output.backward(work.grad_output);
     block.zero_grad();
-    work.x.zero_grad();
-  };
-}
-
-std::function<void()> dense_step(DenseSwiGLU& dense, Workload& work) {
-  return [&dense, &work] {
-    dense.forward(work.x).backward(work.grad_output);
-    dense.zero_grad();
     work.x.zero_grad();
   };
 }
@@ -294,8 +228,7 @@ Models make_models(const MoeShape& shape, Device device) {
   Generator generator(0);
   auto block = make_block(shape, &generator, device);
   DenseSwiGLU dense(shape, &generator, device);
-  Workload work{randn({shape.tokens, shape.d_model}, DType::f32, &generator).to(device).requires_grad_(),
-                randn({shape.tokens, shape.d_model}, DType::f32, &generator).to(device)};
+  Workload work = make_workload(shape, &generator, device);
   return {block, dense, work};
 }
 

@@ -34,4 +34,8 @@ void add_moe_check(CLI::App& app);
 // permutation, experts, backward) and peak memory (bench_moe.cpp).
 void add_bench_moe(CLI::App& bench);
 
+// `tinymoe bench ep`: ExpertParallelMoEBlock over the ranks of mpirun against a dense SwiGLU MLP
+// of equal FLOPs per rank, and the share of its step spent in all_to_all (bench_ep.cpp).
+void add_bench_ep(CLI::App& bench);
+
 }  // namespace tinymoe::cli

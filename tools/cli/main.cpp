@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   tinymoe::cli::add_bench_ops(*bench);
   tinymoe::cli::add_moe_check(app);
   tinymoe::cli::add_bench_moe(*bench);
+  tinymoe::cli::add_bench_ep(*bench);
 
   try {
     app.parse(argc, argv);  // runs the chosen command's callback
