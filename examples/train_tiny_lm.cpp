@@ -13,7 +13,8 @@
 // experts and a copy of the rest, and sums the copies' gradients with the other ranks before
 // each step (nn/expert_parallel.h); rank 0 prints. With --device cuda each rank takes a GPU of
 // its machine in turn (rank_cuda_device); rows travel over MPI through host memory, or GPU to GPU
-// with --communicator nccl. It exits with status 1 when the final loss is not below the first one.
+// with --communicator nccl. --global-balance counts the aux loss's expert loads over every rank's
+// batch instead of each rank's own. It exits with status 1 when the final loss is not below the first one.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -125,7 +126,7 @@ int main(int argc, char** argv) {
   int64_t steps = 300, batch = 16, length = 64;
   std::string router = "mixtral", device_name = "cpu", communicator = "mpi";
   uint64_t seed = 0;
-  bool expert_parallel = false;
+  bool expert_parallel = false, global_balance = false;
   app.add_option("--steps", steps, "training steps")->check(CLI::PositiveNumber);
   app.add_option("--batch", batch, "sequences per step")->check(CLI::PositiveNumber);
   app.add_option("--router", router, "routing preset")
@@ -136,6 +137,9 @@ int main(int argc, char** argv) {
       app.add_flag("--expert-parallel", expert_parallel, "split each layer's experts over the processes of mpirun");
   app.add_option("--communicator", communicator, "how expert-parallel ranks exchange rows: mpi, or nccl (cuda)")
       ->check(CLI::IsMember({"mpi", "nccl"}))
+      ->needs(parallel_flag);
+  app.add_flag("--global-balance", global_balance,
+               "count the aux loss's expert loads over every rank's batch (global-batch balancing; mixtral, gshard)")
       ->needs(parallel_flag);
   CLI11_PARSE(app, argc, argv);
 
@@ -161,6 +165,7 @@ int main(int argc, char** argv) {
     config.moe.intermediate_size = 64;
     config.moe.router = router_by_name(router);
     if (expert_parallel) config.expert_parallel = comm;
+    config.moe.router.aux_loss_global_batch = global_balance;
     Generator weights(seed), batches(seed + 1 + static_cast<uint64_t>(comm->rank()));  // the same weights everywhere
     MoETransformer model(config, &weights);
     model.to(device);

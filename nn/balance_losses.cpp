@@ -105,15 +105,40 @@ Tensor load_balancing_loss(const Tensor& probs, const Tensor& expert_index, Load
   if (tokens == 0) return zero_loss(probs);
   switch (form) {
     case LoadBalanceForm::switch_megatron:
-      return balance_term(probs, scaled(group_counts(expert_index, experts, 1, false, op), 1.0 / (tokens * k)), 1);
     case LoadBalanceForm::hf_mixtral:
-      return balance_term(probs, scaled(group_counts(expert_index, experts, 1, false, op), 1.0 / tokens), 1);
+      return load_balancing_loss_with_batch(probs, k, form, group_counts(expert_index, experts, 1, false, op), tokens);
     case LoadBalanceForm::hf_switch: {
       std::vector<double> counts = group_counts(expert_index, experts, sequences, true, op);
       return balance_term(probs, scaled(counts, static_cast<double>(sequences) / tokens), sequences);
     }
   }
   fail(op, "unknown load-balance form");
+}
+
+std::vector<double> expert_pair_counts(const Tensor& expert_index, int64_t num_experts) {
+  const char* op = "expert_pair_counts";
+  check_dtype(expert_index, DType::i64, op, "expert_index");
+  check_dim(expert_index, 2, op, "expert_index");
+  TINYMOE_CHECK(num_experts >= 1, op, "expected E >= 1, got ", num_experts);
+  if (expert_index.size(0) == 0) return std::vector<double>(static_cast<size_t>(num_experts), 0.0);
+  return group_counts(expert_index, num_experts, 1, false, op);
+}
+
+Tensor load_balancing_loss_with_batch(const Tensor& probs, int64_t k, LoadBalanceForm form,
+                                      const std::vector<double>& batch_counts, int64_t batch_tokens) {
+  const char* op = "load_balancing_loss_with_batch";
+  check_floating(probs, op, "probs");
+  check_dim(probs, 2, op, "probs");
+  const int64_t tokens = probs.size(0), experts = probs.size(1);
+  TINYMOE_CHECK(form != LoadBalanceForm::hf_switch, op,
+                "hf_switch counts f per sequence, which a larger batch does not change: use load_balancing_loss");
+  TINYMOE_CHECK(static_cast<int64_t>(batch_counts.size()) == experts, op, "expected ", experts,
+                " batch counts (one per expert), got ", batch_counts.size());
+  TINYMOE_CHECK(k >= 1, op, "expected k >= 1 ids counted per token, got ", k);
+  TINYMOE_CHECK(batch_tokens >= tokens, op, "the batch of ", batch_tokens, " tokens cannot hold these ", tokens);
+  if (tokens == 0) return zero_loss(probs);
+  const double pairs_per_token = form == LoadBalanceForm::switch_megatron ? static_cast<double>(k) : 1.0;
+  return balance_term(probs, scaled(batch_counts, 1.0 / (static_cast<double>(batch_tokens) * pairs_per_token)), 1);
 }
 
 Tensor sequence_aux_loss(const Tensor& probs, const Tensor& expert_index, int64_t sequence_length) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "tinymoe/tensor.h"
 
@@ -33,6 +34,22 @@ const char* load_balance_form_name(LoadBalanceForm form);
 // Gradient: probs.
 Tensor load_balancing_loss(const Tensor& probs, const Tensor& expert_index,
                            LoadBalanceForm form = LoadBalanceForm::switch_megatron, int64_t sequence_length = 0);
+
+// Pairs per expert in expert_index (i64 [T, k], ids in [0, E)), as load_balancing_loss counts
+// them: counts[i] = number of (t, j) with expert_index[t, j] == i.
+std::vector<double> expert_pair_counts(const Tensor& expert_index, int64_t num_experts);
+
+// The whole-batch forms of load_balancing_loss with f_i taken from a larger batch than probs holds
+// (global-batch balancing, Qiu et al. 2025: every rank's tokens under expert or data parallelism):
+//   L = E * sum_i f_i P_i,  f_i = batch_counts[i] / (batch_tokens k) (switch_megatron) or
+//   batch_counts[i] / batch_tokens (hf_mixtral),  P_i = mean over probs' own T tokens.
+// batch_counts [E] and batch_tokens count the pairs and tokens of the whole batch (these T tokens
+// included); k is the ids per token that were counted. With probs' own counts and T it is
+// load_balancing_loss. Each rank's L weighs its own tokens' probabilities by the whole batch's
+// load, so for ranks of equal T the mean over the ranks is the whole batch's loss. Gradient:
+// probs. hf_switch counts per sequence and is refused.
+Tensor load_balancing_loss_with_batch(const Tensor& probs, int64_t k, LoadBalanceForm form,
+                                      const std::vector<double>& batch_counts, int64_t batch_tokens);
 
 // Sequence-wise auxiliary loss (DeepSeek-V3, Liu et al. 2024, eqs. 17-20; Megatron-LM
 // sequence_load_balancing_loss_func): the switch_megatron form per sequence, averaged:

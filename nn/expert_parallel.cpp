@@ -1,9 +1,12 @@
 #include "nn/expert_parallel.h"
 
+#include <cstddef>
 #include <utility>
 #include <vector>
 
+#include "nn/balance_losses.h"
 #include "nn/dispatch.h"
+#include "nn/router_presets.h"
 #include "ops/all_to_all.h"
 #include "ops/elementwise.h"
 #include "ops/index.h"
@@ -65,6 +68,35 @@ Regroup regroup_received(const std::vector<int64_t>& counts, int64_t sources, in
           from_vector(offsets, {local + 1}).to(device)};
 }
 
+// What global-batch balancing (RouterConfig::aux_loss_global_batch) shares: this rank's pairs per
+// expert as the aux loss counts them, then its token count; empty when the router does not ask.
+std::vector<int64_t> global_batch_share(const RouterConfig& config, const Routing& routing, int64_t tokens) {
+  if (!config.aux_loss_global_batch) return {};
+  std::vector<int64_t> share;
+  for (double count : expert_pair_counts(aux_loss_counted_index(config, routing.expert_index), config.num_experts))
+    share.push_back(static_cast<int64_t>(count));
+  share.push_back(tokens);
+  return share;
+}
+
+// Replaces routing's aux loss by the one whose f_i counts every rank's tokens. gathered: each
+// rank's `stride` shared values, its last E + 1 the aux-loss counts and the token count.
+void use_global_batch_aux_loss(const RouterConfig& config, const std::vector<int64_t>& gathered, size_t stride,
+                               Routing& routing) {
+  const int64_t experts = config.num_experts;
+  std::vector<double> batch_counts(static_cast<size_t>(experts), 0.0);
+  int64_t batch_tokens = 0;
+  for (size_t start = 0; start < gathered.size(); start += stride) {
+    const size_t counts_start = start + stride - static_cast<size_t>(experts) - 1;
+    for (int64_t e = 0; e < experts; ++e) batch_counts[e] += static_cast<double>(gathered[counts_start + e]);
+    batch_tokens += gathered[start + stride - 1];
+  }
+  const int64_t counted_per_token = aux_loss_counted_index(config, routing.expert_index).size(1);
+  routing.losses["aux_loss"] =
+      load_balancing_loss_with_batch(balance_probabilities(config, routing.scores), counted_per_token,
+                                     config.aux_loss_form, batch_counts, batch_tokens);
+}
+
 }  // namespace
 
 ExpertParallelMoEBlock::ExpertParallelMoEBlock(const SparseMoEConfig& config, std::shared_ptr<Communicator> comm,
@@ -99,8 +131,18 @@ MoEOutput ExpertParallelMoEBlock::forward(const Tensor& x) const {
   DispatchPlan plan = plan_dispatch(routing, tokens_count, num_experts_, x.dtype(), kOp);
 
   // Pairs per (rank, expert) on every rank: [N, E]. Rank j's experts are a contiguous block of the
-  // sorted pairs, so this rank sends block j to rank j.
-  std::vector<int64_t> counts = comm_->all_gather(plan.tokens_per_expert.to(Device::cpu()).to_vector<int64_t>());
+  // sorted pairs, so this rank sends block j to rank j. Global-batch balancing rides along in the
+  // same all_gather: each rank's aux-loss counts and token count after its pairs.
+  const std::vector<int64_t> batch_share = global_batch_share(gate_->config(), routing, tokens_count);
+  std::vector<int64_t> shared = plan.tokens_per_expert.to(Device::cpu()).to_vector<int64_t>();
+  shared.insert(shared.end(), batch_share.begin(), batch_share.end());
+  std::vector<int64_t> gathered = comm_->all_gather(shared);
+  std::vector<int64_t> counts;
+  for (int64_t r = 0; r < ranks; ++r) {
+    const auto block = gathered.begin() + static_cast<std::ptrdiff_t>(r * shared.size());
+    counts.insert(counts.end(), block, block + num_experts_);
+  }
+  if (!batch_share.empty()) use_global_batch_aux_loss(gate_->config(), gathered, shared.size(), routing);
   std::vector<int64_t> send_splits(ranks, 0), recv_splits(ranks, 0), received_counts;
   for (int64_t j = 0; j < ranks; ++j)
     for (int64_t l = 0; l < local; ++l) {

@@ -23,7 +23,9 @@
 //     (they count per sequence); over a [T, d] input they count this rank's T tokens.
 // The replicated gate and shared expert get gradients from this rank's tokens only;
 // all_reduce_gradients sums them (as data parallelism does). Routing losses and diagnostics
-// describe this rank's tokens; update_bias sums the loads over the ranks first.
+// describe this rank's tokens, but for RouterConfig::aux_loss_global_batch, whose aux loss counts
+// the experts' load over every rank's tokens (load_balancing_loss_with_batch); update_bias sums
+// the loads over the ranks first.
 //
 // Parameter names are SparseMoEBlock's; experts.* hold this rank's L experts (global expert
 // first_expert() + i at index i). It runs on any device (module.to(device)): over the mpi

@@ -47,12 +47,6 @@ void validate_capacity(const CapacityConfig& capacity) {
                 "give either a capacity factor or an absolute expert capacity, not both");
 }
 
-// Probabilities the balance losses weigh: softmax scores, or sigmoid scores normalised per token
-// (DeepSeek-V3 eq. 19).
-Tensor balance_probs(const RouterConfig& c, const Tensor& scores) {
-  return c.score_function == ScoreFunction::softmax ? scores : normalised_scores(scores);
-}
-
 void add_loss(Routing& routing, const char* name, const LossSwitch& loss, const Tensor& value) {
   routing.losses[name] = value;
   routing.loss_coefficients[name] = loss.coefficient;
@@ -61,15 +55,16 @@ void add_loss(Routing& routing, const char* name, const LossSwitch& loss, const 
 void add_token_choice_losses(const RouterConfig& c, Routing& routing, const Tensor& weights,
                              const CapacityResult& kept, int64_t sequence_length) {
   if (c.aux_loss.enabled) {
-    Tensor counted = routing.expert_index;
-    if (c.aux_loss_form == LoadBalanceForm::hf_switch) counted = hf_switch_loss_expert_index(counted, kept.kept);
-    if (c.aux_loss_first_choice_only) counted = slice(counted, 1, 0, 1);
+    Tensor counted = c.aux_loss_form == LoadBalanceForm::hf_switch
+                         ? hf_switch_loss_expert_index(routing.expert_index, kept.kept)
+                         : routing.expert_index;
+    counted = aux_loss_counted_index(c, counted);
     add_loss(routing, "aux_loss", c.aux_loss,
-             load_balancing_loss(balance_probs(c, routing.scores), counted, c.aux_loss_form, sequence_length));
+             load_balancing_loss(balance_probabilities(c, routing.scores), counted, c.aux_loss_form, sequence_length));
   }
   if (c.seq_aux_loss.enabled)
     add_loss(routing, "seq_aux_loss", c.seq_aux_loss,
-             sequence_aux_loss(balance_probs(c, routing.scores), routing.expert_index, sequence_length));
+             sequence_aux_loss(balance_probabilities(c, routing.scores), routing.expert_index, sequence_length));
   if (c.z_loss.enabled) add_loss(routing, "z_loss", c.z_loss, z_loss(routing.router_logits));
   if (c.importance_loss.enabled)
     add_loss(routing, "importance_loss", c.importance_loss, importance_loss(weights, routing.expert_index, c.num_experts));
@@ -122,6 +117,14 @@ Routing route(const RouterConfig& c, const RouterState* state, const Tensor& log
 
 }  // namespace
 
+Tensor balance_probabilities(const RouterConfig& config, const Tensor& scores) {
+  return config.score_function == ScoreFunction::softmax ? scores : normalised_scores(scores);
+}
+
+Tensor aux_loss_counted_index(const RouterConfig& config, const Tensor& expert_index) {
+  return config.aux_loss_first_choice_only ? slice(expert_index, 1, 0, 1) : expert_index;
+}
+
 void RouterConfig::validate() const {
   TINYMOE_CHECK(num_experts >= 1, kConfig, "expected num_experts >= 1, got ", num_experts);
   if (selection != SelectionKind::expert_choice)
@@ -142,6 +145,10 @@ void RouterConfig::validate() const {
   check_loss_switch(z_loss, "z_loss");
   check_loss_switch(importance_loss, "importance_loss");
   check_loss_switch(load_loss, "load_loss");
+  TINYMOE_CHECK(!aux_loss_global_batch || (aux_loss.enabled && aux_loss_form != LoadBalanceForm::hf_switch), kConfig,
+                "global-batch balancing counts the aux loss's f_i over every rank: it needs the aux loss enabled in "
+                "a whole-batch form (switch_megatron or hf_mixtral), got ",
+                aux_loss.enabled ? load_balance_form_name(aux_loss_form) : "no aux loss");
   TINYMOE_CHECK(!load_loss.enabled || (noisy_gating && selection == SelectionKind::topk && !selection_bias), kConfig,
                 "the load loss (Shazeer 2017) needs noisy gating and a plain top-k on the noisy logits (no groups, "
                 "no selection bias)");

@@ -54,6 +54,12 @@ struct RouterConfig {
   LossSwitch aux_loss;             // "aux_loss": load_balancing_loss in aux_loss_form
   LoadBalanceForm aux_loss_form = LoadBalanceForm::switch_megatron;
   bool aux_loss_first_choice_only = false;  // GShard/Lingvo: f_i counts first choices only
+  // Global-batch balancing (Qiu et al. 2025, "Demons in the Detail: On Implementing Load Balancing
+  // Loss for Training Specialized Mixture-of-Expert Models"): when the batch is split over ranks
+  // (ExpertParallelMoEBlock), the aux loss counts f_i over every rank's tokens, P_i staying each
+  // rank's own mean. A single-process block's batch is the whole batch, so it changes nothing
+  // there. Needs the aux loss in a whole-batch form (switch_megatron or hf_mixtral).
+  bool aux_loss_global_batch = false;
   LossSwitch seq_aux_loss;         // "seq_aux_loss": sequence_aux_loss (DeepSeek-V3)
   LossSwitch z_loss;               // "z_loss": z_loss of the router logits (ST-MoE)
   LossSwitch importance_loss;      // "importance_loss": CV^2 of importance (Shazeer 2017)
@@ -63,6 +69,14 @@ struct RouterConfig {
   // E not divisible by n_group, capacity factor <= 0, ...).
   void validate() const;
 };
+
+// The probabilities the balance losses weigh: softmax scores as they are, sigmoid scores normalised
+// per token (DeepSeek-V3 eq. 19).
+Tensor balance_probabilities(const RouterConfig& config, const Tensor& scores);
+
+// The expert ids the whole-batch aux loss forms count: expert_index [T, k], or its first column
+// with aux_loss_first_choice_only.
+Tensor aux_loss_counted_index(const RouterConfig& config, const Tensor& expert_index);
 
 // ---- Presets (E = num_experts). HF config defaults where HF has the model. ----
 // Mixtral (HF MixtralSparseMoeBlock): softmax, top-k, always renormalised; aux loss in the

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "nn/balance_losses.h"
+#include "ops/shape.h"
+#include "ops/softmax.h"
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;
@@ -141,6 +143,44 @@ TEST_CASE("balance_losses: gradcheck of every loss w.r.t. the logits", "[balance
   }
 }
 
+TEST_CASE("balance_losses: global-batch f, with the batch's own counts, is load_balancing_loss", "[balance_losses]") {
+  Generator generator(31);
+  Tensor probs = softmax(randn({6, 4}, DType::f64, &generator), -1);
+  Tensor expert_index = ids({0, 1, 1, 2, 3, 0, 2, 1, 0, 3, 1, 2}, 2);
+  std::vector<double> counts = expert_pair_counts(expert_index, 4);
+  CHECK(counts == std::vector<double>{3, 4, 3, 2});
+  for (LoadBalanceForm form : {LoadBalanceForm::switch_megatron, LoadBalanceForm::hf_mixtral}) {
+    INFO(load_balance_form_name(form));
+    CHECK(load_balancing_loss_with_batch(probs, 2, form, counts, 6).item() ==
+          Approx(load_balancing_loss(probs, expert_index, form).item()).epsilon(1e-14));
+  }
+  CHECK(expert_pair_counts(zeros({0, 2}, DType::i64), 3) == std::vector<double>{0, 0, 0});
+}
+
+TEST_CASE("balance_losses: global-batch f over two halves: their mean is the whole batch's loss, and gradients follow",
+          "[balance_losses][gradcheck]") {
+  // A batch of 8 tokens split into two ranks of 4: each weighs its own P by the whole batch's f.
+  Generator generator(32);
+  Tensor logits = randn({8, 4}, DType::f64, &generator);
+  Tensor expert_index = ids({0, 1, 0, 1, 0, 2, 1, 0, 3, 2, 2, 3, 3, 2, 1, 3}, 2);
+  std::vector<double> counts = expert_pair_counts(expert_index, 4);
+  for (LoadBalanceForm form : {LoadBalanceForm::switch_megatron, LoadBalanceForm::hf_mixtral}) {
+    INFO(load_balance_form_name(form));
+    Tensor probs = softmax(logits, -1);
+    Tensor first = load_balancing_loss_with_batch(slice(probs, 0, 0, 4), 2, form, counts, 8);
+    Tensor second = load_balancing_loss_with_batch(slice(probs, 0, 4, 8), 2, form, counts, 8);
+    CHECK(mul(add(first, second), 0.5).item() ==
+          Approx(load_balancing_loss(probs, expert_index, form).item()).epsilon(1e-14));
+    // Each half's loss alone differs from it: its own f would be another (the halves route differently).
+    CHECK(load_balancing_loss(slice(probs, 0, 0, 4), slice(expert_index, 0, 0, 4), form).item() !=
+          Approx(first.item()).epsilon(1e-6));
+    auto share = [&](const TensorList& in) {
+      return load_balancing_loss_with_batch(softmax(in[0], -1), 2, form, counts, 8);
+    };
+    CHECK(gradcheck(share, {slice(logits, 0, 0, 4).clone().requires_grad_()}).passed());
+  }
+}
+
 TEST_CASE("balance_losses: bad inputs name the loss", "[balance_losses][errors]") {
   Tensor probs = full({4, 2}, 0.5, DType::f64);
   CHECK_THROWS_WITH(load_balancing_loss(probs, ids({0, 1, 2, 0}, 1)),
@@ -198,6 +238,23 @@ NoisyLogits noisy_logits_for_test(int64_t tokens, int64_t experts, uint64_t seed
 }
 
 }  // namespace
+
+TEST_CASE("balance_losses: global-batch f refuses what it cannot weigh", "[balance_losses][errors]") {
+  Tensor probs = full({2, 3}, 1.0 / 3, DType::f64);
+  const std::vector<double> counts = {1, 1, 0};
+  auto with_batch = [&](LoadBalanceForm form, const std::vector<double>& c, int64_t k, int64_t tokens) {
+    return load_balancing_loss_with_batch(probs, k, form, c, tokens);
+  };
+  CHECK_THROWS_WITH(with_batch(LoadBalanceForm::hf_switch, counts, 1, 2),
+                    Catch::Contains("load_balancing_loss_with_batch") && Catch::Contains("per sequence"));
+  CHECK_THROWS_WITH(with_batch(LoadBalanceForm::switch_megatron, {1, 1}, 1, 2), Catch::Contains("one per expert"));
+  CHECK_THROWS_WITH(with_batch(LoadBalanceForm::switch_megatron, counts, 0, 2), Catch::Contains("k >= 1"));
+  CHECK_THROWS_WITH(with_batch(LoadBalanceForm::switch_megatron, counts, 1, 1), Catch::Contains("cannot hold"));
+  CHECK(with_batch(LoadBalanceForm::switch_megatron, counts, 1, 5).item() > 0.0);
+  CHECK(load_balancing_loss_with_batch(zeros({0, 3}, DType::f64), 1, LoadBalanceForm::hf_mixtral, counts, 4).item() ==
+        0.0);
+  CHECK_THROWS_WITH(expert_pair_counts(ids({0, 3}, 1), 3), Catch::Contains("expert_pair_counts"));
+}
 
 TEST_CASE("balance_losses: load loss matches the paper's definition read literally", "[balance_losses][load_loss]") {
   for (auto [tokens, experts, k] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{7, 6, 2}, {5, 4, 1}, {9, 8, 3}}) {

@@ -129,6 +129,23 @@ TEST_CASE("expert parallel: one rank computes what SparseMoEBlock computes, forw
   }
 }
 
+TEST_CASE("expert parallel: global-batch balancing over one rank is the block's own aux loss", "[expert_parallel]") {
+  for (RouterConfig router : {mixtral(4, 2), gshard(4)}) {
+    INFO(router.name);
+    router.aux_loss_global_batch = true;
+    SparseMoEConfig config = small_block(router, ExpertKind::swiglu, SharedExpertKind::none);
+    Generator single_generator(82), parallel_generator(82);
+    SparseMoEBlock single(config, &single_generator);
+    ExpertParallelMoEBlock parallel(config, local_communicator(), &parallel_generator);
+    single.eval();  // GShard's random second choice draws in training
+    parallel.eval();
+    Tensor x = randn({2, 5, 6}, DType::f64, &single_generator);
+    MoEOutput a = single(x), b = parallel(x);
+    REQUIRE(b.routing.losses.count("aux_loss") == 1);
+    CHECK(b.routing.losses.at("aux_loss").item() == Approx(a.routing.losses.at("aux_loss").item()).epsilon(1e-14));
+  }
+}
+
 TEST_CASE("expert parallel: all_reduce_gradients gives a missing gradient zeros", "[expert_parallel]") {
   Tensor used = ones({2}, DType::f64).requires_grad_(), unused = ones({3}, DType::f64).requires_grad_();
   sum(mul(used, 2.0)).backward();

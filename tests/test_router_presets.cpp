@@ -569,6 +569,13 @@ TEST_CASE("router_presets: bad configs and inputs name the place", "[router_pres
   RouterConfig choice_with_aux = expert_choice(4, 1.0);
   choice_with_aux.aux_loss.enabled = true;
   CHECK_THROWS_WITH(make_rule(choice_with_aux), Catch::Contains("RouterConfig"));
+  RouterConfig global_switch = switch_transformer(4, CapacityConfig::factor(1.0));
+  global_switch.aux_loss_global_batch = true;  // hf_switch counts per sequence
+  CHECK_THROWS_WITH(make_rule(global_switch), Catch::Contains("RouterConfig") && Catch::Contains("hf_switch"));
+  RouterConfig global_without_aux = deepseek_v3(8, 2, 4, 2);
+  global_without_aux.aux_loss_global_batch = true;
+  CHECK_THROWS_WITH(make_rule(global_without_aux, make_router_state(global_without_aux)),
+                    Catch::Contains("RouterConfig") && Catch::Contains("no aux loss"));
   RouterConfig load_without_noise = mixtral(4, 2);
   load_without_noise.load_loss = {true, 0.01};
   CHECK_THROWS_WITH(make_rule(load_without_noise), Catch::Contains("RouterConfig") && Catch::Contains("load loss"));

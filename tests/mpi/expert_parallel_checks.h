@@ -16,6 +16,7 @@
 #include "nn/expert_parallel.h"
 #include "nn/router_presets.h"
 #include "ops/all_to_all.h"
+#include "ops/elementwise.h"
 #include "ops/shape.h"
 #include "tinymoe/tinymoe.h"
 

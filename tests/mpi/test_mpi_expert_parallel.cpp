@@ -94,3 +94,33 @@ TEST_CASE("mpi expert parallel: DeepSeek-V3's bias moves by the loads of every r
   CHECK(parallel.gate()->e_score_correction_bias().to_vector<float>() ==
         single.gate()->e_score_correction_bias().to_vector<float>());
 }
+
+TEST_CASE("mpi expert parallel: global-batch balancing, the ranks' aux losses average to the whole batch's",
+          "[mpi][expert_parallel]") {
+  auto comm = world();
+  const int64_t ranks = comm->size(), me = comm->rank(), tokens_per_rank = 6;
+  for (RouterConfig router : {mixtral(2 * ranks, 2), gshard(2 * ranks)}) {
+    INFO(router.name << ", rank " << me << " of " << ranks);
+    router.aux_loss_global_batch = true;
+    SparseMoEConfig config = block_config(router, ExpertKind::swiglu, SharedExpertKind::none);
+    Generator single_generator(97), parallel_generator(97);
+    SparseMoEBlock single(config, &single_generator);
+    ExpertParallelMoEBlock parallel(config, comm, &parallel_generator);
+    single.eval();
+    parallel.eval();
+    Generator data(98);
+    Tensor x = randn({ranks * tokens_per_rank, 8}, DType::f64, &data);
+    Tensor whole = single(x).routing.losses.at("aux_loss");
+    Tensor mine = parallel(slice(x, 0, me * tokens_per_rank, (me + 1) * tokens_per_rank)).routing.losses.at("aux_loss");
+    // Each rank weighs its own tokens' probabilities by the whole batch's load: for ranks of equal
+    // size the mean over the ranks is the whole batch's loss, and so are the gate's gradients.
+    Tensor mean_over_ranks = mine.detach().clone();
+    comm->all_reduce_sum(mean_over_ranks);
+    check_close(mul(mean_over_ranks, 1.0 / static_cast<double>(ranks)), whole.detach(), "aux loss");
+    whole.backward();
+    mine.backward();
+    all_reduce_gradients(parallel.replicated_parameters(), *comm);
+    check_close(mul(parallel.gate()->weight().grad(), 1.0 / static_cast<double>(ranks)), single.gate()->weight().grad(),
+                "gate gradient of the aux loss");
+  }
+}
