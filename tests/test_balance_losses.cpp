@@ -143,12 +143,23 @@ TEST_CASE("balance_losses: gradcheck of every loss w.r.t. the logits", "[balance
   }
 }
 
-TEST_CASE("balance_losses: global-batch f, with the batch's own counts, is load_balancing_loss", "[balance_losses]") {
+TEST_CASE("balance_losses: global-batch f by hand, and with the batch's own counts it is load_balancing_loss",
+          "[balance_losses]") {
   Generator generator(31);
   Tensor probs = softmax(randn({6, 4}, DType::f64, &generator), -1);
   Tensor expert_index = ids({0, 1, 1, 2, 3, 0, 2, 1, 0, 3, 1, 2}, 2);
   std::vector<double> counts = expert_pair_counts(expert_index, 4);
   CHECK(counts == std::vector<double>{3, 4, 3, 2});
+  // A batch of 10 tokens (these 6 and 4 more) with other loads: E sum_i f_i P_i, P_i over these 6.
+  const std::vector<double> batch_counts = {5, 6, 4, 5};
+  std::vector<double> p = probs.to_vector<double>(), mean_p(4, 0.0);
+  for (size_t i = 0; i < p.size(); ++i) mean_p[i % 4] += p[i] / 6.0;
+  double weighted = 0;
+  for (size_t e = 0; e < 4; ++e) weighted += batch_counts[e] * mean_p[e];
+  CHECK(load_balancing_loss_with_batch(probs, 2, LoadBalanceForm::switch_megatron, batch_counts, 10).item() ==
+        Approx(4.0 * weighted / (10.0 * 2)).epsilon(1e-14));
+  CHECK(load_balancing_loss_with_batch(probs, 2, LoadBalanceForm::hf_mixtral, batch_counts, 10).item() ==
+        Approx(4.0 * weighted / 10.0).epsilon(1e-14));
   for (LoadBalanceForm form : {LoadBalanceForm::switch_megatron, LoadBalanceForm::hf_mixtral}) {
     INFO(load_balance_form_name(form));
     CHECK(load_balancing_loss_with_batch(probs, 2, form, counts, 6).item() ==

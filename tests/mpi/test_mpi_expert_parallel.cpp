@@ -3,9 +3,11 @@
 // rank also builds the single-process block, runs it on the whole batch, and compares its share.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
+#include "nn/balance_losses.h"
 #include "tests/mpi/expert_parallel_checks.h"
 
 using namespace mpi_test;
@@ -111,7 +113,12 @@ TEST_CASE("mpi expert parallel: global-batch balancing, the ranks' aux losses av
     Generator data(98);
     Tensor x = randn({ranks * tokens_per_rank, 8}, DType::f64, &data);
     Tensor whole = single(x).routing.losses.at("aux_loss");
-    Tensor mine = parallel(slice(x, 0, me * tokens_per_rank, (me + 1) * tokens_per_rank)).routing.losses.at("aux_loss");
+    Routing routing = parallel(slice(x, 0, me * tokens_per_rank, (me + 1) * tokens_per_rank)).routing;
+    Tensor mine = routing.losses.at("aux_loss");
+    // The rank's own-batch loss is another number: the global counts did replace it.
+    Tensor own_batch = load_balancing_loss(balance_probabilities(router, routing.scores),
+                                           aux_loss_counted_index(router, routing.expert_index), router.aux_loss_form);
+    CHECK(std::abs(own_batch.item() - mine.item()) > 1e-9);
     // Each rank weighs its own tokens' probabilities by the whole batch's load: for ranks of equal
     // size the mean over the ranks is the whole batch's loss, and so are the gate's gradients.
     Tensor mean_over_ranks = mine.detach().clone();
