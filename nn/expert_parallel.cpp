@@ -1,5 +1,6 @@
 #include "nn/expert_parallel.h"
 
+#include <algorithm>
 #include <cstddef>
 #include <utility>
 #include <vector>
@@ -34,11 +35,33 @@ std::shared_ptr<Experts> local_slice(const Experts& full, int64_t first, int64_t
                                       mlp.activation());
 }
 
+// Every rank must build the same block: one built with another width, expert count or routing
+// would exchange rows of another size or gather another number of counts, which MPI and NCCL do
+// not detect (undefined behaviour, often a hang). A collective; every rank sees every rank's
+// fingerprint, so a difference anywhere is an Error everywhere.
+void check_same_block_on_every_rank(const SparseMoEConfig& config, Communicator& comm) {
+  const std::vector<int64_t> mine = {config.num_experts,
+                                     config.hidden_size,
+                                     config.intermediate_size,
+                                     config.router.top_k,
+                                     static_cast<int64_t>(config.dtype),
+                                     static_cast<int64_t>(config.expert_kind),
+                                     static_cast<int64_t>(config.shared.kind),
+                                     config.router.aux_loss_global_batch ? 1 : 0};
+  const std::vector<int64_t> all = comm.all_gather(mine);
+  for (int r = 0; r < comm.size(); ++r)
+    TINYMOE_CHECK(std::equal(mine.begin(), mine.end(), all.begin() + static_cast<std::ptrdiff_t>(r * mine.size())),
+                  kOp, "rank ", r, " built another block than rank ", comm.rank(),
+                  " (num_experts, hidden_size, intermediate_size, top_k, dtype, expert or shared-expert kind, or "
+                  "global-batch balancing differ): every rank must build it from the same config");
+}
+
 int64_t checked_experts(const SparseMoEConfig& config, const std::shared_ptr<Communicator>& comm) {
   TINYMOE_CHECK(comm != nullptr, kOp, "no communicator");
   TINYMOE_CHECK(config.num_experts > 0 && config.num_experts % comm->size() == 0, kOp, "expected num_experts (",
                 config.num_experts, ") divisible by the ", comm->size(), " ranks of the ", comm->name(),
                 " communicator");
+  check_same_block_on_every_rank(config, *comm);
   return config.num_experts;
 }
 

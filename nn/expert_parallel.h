@@ -44,7 +44,8 @@ namespace nn {
 class ExpertParallelMoEBlock : public Module {
  public:
   // config.num_experts must be divisible by comm->size(). Parameters are drawn from `generator`
-  // (the global one when null) as SparseMoEBlock(config, generator) draws them.
+  // (the global one when null) as SparseMoEBlock(config, generator) draws them. A collective:
+  // the ranks check that they all build the same block (an Error on every rank otherwise).
   ExpertParallelMoEBlock(const SparseMoEConfig& config, std::shared_ptr<Communicator> comm,
                          Generator* generator = nullptr);
 

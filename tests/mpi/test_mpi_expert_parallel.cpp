@@ -49,6 +49,14 @@ TEST_CASE("mpi expert parallel: EP=N gives EP=1's outputs and gradients", "[mpi]
   check_matches_single_process(world(), Device::cpu());
 }
 
+TEST_CASE("mpi expert parallel: ranks that build different blocks are an Error on every rank", "[mpi][errors]") {
+  auto comm = world();
+  SparseMoEConfig config = block_config(mixtral(2 * comm->size(), 2), ExpertKind::swiglu, SharedExpertKind::none);
+  if (comm->rank() == comm->size() - 1) config.hidden_size += 2;  // one rank with wider rows
+  CHECK_THROWS_WITH(ExpertParallelMoEBlock(config, comm),
+                    Catch::Contains("ExpertParallelMoEBlock") && Catch::Contains("another block"));
+}
+
 TEST_CASE("mpi expert parallel: experts that do not divide over the ranks are an Error", "[mpi][errors]") {
   auto comm = world();
   SparseMoEConfig config = block_config(mixtral(2 * comm->size() + 1, 2), ExpertKind::swiglu, SharedExpertKind::none);
