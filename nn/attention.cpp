@@ -40,6 +40,16 @@ CausalSelfAttention::CausalSelfAttention(int64_t hidden_size, int64_t num_heads,
       v_proj_(register_module("v_proj", std::make_shared<Linear>(hidden_size, hidden_size, false, generator, dtype))),
       o_proj_(register_module("o_proj", std::make_shared<Linear>(hidden_size, hidden_size, false, generator, dtype))) {}
 
+const CausalSelfAttention::ShapeConstants& CausalSelfAttention::constants_for(int64_t batch, int64_t length,
+                                                                              DType dtype, Device device) const {
+  ShapeConstants& c = constants_;
+  if (c.batch == batch && c.length == length && c.dtype == dtype && c.device == device) return c;
+  const int64_t groups = batch * num_heads_;
+  c = {batch, length, dtype, device, causal_mask(length, dtype, device),
+       arange(0, groups * length + 1, length).to(device)};  // group g: rows g*S .. (g+1)*S
+  return c;
+}
+
 Tensor CausalSelfAttention::forward(const Tensor& x) const {
   check_defined(x, kOp, "x");
   const int64_t d = hidden_size(), heads = num_heads_, dh = head_dim();
@@ -58,9 +68,10 @@ Tensor CausalSelfAttention::forward(const Tensor& x) const {
   Tensor k = split_heads(k_proj_->forward(x));
   Tensor v = split_heads(v_proj_->forward(x));
 
-  Tensor offsets = arange(0, groups * length + 1, length).to(x.device());  // group g: rows g*S .. (g+1)*S
+  const ShapeConstants& constants = constants_for(batch, length, x.dtype(), x.device());
+  const Tensor& offsets = constants.offsets;
   Tensor scores = grouped_matmul(q.reshape({groups * length, dh}), k, offsets, /*transpose_weight=*/true);
-  scores = add(scores.reshape({groups, length, length}), causal_mask(length, x.dtype(), x.device()));
+  scores = add(scores.reshape({groups, length, length}), constants.mask);
   Tensor probs = softmax(scores, -1);
   Tensor context = grouped_matmul(probs.reshape({groups * length, length}), v, offsets);  // [B*H*S, dh]
   context = transpose(context.reshape({batch, heads, length, dh}), 1, 2).reshape({batch, length, d});

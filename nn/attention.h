@@ -42,6 +42,18 @@ class CausalSelfAttention : public Module {
   const std::shared_ptr<Linear>& o_proj() const { return o_proj_; }
 
  private:
+  // The causal mask and the grouped GEMMs' row offsets of the last input shape, dtype and device
+  // seen. Built on the host, they would otherwise cost two copies to the device each forward (on
+  // cuda, each a wait for the queued work). Like every module, not for two threads at once.
+  struct ShapeConstants {
+    int64_t batch = -1, length = -1;
+    DType dtype = DType::f32;
+    Device device = Device::cpu();
+    Tensor mask, offsets;
+  };
+  const ShapeConstants& constants_for(int64_t batch, int64_t length, DType dtype, Device device) const;
+  mutable ShapeConstants constants_;
+
   int64_t num_heads_;
   std::shared_ptr<Linear> q_proj_, k_proj_, v_proj_, o_proj_;
 };

@@ -71,6 +71,18 @@ TEST_CASE("attention: matches attention written out by its definition", "[attent
   }
 }
 
+TEST_CASE("attention: one module over inputs of changing shape stays right", "[attention]") {
+  // The mask and offsets of the last shape are kept: a new length or batch must rebuild them.
+  Generator generator(48);
+  CausalSelfAttention attention(8, 2, &generator, DType::f64);
+  for (Shape shape : {Shape{2, 3, 8}, Shape{2, 6, 8}, Shape{1, 6, 8}, Shape{2, 3, 8}}) {
+    INFO(shape_str(shape));
+    Tensor x = randn(shape, DType::f64, &generator);
+    std::vector<double> got = attention(x).to_vector<double>(), expected = attention_by_definition(attention, x);
+    for (size_t i = 0; i < got.size(); ++i) REQUIRE(got[i] == Approx(expected[i]).epsilon(1e-12).margin(1e-12));
+  }
+}
+
 TEST_CASE("attention: a position never sees the positions after it", "[attention]") {
   Generator generator(44);
   CausalSelfAttention attention(6, 3, &generator, DType::f64);
