@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <set>
-#include <sstream>
 
 #include "nn/in_place.h"
+#include "nn/state_problems.h"
 #include "tinymoe/autograd.h"
 
 namespace tinymoe {
@@ -15,18 +15,6 @@ bool has_name(const NamedTensors& entries, const std::string& name) {
   for (const auto& entry : entries)
     if (entry.first == name) return true;
   return false;
-}
-
-std::string describe(const Tensor& tensor) {
-  return std::string(dtype_name(tensor.dtype())) + " " + shape_str(tensor.shape());
-}
-
-// What is wrong with loading `source` into `destination`, or "" when nothing is.
-std::string load_problem(const std::string& name, const Tensor& destination, const Tensor& source) {
-  if (!source.defined()) return "'" + name + "' is an undefined tensor";
-  if (source.dtype() != destination.dtype() || source.shape() != destination.shape())
-    return "'" + name + "' expects " + describe(destination) + ", got " + describe(source);
-  return "";
 }
 
 // Every problem, in name order: missing and mismatched entries, then unexpected ones.
@@ -182,15 +170,13 @@ StateDict Module::state_dict() const {
   return out;
 }
 
+std::vector<std::string> Module::state_dict_problems(const StateDict& state, bool strict) const {
+  return find_problems(state_dict(), state, strict);
+}
+
 void Module::load_state_dict(const StateDict& state, bool strict) {
   StateDict destinations = state_dict();
-  std::vector<std::string> problems = find_problems(destinations, state, strict);
-  if (!problems.empty()) {
-    std::ostringstream message;
-    message << problems.size() << (problems.size() == 1 ? " problem" : " problems") << ", nothing was loaded:";
-    for (const auto& problem : problems) message << "\n  - " << problem;
-    fail("load_state_dict", message.str());
-  }
+  throw_if_problems("load_state_dict", find_problems(destinations, state, strict));
   NoGradGuard no_grad;
   for (const auto& entry : destinations) {
     auto found = state.find(entry.first);

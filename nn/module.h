@@ -87,6 +87,8 @@ class Module {
   // tensors whose dtype or shape differs and undefined tensors. Sources and destinations may be
   // on any devices: loading cpu tensors into a module on cuda copies them to the device.
   void load_state_dict(const StateDict& state, bool strict = true);
+  // The problems load_state_dict would report for `state`; empty when it would load.
+  std::vector<std::string> state_dict_problems(const StateDict& state, bool strict = true) const;
 
  protected:
   void add_child(const std::string& name, std::shared_ptr<Module> module);

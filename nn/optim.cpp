@@ -52,10 +52,14 @@ void check_state_device(const Tensor& state, const Tensor& parameter, size_t ind
 
 }  // namespace
 
-Optimizer::Optimizer(TensorList parameters, double lr, const char* op)
-    : parameters_(std::move(parameters)), lr_(lr), op_(op) {
+Optimizer::Optimizer(TensorList parameters, double lr, const char* op, std::vector<std::string> slot_names,
+                     bool counts_steps)
+    : parameters_(std::move(parameters)), lr_(lr), op_(op), slot_names_(std::move(slot_names)),
+      counts_steps_(counts_steps) {
   check_parameters(parameters_, op_);
   set_lr(lr);
+  slots_.assign(slot_names_.size(), std::vector<Tensor>(parameters_.size()));
+  steps_.assign(parameters_.size(), 0);
 }
 
 void Optimizer::set_lr(double lr) {
@@ -69,10 +73,14 @@ void Optimizer::zero_grad() {
 
 // ---- SGD ----
 SGD::SGD(TensorList parameters, SGDOptions options)
-    : Optimizer(std::move(parameters), options.lr, "SGD"), options_(options) {
+    : Optimizer(std::move(parameters), options.lr, "SGD", {"momentum_buffer"}, /*counts_steps=*/false),
+      options_(options) {
   check_coefficient(options.momentum, 0.0, kInfinity, op_, "momentum");
   check_coefficient(options.weight_decay, 0.0, kInfinity, op_, "weight_decay");
-  momentum_buffers_.resize(parameters_.size());
+}
+
+std::vector<std::pair<std::string, double>> SGD::fixed_options() const {
+  return {{"momentum", options_.momentum}, {"weight_decay", options_.weight_decay}};
 }
 
 void SGD::step() {
@@ -80,18 +88,18 @@ void SGD::step() {
   for (size_t i = 0; i < parameters_.size(); ++i) {
     Tensor gradient = gradient_for_step(parameters_[i], op_);
     if (!gradient.defined()) continue;
-    check_state_device(momentum_buffers_[i], parameters_[i], i, op_);
+    check_state_device(momentum_buffer(i), parameters_[i], i, op_);
     if (!parameters_[i].device().is_cpu()) {
       step_through_ops(i, gradient);
       continue;
     }
-    bool first_step = !momentum_buffers_[i].defined();
-    if (options_.momentum != 0.0 && first_step) momentum_buffers_[i] = zeros_like(parameters_[i]);
+    bool first_step = !momentum_buffer(i).defined();
+    if (options_.momentum != 0.0 && first_step) momentum_buffer(i) = zeros_like(parameters_[i]);
     dispatch_floating(parameters_[i].dtype(), op_, [&](auto tag) {
       using T = typename decltype(tag)::type;
       T* p = parameters_[i].data<T>();
       const T* g = gradient.data<T>();
-      T* buffer = options_.momentum != 0.0 ? momentum_buffers_[i].data<T>() : nullptr;
+      T* buffer = options_.momentum != 0.0 ? momentum_buffer(i).data<T>() : nullptr;
       const T lr = T(lr_), momentum = T(options_.momentum), weight_decay = T(options_.weight_decay);
       for (int64_t j = 0; j < parameters_[i].numel(); ++j) {
         T direction = g[j] + weight_decay * p[j];
@@ -112,7 +120,7 @@ void SGD::step_through_ops(size_t i, const Tensor& gradient) {
   Tensor direction = options_.weight_decay != 0.0 ? add(gradient, mul(parameter, options_.weight_decay)) : gradient;
   if (options_.momentum != 0.0) {
     // A copy on the first step: the buffer must not share the gradient's storage.
-    Tensor& buffer = momentum_buffers_[i];
+    Tensor& buffer = momentum_buffer(i);
     buffer = buffer.defined() ? add(mul(buffer, options_.momentum), direction) : direction.clone();
     direction = buffer;
   }
@@ -121,20 +129,23 @@ void SGD::step_through_ops(size_t i, const Tensor& gradient) {
 
 // ---- AdamW ----
 AdamW::AdamW(TensorList parameters, AdamWOptions options)
-    : Optimizer(std::move(parameters), options.lr, "AdamW"), options_(options) {
+    : Optimizer(std::move(parameters), options.lr, "AdamW", {"exp_avg", "exp_avg_sq"}, /*counts_steps=*/true),
+      options_(options) {
   check_coefficient(options.beta1, 0.0, std::nextafter(1.0, 0.0), op_, "beta1");
   check_coefficient(options.beta2, 0.0, std::nextafter(1.0, 0.0), op_, "beta2");
   check_coefficient(options.eps, 0.0, kInfinity, op_, "eps");
   check_coefficient(options.weight_decay, 0.0, kInfinity, op_, "weight_decay");
-  exp_avg_.resize(parameters_.size());
-  exp_avg_sq_.resize(parameters_.size());
-  steps_.assign(parameters_.size(), 0);
+}
+
+std::vector<std::pair<std::string, double>> AdamW::fixed_options() const {
+  return {{"beta1", options_.beta1}, {"beta2", options_.beta2}, {"eps", options_.eps},
+          {"weight_decay", options_.weight_decay}};
 }
 
 int64_t AdamW::step_count(size_t parameter) const {
-  TINYMOE_CHECK(parameter < steps_.size(), op_, "parameter ", parameter, " out of range for ", steps_.size(),
-                " parameters");
-  return steps_[parameter];
+  TINYMOE_CHECK(parameter < parameters_.size(), op_, "parameter ", parameter, " out of range for ",
+                parameters_.size(), " parameters");
+  return step_count_of(parameter);
 }
 
 void AdamW::step() {
@@ -142,12 +153,12 @@ void AdamW::step() {
   for (size_t i = 0; i < parameters_.size(); ++i) {
     Tensor gradient = gradient_for_step(parameters_[i], op_);
     if (!gradient.defined()) continue;
-    check_state_device(exp_avg_[i], parameters_[i], i, op_);
-    if (!exp_avg_[i].defined()) {
-      exp_avg_[i] = zeros_like(parameters_[i]);
-      exp_avg_sq_[i] = zeros_like(parameters_[i]);
+    check_state_device(exp_avg(i), parameters_[i], i, op_);
+    if (!exp_avg(i).defined()) {
+      exp_avg(i) = zeros_like(parameters_[i]);
+      exp_avg_sq(i) = zeros_like(parameters_[i]);
     }
-    int64_t t = ++steps_[i];
+    int64_t t = ++step_count_of(i);
     // torch's single-tensor AdamW: scalars in double, then one pass over the elements.
     double step_size = lr_ / (1.0 - std::pow(options_.beta1, static_cast<double>(t)));
     double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(options_.beta2, static_cast<double>(t)));
@@ -159,8 +170,8 @@ void AdamW::step() {
       using T = typename decltype(tag)::type;
       T* p = parameters_[i].data<T>();
       const T* g = gradient.data<T>();
-      T* m = exp_avg_[i].data<T>();
-      T* v = exp_avg_sq_[i].data<T>();
+      T* m = exp_avg(i).data<T>();
+      T* v = exp_avg_sq(i).data<T>();
       const T decay = T(1.0 - lr_ * options_.weight_decay), beta1 = T(options_.beta1), beta2 = T(options_.beta2);
       const T eps = T(options_.eps);
       for (int64_t j = 0; j < parameters_[i].numel(); ++j) {
@@ -179,10 +190,10 @@ void AdamW::step() {
 void AdamW::step_through_ops(size_t i, const Tensor& gradient, double step_size, double bias_correction2_sqrt) {
   const AdamWOptions& o = options_;
   Tensor parameter = mul(parameters_[i].detach(), 1.0 - lr_ * o.weight_decay);
-  exp_avg_[i] = add(mul(exp_avg_[i], o.beta1), mul(gradient, 1.0 - o.beta1));
-  exp_avg_sq_[i] = add(mul(exp_avg_sq_[i], o.beta2), mul(mul(gradient, gradient), 1.0 - o.beta2));
-  Tensor denominator = add(mul(sqrt(exp_avg_sq_[i]), 1.0 / bias_correction2_sqrt), o.eps);
-  write_values(parameters_[i], sub(parameter, div(mul(exp_avg_[i], step_size), denominator)), op_);
+  exp_avg(i) = add(mul(exp_avg(i), o.beta1), mul(gradient, 1.0 - o.beta1));
+  exp_avg_sq(i) = add(mul(exp_avg_sq(i), o.beta2), mul(mul(gradient, gradient), 1.0 - o.beta2));
+  Tensor denominator = add(mul(sqrt(exp_avg_sq(i)), 1.0 / bias_correction2_sqrt), o.eps);
+  write_values(parameters_[i], sub(parameter, div(mul(exp_avg(i), step_size), denominator)), op_);
 }
 
 // ---- clipping ----

@@ -12,8 +12,11 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <vector>
 
+#include "nn/module.h"
 #include "tinymoe/communicator.h"
 #include "tinymoe/tensor.h"
 
@@ -23,6 +26,8 @@ namespace nn {
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
   // Applies one update from the parameters' current gradients.
   virtual void step() = 0;
   // Drops every parameter's gradient (torch's set_to_none behaviour).
@@ -31,13 +36,47 @@ class Optimizer {
   // The learning rate, for schedules; non-negative.
   double lr() const { return lr_; }
   void set_lr(double lr);
+  // "SGD" or "AdamW": the name errors use and checkpoints record.
+  const char* name() const { return op_; }
+
+  // The whole state as named tensors, torch's optimizer.state_dict() flattened:
+  //   "lr" and every option (f64 scalars);
+  //   for each parameter i (its index in parameters()) that has state, "<i>.<slot>" per slot (a
+  //   tensor of the parameter's shape and dtype) and, where the optimizer counts steps, "<i>.step"
+  //   (an i64 scalar).
+  // The tensors are detached handles to the optimizer's own state: save them, do not write
+  // through them. nn/checkpoint.h saves them with the model.
+  StateDict state_dict() const;
+  // Replaces the whole state with `state`: a parameter without entries starts afresh, as in torch.
+  // lr is restored; every other option must equal this optimizer's (torch would quietly take
+  // the file's: here a state from another setup is an Error). Checks everything first and loads
+  // nothing when any problem is found; the Error lists them all. Values are copied onto each
+  // parameter's device, so a state saved on one device loads on another.
+  void load_state_dict(const StateDict& state);
+  // The problems load_state_dict would report for `state`; empty when it would load.
+  std::vector<std::string> state_dict_problems(const StateDict& state) const;
 
  protected:
-  // Checks the parameters and lr; errors name `op`.
-  Optimizer(TensorList parameters, double lr, const char* op);
+  // Checks the parameters and lr; errors name `op`. `slot_names` are the per-parameter tensors
+  // the optimizer keeps; `counts_steps` whether it keeps a step count per parameter.
+  Optimizer(TensorList parameters, double lr, const char* op, std::vector<std::string> slot_names,
+            bool counts_steps);
+  // The options besides lr, by the names state_dict uses.
+  virtual std::vector<std::pair<std::string, double>> fixed_options() const = 0;
+  // Slot `slot` of parameter `index`; undefined until the parameter's first step.
+  Tensor& slot(size_t slot, size_t index) { return slots_[slot][index]; }
+  int64_t& step_count_of(size_t index) { return steps_[index]; }
+  int64_t step_count_of(size_t index) const { return steps_[index]; }
+
   TensorList parameters_;
   double lr_;
   const char* op_;
+
+ private:
+  std::vector<std::string> slot_names_;
+  std::vector<std::vector<Tensor>> slots_;  // [slot][parameter]
+  bool counts_steps_;
+  std::vector<int64_t> steps_;  // [parameter]; all 0 unless counts_steps_
 };
 
 struct SGDOptions {
@@ -56,10 +95,12 @@ class SGD : public Optimizer {
   const SGDOptions& options() const { return options_; }
 
  private:
+  std::vector<std::pair<std::string, double>> fixed_options() const override;
   void step_through_ops(size_t i, const Tensor& gradient);
+  // b per parameter (slot "momentum_buffer"); undefined until its first step with momentum.
+  Tensor& momentum_buffer(size_t i) { return slot(0, i); }
 
   SGDOptions options_;
-  std::vector<Tensor> momentum_buffers_;  // per parameter; undefined until its first step
 };
 
 struct AdamWOptions {
@@ -84,11 +125,13 @@ class AdamW : public Optimizer {
   int64_t step_count(size_t parameter) const;
 
  private:
+  std::vector<std::pair<std::string, double>> fixed_options() const override;
   void step_through_ops(size_t i, const Tensor& gradient, double step_size, double bias_correction2_sqrt);
+  // m and v per parameter (slots "exp_avg", "exp_avg_sq"); undefined until its first step.
+  Tensor& exp_avg(size_t i) { return slot(0, i); }
+  Tensor& exp_avg_sq(size_t i) { return slot(1, i); }
 
   AdamWOptions options_;
-  std::vector<Tensor> exp_avg_, exp_avg_sq_;  // m and v per parameter; undefined until its first step
-  std::vector<int64_t> steps_;
 };
 
 // Scales the gradients in place so that their joint L2 norm is at most max_norm, as

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -339,11 +340,17 @@ TensorMap load_safetensors(const std::string& path, SafetensorsMetadata* metadat
 
 void save_safetensors(const std::string& path, const TensorMap& tensors, const SafetensorsMetadata& metadata) {
   std::vector<uint8_t> bytes = serialize_safetensors(tensors, metadata);
-  std::ofstream file(path, std::ios::binary | std::ios::trunc);
-  TINYMOE_CHECK(file.good(), kOp, "cannot open '", path, "' for writing");
+  // Written beside the target and renamed over it (atomic on POSIX file systems): a reader, or
+  // the next run after a crash, sees the old file or the new one, never half of one.
+  const std::string partial = path + ".partial";
+  std::ofstream file(partial, std::ios::binary | std::ios::trunc);
+  TINYMOE_CHECK(file.good(), kOp, "cannot open '", partial, "' for writing");
   file.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   file.close();
-  TINYMOE_CHECK(!file.fail(), kOp, "cannot write '", path, "'");
+  if (file.fail() || std::rename(partial.c_str(), path.c_str()) != 0) {
+    std::remove(partial.c_str());
+    fail(kOp, "cannot write '", path, "'");
+  }
 }
 
 }  // namespace nn

@@ -3,6 +3,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -10,6 +13,11 @@
 #include "tinymoe/gradcheck.h"
 
 namespace tinymoe::testing {
+
+// A path in the temporary directory, unique to this process (test binaries may run side by side).
+inline std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / (std::to_string(::getpid()) + "_" + name)).string();
+}
 
 // Runs gradcheck with the default (torch) tolerances and reports `what` and the result on failure.
 inline void check_gradients(const std::string& what, const GradcheckFn& fn, const TensorList& inputs) {

@@ -3,15 +3,16 @@
 
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <memory>
 
 #include "nn/linear.h"
 #include "nn/module.h"
 #include "nn/safetensors.h"
+#include "test_helpers.h"
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;
+using tinymoe::testing::temp_path;
 using nn::Linear;
 
 namespace {
@@ -50,10 +51,6 @@ std::vector<std::string> keys_of(const nn::StateDict& state) {
   std::vector<std::string> names;
   for (const auto& entry : state) names.push_back(entry.first);
   return names;
-}
-
-std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / name).string();
 }
 
 }  // namespace

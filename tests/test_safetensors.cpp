@@ -4,16 +4,17 @@
 
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <string>
 #include <vector>
 
 #include "nn/safetensors.h"
+#include "test_helpers.h"
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;
+using tinymoe::testing::temp_path;
 using nn::parse_safetensors;
 using nn::serialize_safetensors;
 using Bytes = std::vector<uint8_t>;
@@ -69,10 +70,6 @@ Bytes hand_made_fixture() {
       0x18, 0x2D, 0x44, 0x54, 0xFB, 0x21, 0x09, 0x40,                                    // d
       0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x05, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00};  // i
   return file_from(header, buffer);
-}
-
-std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / name).string();
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <random>
+#include <vector>
 
 namespace tinymoe {
 
@@ -22,6 +23,17 @@ class Generator {
   // Uniform integer in [low, high), without modulo bias.
   int64_t integer(int64_t low, int64_t high);
   uint64_t next() { return engine_(); }
+
+  // The whole state, for training checkpoints (nn/checkpoint.h): the engine's words as the
+  // standard library writes std::mt19937_64 out (libstdc++: its 312 words and its position),
+  // then the Box-Muller spare (a 0/1 flag and the double's bits). A generator given this state
+  // by set_state draws exactly what this one draws next. The layout belongs to the standard
+  // library: a state moves between builds that use the same one.
+  std::vector<uint64_t> state() const;
+  // Restores a state() of this build; an Error naming "Generator::set_state" when `state` has
+  // another length, a flag that is not 0 or 1, or engine words the standard library does not
+  // read back as written (they would not be a state it wrote). Nothing changes on an Error.
+  void set_state(const std::vector<uint64_t>& state);
 
  private:
   std::mt19937_64 engine_;

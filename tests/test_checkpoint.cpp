@@ -1,0 +1,402 @@
+// Training checkpoints (nn/checkpoint.h) and what they are made of: Generator::state and
+// Optimizer::state_dict. The central check: a run saved halfway and continued from the file
+// ends bit for bit where the uninterrupted run ends.
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+
+#include "nn/checkpoint.h"
+#include "nn/moe_transformer.h"
+#include "nn/router_presets.h"
+#include "test_helpers.h"
+#include "tinymoe/tinymoe.h"
+
+using namespace tinymoe;
+using namespace tinymoe::nn;
+using tinymoe::testing::temp_path;
+
+namespace {
+
+// ---- generators ----
+
+std::vector<double> draws(Generator& generator) {
+  // An odd number of normals leaves a Box-Muller spare pending: the state must carry it.
+  return {generator.uniform(), generator.normal(), static_cast<double>(generator.integer(0, 1000)),
+          generator.normal(), generator.normal()};
+}
+
+}  // namespace
+
+TEST_CASE("checkpoint: a generator's state makes another draw the same numbers", "[checkpoint]") {
+  Generator original(11);
+  draws(original);  // leaves a spare normal
+  std::vector<uint64_t> state = original.state();
+  Generator copy(99);
+  copy.set_state(state);
+  CHECK(draws(copy) == draws(original));
+  CHECK(copy.state() == original.state());
+}
+
+TEST_CASE("checkpoint: Generator::set_state refuses what is not a state and changes nothing", "[checkpoint][errors]") {
+  Generator generator(12);
+  std::vector<uint64_t> good = generator.state(), before = generator.state();
+  std::vector<uint64_t> short_state(good.begin(), good.end() - 1);
+  CHECK_THROWS_WITH(generator.set_state(short_state),
+                    Catch::StartsWith("Generator::set_state: expected") && Catch::Contains("words"));
+  std::vector<uint64_t> bad_flag = good;
+  bad_flag[bad_flag.size() - 2] = 2;
+  CHECK_THROWS_WITH(generator.set_state(bad_flag), Catch::Contains("spare flag must be 0 or 1, got 2"));
+  CHECK(generator.state() == before);
+}
+
+// ---- optimizers ----
+
+namespace {
+
+// Two parameters; the second only gets a gradient from the third step on, so a state saved
+// earlier has a parameter without state.
+struct TinyProblem {
+  Tensor a, b;
+  TinyProblem(const Tensor& a_values, const Tensor& b_values)
+      : a(a_values.detach().clone().requires_grad_()), b(b_values.detach().clone().requires_grad_()) {}
+  TinyProblem()
+      : TinyProblem(from_vector(std::vector<double>{1.0, -2.0, 0.5}, {3}), from_vector(std::vector<double>{0.25, 4.0}, {2})) {}
+  TensorList parameters() const { return {a, b}; }
+  void set_gradients(int step) {
+    a.set_grad(from_vector(std::vector<double>{0.5 + step, -0.25, 0.125 * step}, {3}));
+    if (step > 1) b.set_grad(from_vector(std::vector<double>{-1.0 * step, 0.75}, {2}));
+  }
+};
+
+using MakeOptimizer = std::function<std::unique_ptr<Optimizer>(const TensorList&)>;
+
+// Steps `saved_after` times, hands the state to a fresh optimizer over copies of the parameters,
+// then steps both until step 5: every value must agree exactly.
+void check_continues_exactly(const MakeOptimizer& make, int saved_after) {
+  TinyProblem original;
+  std::unique_ptr<Optimizer> optimizer = make(original.parameters());
+  for (int step = 0; step < saved_after; ++step) {
+    original.set_gradients(step);
+    optimizer->step();
+  }
+  TinyProblem resumed(original.a, original.b);
+  std::unique_ptr<Optimizer> fresh = make(resumed.parameters());
+  fresh->load_state_dict(optimizer->state_dict());
+  for (int step = saved_after; step < 5; ++step) {
+    original.set_gradients(step);
+    resumed.set_gradients(step);
+    optimizer->step();
+    fresh->step();
+  }
+  CHECK(resumed.a.to_vector<double>() == original.a.to_vector<double>());
+  CHECK(resumed.b.to_vector<double>() == original.b.to_vector<double>());
+}
+
+std::vector<std::string> keys_of(const StateDict& state) {
+  std::vector<std::string> keys;
+  for (const auto& entry : state) keys.push_back(entry.first);
+  return keys;
+}
+
+MakeOptimizer adamw(AdamWOptions options) {
+  return [options](const TensorList& parameters) { return std::make_unique<AdamW>(parameters, options); };
+}
+
+MakeOptimizer sgd(SGDOptions options) {
+  return [options](const TensorList& parameters) { return std::make_unique<SGD>(parameters, options); };
+}
+
+}  // namespace
+
+TEST_CASE("checkpoint: an optimizer loaded from state_dict continues the run exactly", "[checkpoint][optim]") {
+  for (int saved_after : {0, 1, 2, 3}) {
+    INFO("saved after " << saved_after << " steps");
+    check_continues_exactly(adamw({0.1, 0.8, 0.95, 1e-8, 0.05}), saved_after);
+    check_continues_exactly(sgd({0.1, 0.9, 0.01}), saved_after);
+  }
+}
+
+TEST_CASE("checkpoint: an optimizer's state_dict names its options and each parameter's slots", "[checkpoint][optim]") {
+  TinyProblem problem;
+  AdamW adam(problem.parameters(), {0.1, 0.8, 0.95, 1e-8, 0.05});
+  problem.set_gradients(0);
+  adam.step();
+  adam.step();
+  StateDict state = adam.state_dict();
+  CHECK(keys_of(state) == std::vector<std::string>{"0.exp_avg", "0.exp_avg_sq", "0.step", "beta1", "beta2", "eps",
+                                                   "lr", "weight_decay"});
+  CHECK(state.at("0.step").item<int64_t>() == 2);
+  CHECK(state.at("beta2").item<double>() == 0.95);
+  CHECK(state.at("0.exp_avg").shape() == Shape{3});
+
+  SGD plain(problem.parameters(), {0.1});  // no momentum: no per-parameter state
+  plain.step();
+  CHECK(keys_of(plain.state_dict()) == std::vector<std::string>{"lr", "momentum", "weight_decay"});
+  // lr is state (schedules change it): it comes back with the rest.
+  AdamW other(problem.parameters(), {0.5, 0.8, 0.95, 1e-8, 0.05});
+  other.load_state_dict(state);
+  CHECK(other.lr() == 0.1);
+  CHECK(other.step_count(0) == 2);
+  CHECK(other.step_count(1) == 0);
+}
+
+TEST_CASE("checkpoint: Optimizer::load_state_dict lists every problem and loads nothing", "[checkpoint][optim][errors]") {
+  TinyProblem problem;
+  AdamW source(problem.parameters(), {0.1, 0.8, 0.95, 1e-8, 0.05});
+  problem.set_gradients(0);
+  source.step();
+  StateDict state = source.state_dict();
+  state["beta2"] = full({}, 0.999, DType::f64);                 // another setup
+  state["0.exp_avg_sq"] = zeros({2}, DType::f64);              // the wrong shape
+  state.erase("0.step");                                       // a slot missing
+  state["7.exp_avg"] = zeros({3}, DType::f64);                 // no parameter 7
+  state["01.exp_avg"] = zeros({3}, DType::f64);                // not how an index is spelled
+  state["lr"] = full({}, -1.0, DType::f64);                    // not a learning rate
+
+  AdamW target(problem.parameters(), {0.5, 0.8, 0.95, 1e-8, 0.05});
+  StateDict before = target.state_dict();
+  std::string message;
+  try {
+    target.load_state_dict(state);
+  } catch (const Error& error) {
+    message = error.what();
+  }
+  INFO(message);
+  CHECK_THAT(message, Catch::StartsWith("AdamW::load_state_dict: 6 problems, nothing was loaded"));
+  CHECK_THAT(message, Catch::Contains("'beta2' is 0.999 in the state but 0.95 in this AdamW"));
+  CHECK_THAT(message, Catch::Contains("'0.exp_avg_sq' expects f64 [3], got f64 [2]"));
+  CHECK_THAT(message, Catch::Contains("missing '0.step'"));
+  CHECK_THAT(message, Catch::Contains("unexpected '7.exp_avg'"));
+  CHECK_THAT(message, Catch::Contains("unexpected '01.exp_avg'"));
+  CHECK_THAT(message, Catch::Contains("'lr' must be finite and >= 0"));
+  CHECK(keys_of(target.state_dict()) == keys_of(before));
+  CHECK(target.lr() == 0.5);
+  // Another optimizer's state: its options are missing and its slots unknown.
+  SGD sgd_target(problem.parameters(), {0.1, 0.9});
+  CHECK_THROWS_WITH(sgd_target.load_state_dict(source.state_dict()),
+                    Catch::Contains("SGD::load_state_dict") && Catch::Contains("missing 'momentum'") &&
+                        Catch::Contains("unexpected '0.exp_avg'"));
+}
+
+// ---- checkpoints of a training run ----
+
+namespace {
+
+MoETransformerConfig tiny_config(const RouterConfig& router) {
+  MoETransformerConfig config;
+  config.vocab_size = 7;
+  config.max_sequence_length = 6;
+  config.num_layers = 2;
+  config.num_heads = 2;
+  config.moe.num_experts = router.num_experts;
+  config.moe.hidden_size = 8;
+  config.moe.intermediate_size = 6;
+  config.moe.router = router;
+  return config;
+}
+
+// A training run as train_tiny_lm runs it: random batches from `batches`, router noise from the
+// default generator, AdamW, DeepSeek-V3's bias update.
+struct Run {
+  Generator weights, batches;
+  MoETransformer model;
+  AdamW optimizer;
+  int64_t step = 0;
+
+  Run(const RouterConfig& router, uint64_t seed)
+      : weights(seed), batches(seed + 1), model(tiny_config(router), &weights),
+        optimizer(model.parameters(), AdamWOptions{1e-2, 0.9, 0.95, 1e-8, 0.01}) {}
+
+  TrainingState state() {
+    TrainingState state(&model, &optimizer, {{"batches", &batches}, {"default", &default_generator()}});
+    state.step = step;
+    return state;
+  }
+
+  double train(int64_t steps) {
+    double loss = 0;
+    for (int64_t n = 0; n < steps; ++n) {
+      Tensor ids = randint(0, 7, {3, 6}, &batches), targets = randint(0, 7, {3, 6}, &batches);
+      model.zero_grad();
+      LMOutput out = model(ids, targets);
+      out.total_loss().backward();
+      clip_grad_norm(model.parameters(), 1.0);
+      optimizer.step();
+      model.update_router_biases(out, 1e-2);
+      loss = out.loss.item<double>();
+      ++step;
+    }
+    return loss;
+  }
+};
+
+// Every parameter and buffer, exactly.
+void check_same_model(const Module& resumed, const Module& original) {
+  StateDict expected = original.state_dict(), got = resumed.state_dict();
+  REQUIRE(keys_of(got) == keys_of(expected));
+  for (const auto& entry : expected) {
+    INFO(entry.first);
+    CHECK(got.at(entry.first).to(DType::f64).to_vector<double>() == entry.second.to(DType::f64).to_vector<double>());
+  }
+}
+
+bool same_model(const Module& a, const Module& b) {
+  StateDict x = a.state_dict(), y = b.state_dict();
+  for (const auto& entry : x)
+    if (y.at(entry.first).to(DType::f64).to_vector<double>() != entry.second.to(DType::f64).to_vector<double>())
+      return false;
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("checkpoint: a run continued from its checkpoint ends where the uninterrupted run ends", "[checkpoint]") {
+  // Mixtral's aux loss, noisy top-k's noise from the default generator, DeepSeek-V3's bias buffer,
+  // Switch's jitter and capacity, expert choice.
+  for (const auto& [name, router] :
+       {std::pair<const char*, RouterConfig>{"mixtral", mixtral(4, 2)}, {"noisy_topk", noisy_topk(4, 2)},
+        {"deepseek_v3", deepseek_v3(4, 2, 2, 1)}, {"switch", switch_transformer(4, CapacityConfig::factor(1.0))},
+        {"expert_choice", expert_choice(4, 2.0)}}) {
+    INFO(name);
+    std::string path = temp_path(std::string("tinymoe_test_checkpoint_") + name + ".safetensors");
+    manual_seed(5);
+    Run uninterrupted(router, 40);
+    double final_loss = uninterrupted.train(6);
+
+    manual_seed(5);
+    Run first_half(router, 40);
+    first_half.train(3);
+    save_checkpoint(path, first_half.state());
+
+    manual_seed(123);  // the default generator moves on, as in a new process
+    Run second_half(router, 77);
+    TrainingState state = second_half.state();
+    load_checkpoint(path, state);
+    CHECK(state.step == 3);
+    second_half.step = state.step;
+    CHECK(second_half.train(3) == final_loss);
+    check_same_model(second_half.model, uninterrupted.model);
+    CHECK(second_half.optimizer.step_count(0) == 6);
+    std::remove(path.c_str());
+  }
+}
+
+TEST_CASE("checkpoint: without the generators' states the continued run differs", "[checkpoint]") {
+  // The same test with the batches' generator left out of the checkpoint: proof that the test
+  // above can fail, and that the generators are what makes it pass.
+  std::string path = temp_path("tinymoe_test_checkpoint_no_generators.safetensors");
+  manual_seed(5);
+  Run uninterrupted(mixtral(4, 2), 40);
+  uninterrupted.train(4);
+  manual_seed(5);
+  Run first_half(mixtral(4, 2), 40);
+  first_half.train(2);
+  TrainingState saved{&first_half.model, &first_half.optimizer};
+  save_checkpoint(path, saved);
+  Run second_half(mixtral(4, 2), 40);  // its batches generator starts from the beginning again
+  TrainingState state{&second_half.model, &second_half.optimizer};
+  load_checkpoint(path, state);
+  second_half.train(2);
+  CHECK_FALSE(same_model(second_half.model, uninterrupted.model));
+  std::remove(path.c_str());
+}
+
+TEST_CASE("checkpoint: the file holds the step, the rank and the program's notes", "[checkpoint]") {
+  std::string path = temp_path("tinymoe_test_checkpoint_notes.safetensors");
+  Run run(mixtral(4, 2), 3);
+  run.train(1);
+  TrainingState saved = run.state();
+  saved.rank = 1;
+  saved.ranks = 2;
+  saved.notes = {{"router", "mixtral"}, {"first_loss", "1.95"}};
+  save_checkpoint(path, saved);
+  SafetensorsMetadata metadata;
+  TensorMap tensors = load_safetensors(path, &metadata);
+  CHECK(metadata.at("format") == "tinymoe-checkpoint");
+  CHECK(metadata.at("step") == "1");
+  CHECK(metadata.at("optimizer") == "AdamW");
+  CHECK(metadata.at("rank") == "1");
+  CHECK(metadata.at("note.router") == "mixtral");
+  CHECK(tensors.count("model.lm_head.weight"));
+  CHECK(tensors.count("optimizer.0.exp_avg"));
+  CHECK(tensors.at("generator.batches").dtype() == DType::i64);
+  CHECK_FALSE(std::filesystem::exists(path + ".partial"));
+
+  Run other(mixtral(4, 2), 4);
+  TrainingState state = other.state();
+  state.rank = 1;
+  state.ranks = 2;
+  load_checkpoint(path, state);
+  CHECK(state.notes == saved.notes);
+  CHECK(state.step == 1);
+  std::remove(path.c_str());
+}
+
+TEST_CASE("checkpoint: only the model, to sample from a trained one", "[checkpoint]") {
+  std::string path = temp_path("tinymoe_test_checkpoint_model_only.safetensors");
+  Run run(deepseek_v3(4, 2, 2, 1), 6);
+  run.train(2);
+  save_checkpoint(path, run.state());
+  MoETransformer model(tiny_config(deepseek_v3(4, 2, 2, 1)));
+  TrainingState state{&model};
+  load_checkpoint(path, state);
+  check_same_model(model, run.model);  // the bias buffer included
+  std::remove(path.c_str());
+}
+
+TEST_CASE("checkpoint: load_checkpoint lists every problem and changes nothing", "[checkpoint][errors]") {
+  std::string path = temp_path("tinymoe_test_checkpoint_errors.safetensors");
+  Run run(mixtral(4, 2), 8);
+  run.train(1);
+  save_checkpoint(path, run.state());
+
+  // Another model (more experts), a generator the file lacks: every problem in one Error.
+  Run other(mixtral(6, 2), 9);
+  other.train(1);
+  StateDict model_before = other.model.state_dict(), optimizer_before = other.optimizer.state_dict();
+  std::vector<uint64_t> batches_before = other.batches.state();
+  for (auto& entry : model_before) entry.second = entry.second.clone();
+  TrainingState state = other.state();
+  Generator extra(1);
+  state.generators["extra"] = &extra;
+  std::string message;
+  try {
+    load_checkpoint(path, state);
+  } catch (const Error& error) {
+    message = error.what();
+  }
+  INFO(message);
+  CHECK_THAT(message, Catch::StartsWith("load_checkpoint '" + path + "':") && Catch::Contains("nothing was loaded"));
+  CHECK_THAT(message, Catch::Contains("model: 'layers.0.block_sparse_moe.gate.weight' expects f32 [6, 8], got f32 [4, 8]"));
+  CHECK_THAT(message, Catch::Contains("optimizer: '"));
+  CHECK_THAT(message, Catch::Contains("missing generator 'extra'"));
+  CHECK(state.step == 1);
+  for (const auto& entry : other.model.state_dict())
+    CHECK(entry.second.to_vector<float>() == model_before.at(entry.first).to_vector<float>());
+  CHECK(other.optimizer.state_dict().at("0.exp_avg").to_vector<float>() ==
+        optimizer_before.at("0.exp_avg").to_vector<float>());
+  CHECK(other.batches.state() == batches_before);
+
+  // Another rank's file, another optimizer, a file that is not a checkpoint, a damaged one.
+  Run same(mixtral(4, 2), 8);
+  TrainingState wrong_rank = same.state();
+  wrong_rank.ranks = 2;
+  CHECK_THROWS_WITH(load_checkpoint(path, wrong_rank), Catch::Contains("the file is rank 0 of 1 ranks, loading into rank 0 of 2"));
+  SGD sgd(same.model.parameters(), {0.1});
+  TrainingState wrong_optimizer{&same.model, &sgd};
+  CHECK_THROWS_WITH(load_checkpoint(path, wrong_optimizer), Catch::Contains("the file holds AdamW state, loading into SGD"));
+  std::string plain = temp_path("tinymoe_test_checkpoint_plain.safetensors");
+  save_safetensors(plain, same.model.state_dict());
+  TrainingState model_only{&same.model};
+  CHECK_THROWS_WITH(load_checkpoint(plain, model_only), Catch::Contains("not a tinymoe checkpoint"));
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) - 3);
+  CHECK_THROWS_WITH(load_checkpoint(path, model_only), Catch::StartsWith("load_checkpoint '" + path + "': safetensors:"));
+  TrainingState no_model;
+  CHECK_THROWS_WITH(save_checkpoint(path, no_model), Catch::Contains("save_checkpoint: TrainingState::model is null"));
+  std::remove(path.c_str());
+  std::remove(plain.c_str());
+}
