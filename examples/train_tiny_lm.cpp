@@ -14,15 +14,24 @@
 // each step (nn/expert_parallel.h); rank 0 prints. With --device cuda each rank takes a GPU of
 // its machine in turn (rank_cuda_device); rows travel over MPI through host memory, or GPU to GPU
 // with --communicator nccl. --global-balance counts the aux loss's expert loads over every rank's
-// batch instead of each rank's own. It exits with status 1 when the final loss is not below the first one.
+// batch instead of each rank's own.
+//
+// --save PATH writes a checkpoint (nn/checkpoint.h) after the last step, and every N steps with
+// --save-every N; --resume PATH continues a saved run up to --steps, drawing the batches and the
+// routers' noise the uninterrupted run would have drawn, so it ends with the same numbers. With
+// --expert-parallel each rank writes its own file, PATH.rank<r>.
+//
+// It exits with status 1 when the final loss is not below the first one.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "nn/checkpoint.h"
 #include "nn/moe_transformer.h"
 #include "nn/optim.h"
 #include "nn/router_presets.h"
@@ -119,6 +128,45 @@ std::string generate(const MoETransformer& model, const CharacterCorpus& corpus,
   return text;
 }
 
+// Each rank of an expert-parallel run saves its own experts: one file per rank.
+std::string rank_file(const std::string& path, const Communicator& comm) {
+  return comm.size() == 1 ? path : path + ".rank" + std::to_string(comm.rank());
+}
+
+// The settings a resumed run must share with the run it continues (the checkpoint itself checks
+// the model's shapes, the optimizer and the number of ranks).
+SafetensorsMetadata run_settings(const std::string& router, int64_t batch, int64_t length, bool global_balance) {
+  return {{"router", router},
+          {"batch", std::to_string(batch)},
+          {"length", std::to_string(length)},
+          {"global_balance", global_balance ? "1" : "0"}};
+}
+
+void check_same_settings(const SafetensorsMetadata& saved, const SafetensorsMetadata& now, const std::string& path) {
+  for (const auto& [key, value] : now) {
+    auto found = saved.find(key);
+    std::string was = found == saved.end() ? "(none)" : found->second;
+    TINYMOE_CHECK(was == value, "train_tiny_lm", "'", path, "' was trained with ", key, " ", was, ", this run has ",
+                  value, ": resume with the settings of the run it continues");
+  }
+}
+
+// A double as text that reads back as the same double.
+std::string exact_text(double value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.17g", value);
+  return text;
+}
+
+double note_number(const SafetensorsMetadata& notes, const std::string& key, const std::string& path) {
+  auto found = notes.find(key);
+  char* end = nullptr;
+  double value = found == notes.end() ? 0.0 : std::strtod(found->second.c_str(), &end);
+  TINYMOE_CHECK(found != notes.end() && end != found->second.c_str() && *end == '\0', "train_tiny_lm", "'", path,
+                "' has no number under note '", key, "': it was not written by train_tiny_lm");
+  return value;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -127,6 +175,8 @@ int main(int argc, char** argv) {
   std::string router = "mixtral", device_name = "cpu", communicator = "mpi";
   uint64_t seed = 0;
   bool expert_parallel = false, global_balance = false;
+  std::string save_path, resume_path;
+  int64_t save_every = 0;
   app.add_option("--steps", steps, "training steps")->check(CLI::PositiveNumber);
   app.add_option("--batch", batch, "sequences per step")->check(CLI::PositiveNumber);
   app.add_option("--router", router, "routing preset")
@@ -141,6 +191,9 @@ int main(int argc, char** argv) {
   app.add_flag("--global-balance", global_balance,
                "count the aux loss's expert loads over every rank's batch (global-batch balancing; mixtral, gshard)")
       ->needs(parallel_flag);
+  auto* save_option = app.add_option("--save", save_path, "write a checkpoint here after the last step");
+  app.add_option("--save-every", save_every, "also write it every N steps")->check(CLI::PositiveNumber)->needs(save_option);
+  app.add_option("--resume", resume_path, "continue the run saved in this checkpoint, up to --steps");
   CLI11_PARSE(app, argc, argv);
 
   std::unique_ptr<MpiSession> mpi;
@@ -170,13 +223,35 @@ int main(int argc, char** argv) {
     MoETransformer model(config, &weights);
     model.to(device);
     AdamW optimizer(model.parameters(), AdamWOptions{3e-3, 0.9, 0.95, 1e-8, 0.01});
-    if (printing)
-      std::printf("tinymoe: %lld-layer MoE LM, %zu characters, router %s, 8 experts over %d process(es) (%s), on %s\n",
-                  static_cast<long long>(config.num_layers), corpus.alphabet.size(), router.c_str(), comm->size(),
-                  comm->name().c_str(), device.str().c_str());
-
+    // Everything random in a step: the batches, and the noise of routers that draw it (noisy
+    // top-k, Switch's jitter) from the default generator.
+    TrainingState training(&model, &optimizer, {{"batches", &batches}, {"default", &default_generator()}});
+    training.rank = comm->rank();
+    training.ranks = comm->size();
+    const SafetensorsMetadata settings = run_settings(router, batch, length, global_balance);
     double first_loss = 0, loss = 0;
-    for (int64_t step = 1; step <= steps; ++step) {
+    if (!resume_path.empty()) {
+      load_checkpoint(rank_file(resume_path, *comm), training);
+      check_same_settings(training.notes, settings, resume_path);
+      TINYMOE_CHECK(training.step <= steps, "train_tiny_lm", "'", resume_path, "' is at step ", training.step,
+                    ", past --steps ", steps);
+      first_loss = note_number(training.notes, "first_loss", resume_path);
+      loss = note_number(training.notes, "last_loss", resume_path);
+    }
+    auto save = [&](int64_t step) {
+      training.step = step;
+      training.notes = settings;
+      training.notes["first_loss"] = exact_text(first_loss);
+      training.notes["last_loss"] = exact_text(loss);
+      save_checkpoint(rank_file(save_path, *comm), training);
+    };
+    if (printing)
+      std::printf("tinymoe: %lld-layer MoE LM, %zu characters, router %s, 8 experts over %d process(es) (%s), on %s%s\n",
+                  static_cast<long long>(config.num_layers), corpus.alphabet.size(), router.c_str(), comm->size(),
+                  comm->name().c_str(), device.str().c_str(),
+                  resume_path.empty() ? "" : (", from step " + std::to_string(training.step)).c_str());
+
+    for (int64_t step = training.step + 1; step <= steps; ++step) {
       auto [ids, targets] = sample_batch(corpus, batch, length, batches, device);
       model.zero_grad();
       LMOutput out = model(ids, targets);
@@ -190,10 +265,11 @@ int main(int argc, char** argv) {
       loss = out.loss.item<double>();
       if (step == 1) first_loss = loss;
       if (printing && (step == 1 || step % 50 == 0 || step == steps)) {
-        std::printf("step %4lld  loss %.3f  routing losses %.4f\n", static_cast<long long>(step), loss,
+        std::printf("step %4lld  loss %.6f  routing losses %.6f\n", static_cast<long long>(step), loss,
                     out.aux_loss.item<double>());
         print_routing(out);
       }
+      if (!save_path.empty() && (step == steps || (save_every > 0 && step % save_every == 0))) save(step);
     }
     model.eval();
     // Every rank decodes (the expert-parallel layers exchange rows), rank 0 prints.

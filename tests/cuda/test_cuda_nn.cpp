@@ -179,6 +179,33 @@ TEST_CASE("cuda nn optim: SGD, AdamW and clip_grad_norm on cuda parameters follo
     }
 }
 
+TEST_CASE("cuda nn optim: optimizer state saved on one device continues the run on the other", "[cuda][optim]") {
+  uint64_t seed = 400;
+  for (bool from_gpu : {true, false}) {
+    INFO((from_gpu ? "cuda -> cpu" : "cpu -> cuda"));
+    Device source_device = from_gpu ? kGpu : Device::cpu(), target_device = from_gpu ? Device::cpu() : kGpu;
+    Tensor values = random_input({4, 5}, DType::f64, ++seed);
+    Tensor source = values.to(source_device).requires_grad_(), target = values.to(target_device).requires_grad_();
+    AdamW source_optimizer({source}, AdamWOptions{0.01, 0.9, 0.99, 1e-8, 0.1});
+    for (int step = 0; step < 2; ++step) {
+      source.set_grad(random_input({4, 5}, DType::f64, ++seed).to(source_device));
+      source_optimizer.step();
+    }
+    write_values(target, source.detach(), "test");
+    AdamW target_optimizer({target}, AdamWOptions{0.01, 0.9, 0.99, 1e-8, 0.1});
+    target_optimizer.load_state_dict(source_optimizer.state_dict());
+    CHECK(target_optimizer.state_dict().at("0.exp_avg").device() == target_device);
+    CHECK(target_optimizer.step_count(0) == 2);
+    Tensor gradient = random_input({4, 5}, DType::f64, ++seed);
+    source.set_grad(gradient.to(source_device));
+    target.set_grad(gradient.to(target_device));
+    source_optimizer.step();
+    target_optimizer.step();
+    // The same update on either device, compared as every optimizer parity test compares.
+    check_close(from_gpu ? source : target, from_gpu ? target : source, kElementwise, "parameter after the third step");
+  }
+}
+
 TEST_CASE("cuda nn optim: optimizer state left on another device is an Error naming the optimizer",
           "[cuda][optim][errors]") {
   Tensor parameter = random_input({1, 3}, DType::f32, 300).requires_grad_();
