@@ -16,6 +16,9 @@
 // with --communicator nccl. --global-balance counts the aux loss's expert loads over every rank's
 // batch instead of each rank's own.
 //
+// --decay-steps N warms the learning rate up over N/10 steps and then decays it along a cosine to
+// a tenth at step N (nn/lr_schedule.h); without it the rate stays constant.
+//
 // --save PATH writes a checkpoint (nn/checkpoint.h) after the last step, and every N steps with
 // --save-every N; --resume PATH continues a saved run up to --steps, drawing the batches and the
 // routers' noise the uninterrupted run would have drawn, so it ends with the same numbers. With
@@ -32,6 +35,7 @@
 #include <vector>
 
 #include "nn/checkpoint.h"
+#include "nn/lr_schedule.h"
 #include "nn/moe_transformer.h"
 #include "nn/optim.h"
 #include "nn/router_presets.h"
@@ -128,6 +132,13 @@ std::string generate(const MoETransformer& model, const CharacterCorpus& corpus,
   return text;
 }
 
+// A double as text that reads back as the same double.
+std::string exact_text(double value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.17g", value);
+  return text;
+}
+
 // Each rank of an expert-parallel run saves its own experts: one file per rank.
 std::string rank_file(const std::string& path, const Communicator& comm) {
   return comm.size() == 1 ? path : path + ".rank" + std::to_string(comm.rank());
@@ -135,8 +146,11 @@ std::string rank_file(const std::string& path, const Communicator& comm) {
 
 // The settings a resumed run must share with the run it continues (the checkpoint itself checks
 // the model's shapes, the optimizer and the number of ranks).
-SafetensorsMetadata run_settings(const std::string& router, int64_t batch, int64_t length, bool global_balance) {
+SafetensorsMetadata run_settings(const std::string& router, int64_t batch, int64_t length, bool global_balance,
+                                 double peak_lr, int64_t decay_steps) {
   return {{"router", router},
+          {"lr", exact_text(peak_lr)},
+          {"decay_steps", std::to_string(decay_steps)},
           {"batch", std::to_string(batch)},
           {"length", std::to_string(length)},
           {"global_balance", global_balance ? "1" : "0"}};
@@ -149,13 +163,6 @@ void check_same_settings(const SafetensorsMetadata& saved, const SafetensorsMeta
     TINYMOE_CHECK(was == value, "train_tiny_lm", "'", path, "' was trained with ", key, " ", was, ", this run has ",
                   value, ": resume with the settings of the run it continues");
   }
-}
-
-// A double as text that reads back as the same double.
-std::string exact_text(double value) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.17g", value);
-  return text;
 }
 
 double note_number(const SafetensorsMetadata& notes, const std::string& key, const std::string& path) {
@@ -176,7 +183,8 @@ int main(int argc, char** argv) {
   uint64_t seed = 0;
   bool expert_parallel = false, global_balance = false;
   std::string save_path, resume_path;
-  int64_t save_every = 0;
+  int64_t save_every = 0, decay_steps = 0;
+  double peak_lr = 3e-3;
   app.add_option("--steps", steps, "training steps")->check(CLI::PositiveNumber);
   app.add_option("--batch", batch, "sequences per step")->check(CLI::PositiveNumber);
   app.add_option("--router", router, "routing preset")
@@ -191,6 +199,10 @@ int main(int argc, char** argv) {
   app.add_flag("--global-balance", global_balance,
                "count the aux loss's expert loads over every rank's batch (global-batch balancing; mixtral, gshard)")
       ->needs(parallel_flag);
+  app.add_option("--lr", peak_lr, "AdamW's learning rate (the peak, with --decay-steps)")->check(CLI::PositiveNumber);
+  app.add_option("--decay-steps", decay_steps,
+                 "warm the rate up over the first tenth of N steps, then cosine-decay it to a tenth (0: constant)")
+      ->check(CLI::NonNegativeNumber);
   auto* save_option = app.add_option("--save", save_path, "write a checkpoint here after the last step");
   app.add_option("--save-every", save_every, "also write it every N steps")->check(CLI::PositiveNumber)->needs(save_option);
   app.add_option("--resume", resume_path, "continue the run saved in this checkpoint, up to --steps");
@@ -222,13 +234,15 @@ int main(int argc, char** argv) {
     Generator weights(seed), batches(seed + 1 + static_cast<uint64_t>(comm->rank()));  // the same weights everywhere
     MoETransformer model(config, &weights);
     model.to(device);
-    AdamW optimizer(model.parameters(), AdamWOptions{3e-3, 0.9, 0.95, 1e-8, 0.01});
+    AdamW optimizer(model.parameters(), AdamWOptions{peak_lr, 0.9, 0.95, 1e-8, 0.01});
+    // Stateless: a resumed run takes its rates from the step alone (nn/lr_schedule.h).
+    const WarmupCosineSchedule schedule(peak_lr, decay_steps / 10, std::max<int64_t>(decay_steps, 1), peak_lr / 10);
     // Everything random in a step: the batches, and the noise of routers that draw it (noisy
     // top-k, Switch's jitter) from the default generator.
     TrainingState training(&model, &optimizer, {{"batches", &batches}, {"default", &default_generator()}});
     training.rank = comm->rank();
     training.ranks = comm->size();
-    const SafetensorsMetadata settings = run_settings(router, batch, length, global_balance);
+    const SafetensorsMetadata settings = run_settings(router, batch, length, global_balance, peak_lr, decay_steps);
     double first_loss = 0, loss = 0;
     if (!resume_path.empty()) {
       load_checkpoint(rank_file(resume_path, *comm), training);
@@ -260,6 +274,7 @@ int main(int argc, char** argv) {
       // The norm of the whole model's gradients, every rank's experts included, so that every rank
       // scales its copies alike.
       clip_grad_norm(model.replicated_parameters(), model.local_expert_parameters(), 1.0, *comm);
+      if (decay_steps > 0) optimizer.set_lr(schedule.lr(step));
       optimizer.step();
       model.update_router_biases(out, 1e-3);  // DeepSeek-V3's balancing; other routers have no bias
       loss = out.loss.item<double>();

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "nn/linear.h"
+#include "nn/lr_schedule.h"
 #include "nn/optim.h"
 #include "tinymoe/tinymoe.h"
 
@@ -181,4 +182,29 @@ TEST_CASE("optim: errors", "[optim][errors]") {
   CHECK(adamw.lr() == 0.5);
   CHECK_THROWS_WITH(adamw.step_count(3), Catch::Contains("AdamW") && Catch::Contains("out of range"));
   CHECK_THROWS_WITH(nn::clip_grad_norm({p}, -1.0), Catch::Contains("clip_grad_norm") && Catch::Contains("max_norm"));
+}
+
+TEST_CASE("optim: the warm-up cosine schedule by its formula", "[optim][schedule]") {
+  nn::WarmupCosineSchedule schedule(1e-3, 4, 12, 1e-4);
+  CHECK(schedule.lr(1) == Approx(0.25e-3).epsilon(1e-15));  // linear warm-up
+  CHECK(schedule.lr(2) == Approx(0.5e-3).epsilon(1e-15));
+  CHECK(schedule.lr(4) == Approx(1e-3).epsilon(1e-15));     // the peak, at the end of warm-up
+  CHECK(schedule.lr(8) == Approx(0.55e-3).epsilon(1e-14));  // half way down: (peak + min) / 2
+  // r = 1/8: min + (peak - min) (1 + cos(pi / 8)) / 2
+  CHECK(schedule.lr(5) == Approx(1e-4 + 0.9e-3 * 0.5 * (1 + std::cos(M_PI / 8))).epsilon(1e-14));
+  CHECK(schedule.lr(12) == Approx(1e-4).epsilon(1e-14));  // the floor at the last step, and after it
+  CHECK(schedule.lr(1000) == 1e-4);
+  for (int64_t step = 5; step <= 12; ++step) CHECK(schedule.lr(step) < schedule.lr(step - 1));
+  nn::WarmupCosineSchedule no_warmup(2.0, 0, 4);
+  CHECK(no_warmup.lr(1) == Approx(1.0 + std::cos(M_PI / 4)).epsilon(1e-15));
+  CHECK(no_warmup.lr(4) == Approx(0.0).margin(1e-15));
+}
+
+TEST_CASE("optim: the warm-up cosine schedule refuses impossible settings", "[optim][schedule][errors]") {
+  using Catch::Contains;
+  CHECK_THROWS_WITH(nn::WarmupCosineSchedule(-1.0, 1, 2), Contains("WarmupCosineSchedule") && Contains("peak_lr"));
+  CHECK_THROWS_WITH(nn::WarmupCosineSchedule(1.0, 1, 2, 2.0), Contains("min_lr <= peak_lr"));
+  CHECK_THROWS_WITH(nn::WarmupCosineSchedule(1.0, 3, 2), Contains("warmup_steps <= total_steps"));
+  CHECK_THROWS_WITH(nn::WarmupCosineSchedule(1.0, 0, 0), Contains("total_steps >= 1"));
+  CHECK_THROWS_WITH(nn::WarmupCosineSchedule(1.0, 1, 2).lr(0), Contains("steps count from 1, got 0"));
 }
