@@ -400,3 +400,98 @@ TEST_CASE("checkpoint: load_checkpoint lists every problem and changes nothing",
   std::remove(path.c_str());
   std::remove(plain.c_str());
 }
+
+namespace {
+
+// Everything a load may change, as values: the model's and the optimizer's tensors, the generators.
+struct Snapshot {
+  std::map<std::string, std::vector<double>> model, optimizer;
+  std::vector<uint64_t> batches, default_words;
+  explicit Snapshot(Run& run) {
+    for (const auto& entry : run.model.state_dict())
+      model[entry.first] = entry.second.to(DType::f64).to_vector<double>();
+    for (const auto& entry : run.optimizer.state_dict())
+      optimizer[entry.first] = entry.second.to(DType::f64).to_vector<double>();
+    batches = run.batches.state();
+    default_words = default_generator().state();
+  }
+  bool operator==(const Snapshot& other) const {
+    return model == other.model && optimizer == other.optimizer && batches == other.batches &&
+           default_words == other.default_words;
+  }
+};
+
+}  // namespace
+
+// Damages a valid checkpoint the ways a checkpoint is damaged in meaning (entries missing,
+// renamed, reshaped, retyped; metadata changed; generator words changed), well-formed as a file,
+// and requires every load to succeed or to throw tinymoe::Error and change nothing. The byte-level
+// damage is test_safetensors.cpp's fuzzer.
+TEST_CASE("checkpoint: damaged checkpoints load whole or throw Error and change nothing", "[checkpoint][fuzz]") {
+  Run source(deepseek_v3(4, 2, 2, 1), 30);
+  source.train(2);
+  std::string path = temp_path("tinymoe_test_checkpoint_fuzz.safetensors");
+  save_checkpoint(path, source.state());
+  SafetensorsMetadata good_metadata;
+  const TensorMap good = load_safetensors(path, &good_metadata);
+  std::vector<std::string> names;
+  for (const auto& entry : good) names.push_back(entry.first);
+  const std::vector<std::string> metadata_keys = {"format", "version", "step", "rank", "ranks", "optimizer"};
+  const std::vector<std::string> values = {"", "-1", "0", "1", "2", "01", "1.5", "99999999999999999999",
+                                           "AdamW", "SGD", "tinymoe-checkpoint", "abc"};
+  Generator generator(31);
+  auto pick = [&](size_t size) { return static_cast<size_t>(generator.integer(0, static_cast<int64_t>(size))); };
+
+  Run target(deepseek_v3(4, 2, 2, 1), 32);
+  target.train(1);
+  int loaded = 0, rejected = 0;
+  for (int iteration = 0; iteration < 300; ++iteration) {
+    TensorMap tensors = good;
+    SafetensorsMetadata metadata = good_metadata;
+    for (int m = 0, mutations = 1 + static_cast<int>(generator.integer(0, 2)); m < mutations; ++m) {
+      const std::string name = names[pick(names.size())];
+      switch (generator.integer(0, 6)) {
+        case 0: tensors.erase(name); break;
+        case 1: {  // another shape and dtype
+          Shape shape;
+          for (int64_t d = 0, dims = generator.integer(0, 3); d < dims; ++d) shape.push_back(generator.integer(0, 4));
+          const DType dtypes[] = {DType::f32, DType::f64, DType::i64};
+          tensors[name] = full(shape, 1.0, dtypes[pick(3)]);
+          break;
+        }
+        case 2:  // renamed, or moved out of its section
+          if (tensors.count(name)) {
+            Tensor value = tensors.at(name);
+            tensors.erase(name);
+            tensors[generator.integer(0, 2) ? name + "x" : name.substr(name.find('.') + 1)] = value;
+          }
+          break;
+        case 3: metadata[metadata_keys[pick(metadata_keys.size())]] = values[pick(values.size())]; break;
+        case 4: metadata.erase(metadata_keys[pick(metadata_keys.size())]); break;
+        default: {  // a generator's words changed or cut
+          std::string key = generator.integer(0, 2) ? "generator.batches" : "generator.default";
+          std::vector<int64_t> words = tensors.at(key).to_vector<int64_t>();
+          if (generator.integer(0, 2)) words.resize(pick(words.size() + 1));
+          else if (!words.empty()) words[pick(words.size())] = generator.integer(-3, 4);
+          tensors[key] = from_vector(words, {static_cast<int64_t>(words.size())});
+        }
+      }
+    }
+    save_safetensors(path, tensors, metadata);
+    Snapshot before(target);
+    TrainingState state = target.state();
+    try {
+      load_checkpoint(path, state);
+      ++loaded;
+    } catch (const Error& error) {
+      ++rejected;
+      INFO(error.what());
+      REQUIRE(Snapshot(target) == before);
+      REQUIRE(state.step == target.step);
+    }
+  }
+  INFO(loaded << " loaded, " << rejected << " rejected");
+  CHECK(rejected > 200);
+  CHECK(loaded > 0);  // metadata values that are still right, generator words still a state
+  std::remove(path.c_str());
+}
