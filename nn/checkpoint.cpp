@@ -1,6 +1,8 @@
 #include "nn/checkpoint.h"
 
 #include <cctype>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -39,14 +41,16 @@ std::vector<uint64_t> tensor_words(const Tensor& tensor) {
   return words;
 }
 
-// A non-negative decimal integer spelled as std::to_string spells it, or -1.
+// A non-negative decimal integer spelled as std::to_string spells it (any int64_t), or -1.
 int64_t parse_count(const SafetensorsMetadata& metadata, const std::string& key) {
   auto found = metadata.find(key);
-  if (found == metadata.end() || found->second.empty() || found->second.size() > 18) return -1;
+  if (found == metadata.end() || found->second.empty() || found->second.size() > 19) return -1;
   for (char c : found->second)
     if (c < '0' || c > '9') return -1;
-  int64_t value = std::stoll(found->second);
-  return std::to_string(value) == found->second ? value : -1;
+  errno = 0;
+  long long value = std::strtoll(found->second.c_str(), nullptr, 10);
+  if (errno == ERANGE) return -1;
+  return std::to_string(value) == found->second ? static_cast<int64_t>(value) : -1;
 }
 
 void check_state(const TrainingState& state, const char* op) {
@@ -130,7 +134,11 @@ void save_checkpoint(const std::string& path, const TrainingState& state) {
   for (const auto& generator : state.generators)
     tensors.emplace(kGenerator + generator.first, words_tensor(generator.second->state()));
   for (const auto& note : state.notes) metadata.emplace(kNote + note.first, note.second);
-  save_safetensors(path, tensors, metadata);
+  try {
+    save_safetensors(path, tensors, metadata);
+  } catch (const Error& error) {
+    fail(op, error.what());
+  }
 }
 
 void load_checkpoint(const std::string& path, TrainingState& state) {
@@ -158,6 +166,7 @@ void load_checkpoint(const std::string& path, TrainingState& state) {
   }
   throw_if_problems(op.c_str(), problems);
 
+  // Everything fits: from here only a failing device copy (out of memory) could stop part-way.
   state.model->load_state_dict(section(tensors, kModel));
   if (state.optimizer) state.optimizer->load_state_dict(section(tensors, kOptimizer));
   for (auto& generator : state.generators)

@@ -9,8 +9,9 @@
 //
 // A run that saves after step n and a run that loads that file and goes on draw the same batches
 // and noise and compute the same numbers, bit for bit, when every source of randomness the run
-// uses is among the generators (the default generator too, when routers draw from it:
-// nn/routing.h). tests/test_checkpoint.cpp trains a model both ways and compares.
+// uses is among the generators: routers draw their noise (jitter, noisy top-k, GShard's coin) from
+// default_generator(), which is per thread, unless given their own (Router::set_generator), and
+// then that one must be listed. tests/test_checkpoint.cpp trains a model both ways and compares.
 //
 // Expert parallelism: each rank holds other experts, so each rank saves its own file; the file
 // records the rank, and loading it into another rank or another number of ranks is an Error.
@@ -44,8 +45,9 @@ struct TrainingState {
   SafetensorsMetadata notes;                      // the program's own strings (its settings, ...)
 };
 
-// Writes `state` to `path`. The file is written beside `path` and renamed over it, so an
-// interrupted save leaves the previous checkpoint whole. Errors name "save_checkpoint".
+// Writes `state` to `path`. The file is written beside `path`, flushed to the disk and renamed
+// over it, so an interrupted save leaves the previous checkpoint whole. Errors name
+// "save_checkpoint".
 void save_checkpoint(const std::string& path, const TrainingState& state);
 
 // Loads the checkpoint at `path` into `state`'s model, optimizer and generators, and sets its
@@ -54,8 +56,10 @@ void save_checkpoint(const std::string& path, const TrainingState& state);
 // another version; a rank or number of ranks other than state's; the model's state_dict not
 // matching exactly (strict); with an optimizer, no optimizer state in the file, another optimizer,
 // or state that does not fit it (Optimizer::state_dict_problems); a generator missing from the
-// file or a state it cannot take. Parts of the file that `state` does not ask for (the optimizer
-// and generators when only the model is given, to sample from a trained model) are left unread.
+// file or a state it cannot take. The whole file must parse, but parts that `state` does not ask
+// for (the optimizer and generators when only the model is given, to sample from a trained model)
+// are not checked against anything. After the checks only a failing device copy (out of memory)
+// could stop a load part-way.
 void load_checkpoint(const std::string& path, TrainingState& state);
 
 }  // namespace nn

@@ -44,8 +44,8 @@ class Optimizer {
   //   for each parameter i (its index in parameters()) that has state, "<i>.<slot>" per slot (a
   //   tensor of the parameter's shape and dtype) and, where the optimizer counts steps, "<i>.step"
   //   (an i64 scalar).
-  // The tensors are detached handles to the optimizer's own state: save them, do not write
-  // through them. nn/checkpoint.h saves them with the model.
+  // The tensors are copies (a snapshot that later steps do not change, on the parameters'
+  // devices). nn/checkpoint.h saves them with the model.
   StateDict state_dict() const;
   // Replaces the whole state with `state`: a parameter without entries starts afresh, as in torch.
   // lr is restored; every other option must equal this optimizer's (torch would quietly take
@@ -63,6 +63,9 @@ class Optimizer {
             bool counts_steps);
   // The options besides lr, by the names state_dict uses.
   virtual std::vector<std::pair<std::string, double>> fixed_options() const = 0;
+  // Whether slot `slot` can hold state with these options (SGD without momentum keeps no buffer):
+  // a state that has it anyway is refused as unexpected.
+  virtual bool keeps_slot(size_t /*slot*/) const { return true; }
   // Slot `slot` of parameter `index`; undefined until the parameter's first step.
   Tensor& slot(size_t slot, size_t index) { return slots_[slot][index]; }
   int64_t& step_count_of(size_t index) { return steps_[index]; }
@@ -96,6 +99,7 @@ class SGD : public Optimizer {
 
  private:
   std::vector<std::pair<std::string, double>> fixed_options() const override;
+  bool keeps_slot(size_t /*slot*/) const override { return options_.momentum != 0.0; }
   void step_through_ops(size_t i, const Tensor& gradient);
   // b per parameter (slot "momentum_buffer"); undefined until its first step with momentum.
   Tensor& momentum_buffer(size_t i) { return slot(0, i); }

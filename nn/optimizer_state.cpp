@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <set>
 
 #include "nn/in_place.h"
@@ -46,6 +47,10 @@ std::string shortest(double value) {
   return text;
 }
 
+const int64_t kMaxStep = std::numeric_limits<int64_t>::max();
+
+int64_t step_value(const Tensor& tensor) { return tensor.detach().to(Device::cpu()).item<int64_t>(); }
+
 double scalar_value(const Tensor& tensor) { return tensor.detach().to(Device::cpu()).to(DType::f64).item<double>(); }
 
 }  // namespace
@@ -55,10 +60,12 @@ StateDict Optimizer::state_dict() const {
   out.emplace("lr", full({}, lr_, DType::f64));
   for (const auto& option : fixed_options()) out.emplace(option.first, full({}, option.second, DType::f64));
   for (size_t i = 0; i < parameters_.size(); ++i) {
+    // Copies: the cpu step updates the slots in place, the cuda step replaces them, and a
+    // snapshot must not follow either.
     for (size_t s = 0; s < slot_names_.size(); ++s)
-      if (slots_[s][i].defined()) out.emplace(entry_name(i, slot_names_[s]), slots_[s][i].detach());
+      if (slots_[s][i].defined()) out.emplace(entry_name(i, slot_names_[s]), slots_[s][i].detach().clone());
     if (counts_steps_ && steps_[i] > 0)
-      out.emplace(entry_name(i, kStepSlot), full({}, static_cast<double>(steps_[i]), DType::i64));
+      out.emplace(entry_name(i, kStepSlot), from_vector(std::vector<int64_t>{steps_[i]}, {}));
   }
   return out;
 }
@@ -92,7 +99,9 @@ std::vector<std::string> Optimizer::state_dict_problems(const StateDict& state) 
     }
   }
   // Per parameter: every slot or none.
-  std::set<std::string> slot_names(slot_names_.begin(), slot_names_.end());
+  std::set<std::string> slot_names;
+  for (size_t s = 0; s < slot_names_.size(); ++s)
+    if (keeps_slot(s)) slot_names.insert(slot_names_[s]);
   if (counts_steps_) slot_names.insert(kStepSlot);
   std::set<size_t> with_state;
   for (const auto& entry : state) {
@@ -115,8 +124,9 @@ std::vector<std::string> Optimizer::state_dict_problems(const StateDict& state) 
         add(load_problem(name, parameters_[i], found->second));
       } else if (std::string problem = scalar_problem(name, found->second, DType::i64); !problem.empty()) {
         add(problem);
-      } else if (scalar_value(found->second) < 1) {
-        add("'" + name + "' must be >= 1, got " + shortest(scalar_value(found->second)));
+      } else if (int64_t count = step_value(found->second); count < 1 || count == kMaxStep) {
+        // At the limit the next step's ++ would overflow.
+        add("'" + name + "' must be in [1, " + std::to_string(kMaxStep) + "), got " + std::to_string(count));
       }
     }
   }
@@ -127,20 +137,24 @@ void Optimizer::load_state_dict(const StateDict& state) {
   const std::string op = std::string(op_) + "::load_state_dict";
   throw_if_problems(op.c_str(), state_dict_problems(state));
   NoGradGuard no_grad;
-  lr_ = scalar_value(state.at("lr"));
+  // Staged, then swapped in: a device error while copying leaves the old state whole.
+  std::vector<std::vector<Tensor>> slots(slot_names_.size(), std::vector<Tensor>(parameters_.size()));
+  std::vector<int64_t> steps(parameters_.size(), 0);
   for (size_t i = 0; i < parameters_.size(); ++i) {
     const Tensor& parameter = parameters_[i];
     for (size_t s = 0; s < slot_names_.size(); ++s) {
       auto found = state.find(entry_name(i, slot_names_[s]));
-      slots_[s][i] = Tensor();
       if (found == state.end()) continue;
       // A copy on the parameter's device: the optimizer's state never aliases the caller's tensors.
-      slots_[s][i] = Tensor::empty(parameter.shape(), parameter.dtype(), parameter.device());
-      write_values(slots_[s][i], found->second.detach(), op.c_str());
+      slots[s][i] = Tensor::empty(parameter.shape(), parameter.dtype(), parameter.device());
+      write_values(slots[s][i], found->second.detach(), op.c_str());
     }
     auto step = state.find(entry_name(i, kStepSlot));
-    steps_[i] = counts_steps_ && step != state.end() ? static_cast<int64_t>(scalar_value(step->second)) : 0;
+    if (counts_steps_ && step != state.end()) steps[i] = step_value(step->second);
   }
+  lr_ = scalar_value(state.at("lr"));
+  slots_.swap(slots);
+  steps_.swap(steps);
 }
 
 }  // namespace nn

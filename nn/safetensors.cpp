@@ -8,6 +8,9 @@
 #include <limits>
 #include <set>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
 namespace tinymoe {
@@ -338,6 +341,19 @@ TensorMap load_safetensors(const std::string& path, SafetensorsMetadata* metadat
   }
 }
 
+namespace {
+
+// fsync: the bytes are on the disk before the rename makes them the file, so a machine that
+// stops right after the rename does not leave an empty or partial file under the name.
+bool flushed_to_disk(const std::string& path) {
+  int descriptor = ::open(path.c_str(), O_RDONLY);
+  if (descriptor < 0) return false;
+  bool synced = ::fsync(descriptor) == 0;
+  return ::close(descriptor) == 0 && synced;
+}
+
+}  // namespace
+
 void save_safetensors(const std::string& path, const TensorMap& tensors, const SafetensorsMetadata& metadata) {
   std::vector<uint8_t> bytes = serialize_safetensors(tensors, metadata);
   // Written beside the target and renamed over it (atomic on POSIX file systems): a reader, or
@@ -347,7 +363,7 @@ void save_safetensors(const std::string& path, const TensorMap& tensors, const S
   TINYMOE_CHECK(file.good(), kOp, "cannot open '", partial, "' for writing");
   file.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   file.close();
-  if (file.fail() || std::rename(partial.c_str(), path.c_str()) != 0) {
+  if (file.fail() || !flushed_to_disk(partial) || std::rename(partial.c_str(), path.c_str()) != 0) {
     std::remove(partial.c_str());
     fail(kOp, "cannot write '", path, "'");
   }

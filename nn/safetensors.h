@@ -21,8 +21,8 @@
 // Writing supports every tinymoe dtype (F32, F64, I64): tensors are laid out in name order, the
 // header is compact JSON with "__metadata__" first, padded with spaces to a multiple of 8 bytes
 // as the reference implementation does. Tensors on other devices are copied to the cpu first.
-// save_safetensors writes '<path>.partial' and renames it over `path`: an interrupted save leaves
-// the old file whole.
+// save_safetensors writes '<path>.partial', flushes it to the disk (fsync) and renames it over
+// `path`: a save interrupted by a crash of the process or the machine leaves the old file whole.
 #pragma once
 
 #include <cstdint>

@@ -3,10 +3,13 @@
 // ends bit for bit where the uninterrupted run ends.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <memory>
 
 #include "nn/checkpoint.h"
@@ -50,6 +53,18 @@ TEST_CASE("checkpoint: Generator::set_state refuses what is not a state and chan
   std::vector<uint64_t> bad_flag = good;
   bad_flag[bad_flag.size() - 2] = 2;
   CHECK_THROWS_WITH(generator.set_state(bad_flag), Catch::Contains("spare flag must be 0 or 1, got 2"));
+  // The all-zero engine draws only zeros (normal() would never return): not a state.
+  std::vector<uint64_t> zeros_state(good.size(), 0);
+  CHECK_THROWS_WITH(generator.set_state(zeros_state), Catch::Contains("all zero"));
+  std::vector<uint64_t> far_position = good;
+  far_position[std::mt19937_64::state_size] = 100000;  // libstdc++ writes the position after the words
+  if (good.size() == std::mt19937_64::state_size + 3)
+    CHECK_THROWS_WITH(generator.set_state(far_position), Catch::Contains("position 100000 is past its 312 words"));
+  std::vector<uint64_t> nan_spare = good;
+  double nan = std::nan("");
+  nan_spare[nan_spare.size() - 2] = 1;
+  std::memcpy(&nan_spare.back(), &nan, sizeof nan);
+  CHECK_THROWS_WITH(generator.set_state(nan_spare), Catch::Contains("spare normal is nan, not a finite number"));
   CHECK(generator.state() == before);
 }
 
@@ -102,6 +117,16 @@ std::vector<std::string> keys_of(const StateDict& state) {
   return keys;
 }
 
+const AdamWOptions kAdamW{0.1, 0.8, 0.95, 1e-8, 0.05};
+
+// AdamW over `problem`, stepped `steps` times with the first step's gradients.
+std::unique_ptr<AdamW> stepped_adamw(TinyProblem& problem, int steps) {
+  auto adam = std::make_unique<AdamW>(problem.parameters(), kAdamW);
+  problem.set_gradients(0);
+  for (int step = 0; step < steps; ++step) adam->step();
+  return adam;
+}
+
 MakeOptimizer adamw(AdamWOptions options) {
   return [options](const TensorList& parameters) { return std::make_unique<AdamW>(parameters, options); };
 }
@@ -115,18 +140,15 @@ MakeOptimizer sgd(SGDOptions options) {
 TEST_CASE("checkpoint: an optimizer loaded from state_dict continues the run exactly", "[checkpoint][optim]") {
   for (int saved_after : {0, 1, 2, 3}) {
     INFO("saved after " << saved_after << " steps");
-    check_continues_exactly(adamw({0.1, 0.8, 0.95, 1e-8, 0.05}), saved_after);
+    check_continues_exactly(adamw(kAdamW), saved_after);
     check_continues_exactly(sgd({0.1, 0.9, 0.01}), saved_after);
   }
 }
 
 TEST_CASE("checkpoint: an optimizer's state_dict names its options and each parameter's slots", "[checkpoint][optim]") {
   TinyProblem problem;
-  AdamW adam(problem.parameters(), {0.1, 0.8, 0.95, 1e-8, 0.05});
-  problem.set_gradients(0);
-  adam.step();
-  adam.step();
-  StateDict state = adam.state_dict();
+  auto adam = stepped_adamw(problem, 2);
+  StateDict state = adam->state_dict();
   CHECK(keys_of(state) == std::vector<std::string>{"0.exp_avg", "0.exp_avg_sq", "0.step", "beta1", "beta2", "eps",
                                                    "lr", "weight_decay"});
   CHECK(state.at("0.step").item<int64_t>() == 2);
@@ -146,10 +168,8 @@ TEST_CASE("checkpoint: an optimizer's state_dict names its options and each para
 
 TEST_CASE("checkpoint: Optimizer::load_state_dict lists every problem and loads nothing", "[checkpoint][optim][errors]") {
   TinyProblem problem;
-  AdamW source(problem.parameters(), {0.1, 0.8, 0.95, 1e-8, 0.05});
-  problem.set_gradients(0);
-  source.step();
-  StateDict state = source.state_dict();
+  auto source = stepped_adamw(problem, 1);
+  StateDict state = source->state_dict();
   state["beta2"] = full({}, 0.999, DType::f64);                 // another setup
   state["0.exp_avg_sq"] = zeros({2}, DType::f64);              // the wrong shape
   state.erase("0.step");                                       // a slot missing
@@ -177,9 +197,51 @@ TEST_CASE("checkpoint: Optimizer::load_state_dict lists every problem and loads 
   CHECK(target.lr() == 0.5);
   // Another optimizer's state: its options are missing and its slots unknown.
   SGD sgd_target(problem.parameters(), {0.1, 0.9});
-  CHECK_THROWS_WITH(sgd_target.load_state_dict(source.state_dict()),
+  CHECK_THROWS_WITH(sgd_target.load_state_dict(source->state_dict()),
                     Catch::Contains("SGD::load_state_dict") && Catch::Contains("missing 'momentum'") &&
                         Catch::Contains("unexpected '0.exp_avg'"));
+}
+
+TEST_CASE("checkpoint: an optimizer's state_dict is a snapshot, and loading copies it", "[checkpoint][optim]") {
+  TinyProblem problem;
+  auto adam = stepped_adamw(problem, 1);
+  StateDict snapshot = adam->state_dict();
+  std::vector<double> moments = snapshot.at("0.exp_avg").to_vector<double>();
+  adam->step();  // the cpu step updates its moments in place: the snapshot must not follow
+  CHECK(snapshot.at("0.exp_avg").to_vector<double>() == moments);
+  CHECK(snapshot.at("0.step").item<int64_t>() == 1);
+  // Loaded values are copies: writing into the source afterwards changes nothing.
+  AdamW other(problem.parameters(), kAdamW);
+  other.load_state_dict(snapshot);
+  snapshot.at("0.exp_avg").data<double>()[0] = 1e9;
+  CHECK(other.state_dict().at("0.exp_avg").to_vector<double>() == moments);
+}
+
+TEST_CASE("checkpoint: step counts load exactly, up to the one that would overflow", "[checkpoint][optim][errors]") {
+  TinyProblem problem;
+  auto adam = stepped_adamw(problem, 1);
+  StateDict state = adam->state_dict();
+  const int64_t beyond_double = (int64_t{1} << 53) + 1;  // not a double: must not pass through one
+  state["0.step"] = from_vector(std::vector<int64_t>{beyond_double}, {});
+  AdamW other(problem.parameters(), kAdamW);
+  other.load_state_dict(state);
+  CHECK(other.step_count(0) == beyond_double);
+  CHECK(other.state_dict().at("0.step").item<int64_t>() == beyond_double);
+  state["0.step"] = from_vector(std::vector<int64_t>{std::numeric_limits<int64_t>::max()}, {});
+  CHECK_THROWS_WITH(other.load_state_dict(state), Catch::Contains("'0.step' must be in [1, 9223372036854775807)"));
+  state["0.step"] = from_vector(std::vector<int64_t>{0}, {});
+  CHECK_THROWS_WITH(other.load_state_dict(state), Catch::Contains("got 0"));
+}
+
+TEST_CASE("checkpoint: SGD without momentum refuses a momentum buffer", "[checkpoint][optim][errors]") {
+  TinyProblem problem;
+  SGD with_momentum(problem.parameters(), {0.1, 0.9});
+  problem.set_gradients(0);
+  with_momentum.step();
+  StateDict state = with_momentum.state_dict();
+  state["momentum"] = full({}, 0.0, DType::f64);
+  SGD plain(problem.parameters(), {0.1, 0.0});
+  CHECK_THROWS_WITH(plain.load_state_dict(state), Catch::Contains("unexpected '0.momentum_buffer'"));
 }
 
 // ---- checkpoints of a training run ----
@@ -256,11 +318,13 @@ bool same_model(const Module& a, const Module& b) {
 
 TEST_CASE("checkpoint: a run continued from its checkpoint ends where the uninterrupted run ends", "[checkpoint]") {
   // Mixtral's aux loss, noisy top-k's noise from the default generator, DeepSeek-V3's bias buffer,
-  // Switch's jitter and capacity, expert choice.
+  // Switch's jitter and capacity, GShard's second-expert coin, expert choice.
+  RouterConfig gshard_with_coin = gshard(4, 2.0);
+  gshard_with_coin.gshard_random_second_choice = true;
   for (const auto& [name, router] :
        {std::pair<const char*, RouterConfig>{"mixtral", mixtral(4, 2)}, {"noisy_topk", noisy_topk(4, 2)},
         {"deepseek_v3", deepseek_v3(4, 2, 2, 1)}, {"switch", switch_transformer(4, CapacityConfig::factor(1.0))},
-        {"expert_choice", expert_choice(4, 2.0)}}) {
+        {"gshard_coin", gshard_with_coin}, {"expert_choice", expert_choice(4, 2.0)}}) {
     INFO(name);
     std::string path = temp_path(std::string("tinymoe_test_checkpoint_") + name + ".safetensors");
     manual_seed(5);
@@ -333,6 +397,20 @@ TEST_CASE("checkpoint: the file holds the step, the rank and the program's notes
   load_checkpoint(path, state);
   CHECK(state.notes == saved.notes);
   CHECK(state.step == 1);
+  std::remove(path.c_str());
+}
+
+TEST_CASE("checkpoint: any step count saves and loads", "[checkpoint]") {
+  std::string path = temp_path("tinymoe_test_checkpoint_step.safetensors");
+  Run run(mixtral(4, 2), 3);
+  for (int64_t step : {int64_t{0}, int64_t{1000000000000000000}, std::numeric_limits<int64_t>::max()}) {
+    TrainingState saved = run.state();
+    saved.step = step;
+    save_checkpoint(path, saved);
+    TrainingState loaded = run.state();
+    load_checkpoint(path, loaded);
+    CHECK(loaded.step == step);
+  }
   std::remove(path.c_str());
 }
 

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <sstream>
+#include <string>
 
 #include "tinymoe/error.h"
 
@@ -51,6 +52,22 @@ std::string engine_text(const std::vector<uint64_t>& words, size_t count) {
   return text.str();
 }
 
+// What makes `words` (engine_words' layout) a state std::mt19937_64 can be in, or "" when they are:
+// the n = 312 words x, then (libstdc++) the position p <= n. x must not be the degenerate state
+// that outputs only zeros: the recurrence reads only the upper w - r = 33 bits of the oldest
+// word, so x is degenerate when those bits and every other word are zero (the rule
+// mersenne_twister_engine::seed uses, [rand.eng.mers]).
+std::string engine_problem(const std::vector<uint64_t>& words, size_t count) {
+  constexpr size_t n = std::mt19937_64::state_size;
+  constexpr uint64_t upper_mask = ~((uint64_t{1} << std::mt19937_64::mask_bits) - 1);
+  if (count != n && count != n + 1) return "this standard library writes std::mt19937_64 in an unexpected layout";
+  if (count == n + 1 && words[n] > n)
+    return "the engine's position " + std::to_string(words[n]) + " is past its " + std::to_string(n) + " words";
+  bool degenerate = (words[0] & upper_mask) == 0;
+  for (size_t i = 1; i < n && degenerate; ++i) degenerate = words[i] == 0;
+  return degenerate ? "the engine words are all zero, a state that draws only zeros" : "";
+}
+
 }  // namespace
 
 std::vector<uint64_t> Generator::state() const {
@@ -67,16 +84,20 @@ void Generator::set_state(const std::vector<uint64_t>& state) {
   const size_t engine_size = engine_words(engine_).size();
   TINYMOE_CHECK(state.size() == engine_size + 2, op, "expected ", engine_size + 2, " words (", engine_size,
                 " of std::mt19937_64 and 2 of the normal spare), got ", state.size());
+  std::string problem = engine_problem(state, engine_size);
+  TINYMOE_CHECK(problem.empty(), op, problem);
   const uint64_t has_spare = state[engine_size], spare_bits = state[engine_size + 1];
   TINYMOE_CHECK(has_spare <= 1, op, "the spare flag must be 0 or 1, got ", has_spare);
+  double spare = 0.0;
+  std::memcpy(&spare, &spare_bits, sizeof spare);
+  TINYMOE_CHECK(has_spare == 0 || std::isfinite(spare), op, "the spare normal is ", spare, ", not a finite number");
   std::mt19937_64 engine;
   std::istringstream text(engine_text(state, engine_size));
   text >> engine;
-  TINYMOE_CHECK(!text.fail() && engine_words(engine) == std::vector<uint64_t>(state.begin(), state.begin() + engine_size),
-                op, "the engine words are not a std::mt19937_64 state this standard library wrote");
+  TINYMOE_CHECK(!text.fail(), op, "the standard library did not read the engine words back");
   engine_ = engine;
   has_spare_normal_ = has_spare == 1;
-  std::memcpy(&spare_normal_, &spare_bits, sizeof spare_bits);
+  spare_normal_ = spare;
 }
 
 Generator& default_generator() {

@@ -31,8 +31,9 @@ class Generator {
   // library: a state moves between builds that use the same one.
   std::vector<uint64_t> state() const;
   // Restores a state() of this build; an Error naming "Generator::set_state" when `state` has
-  // another length, a flag that is not 0 or 1, or engine words the standard library does not
-  // read back as written (they would not be a state it wrote). Nothing changes on an Error.
+  // another length, an engine position past its 312 words, the all-zero engine state (it draws
+  // only zeros), a flag that is not 0 or 1, or a pending spare that is not finite. Nothing
+  // changes on an Error.
   void set_state(const std::vector<uint64_t>& state);
 
  private:
