@@ -67,6 +67,7 @@ RouterConfig router_by_name(const std::string& name) {
       {"gshard", gshard(8, 2.0)},
       {"noisy_topk", noisy_topk(8, 2)},
       {"expert_choice", expert_choice(8, 2.0)},
+      {"sinkhorn", sinkhorn(8, 1)},
   };
   return presets.at(name);
 }
@@ -188,7 +189,7 @@ int main(int argc, char** argv) {
   app.add_option("--steps", steps, "training steps")->check(CLI::PositiveNumber);
   app.add_option("--batch", batch, "sequences per step")->check(CLI::PositiveNumber);
   app.add_option("--router", router, "routing preset")
-      ->check(CLI::IsMember({"mixtral", "switch", "deepseek_v3", "qwen2_moe", "gshard", "noisy_topk", "expert_choice"}));
+      ->check(CLI::IsMember({"mixtral", "switch", "deepseek_v3", "qwen2_moe", "gshard", "noisy_topk", "expert_choice", "sinkhorn"}));
   app.add_option("--device", device_name, "cpu, cuda or cuda:N");
   app.add_option("--seed", seed, "seed of the weights and the batches");
   auto* parallel_flag =

@@ -20,7 +20,8 @@
 //   - per-token rules (top-k, sigmoid, group-limited), in eval mode for rules that draw jitter
 //     or noise (each rank draws for its own tokens);
 //   - capacity and expert choice when each rank holds whole sequences of a [B, S, d] input
-//     (they count per sequence); over a [T, d] input they count this rank's T tokens.
+//     (they count per sequence); over a [T, d] input they count this rank's T tokens, as
+//     Sinkhorn's training-time balancing does in every case.
 // The replicated gate and shared expert get gradients from this rank's tokens only;
 // all_reduce_gradients sums them (as data parallelism does). Routing losses and diagnostics
 // describe this rank's tokens, but for RouterConfig::aux_loss_global_batch, whose aux loss counts

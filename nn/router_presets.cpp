@@ -70,12 +70,22 @@ void add_token_choice_losses(const RouterConfig& c, Routing& routing, const Tens
     add_loss(routing, "importance_loss", c.importance_loss, importance_loss(weights, routing.expert_index, c.num_experts));
 }
 
+Tensor select_token_choice(const RouterConfig& c, const Tensor& bias, const Tensor& logits, const Tensor& scores,
+                           const RoutingContext& context) {
+  switch (c.selection) {
+    case SelectionKind::group_limited_topk:
+      return select_group_limited_topk(scores, c.top_k, c.n_group, c.topk_group, bias, c.masked_group_score);
+    case SelectionKind::sinkhorn_topk:
+      // Megatron's sinkhorn_load_balancing: the balanced plan chooses in training only.
+      return context.training ? select_topk(sinkhorn_plan(logits), c.top_k) : select_topk(scores, c.top_k);
+    default:
+      return select_topk(scores, c.top_k, bias);
+  }
+}
+
 Routing route_token_choice(const RouterConfig& c, const Tensor& bias, const Tensor& logits, const Tensor& scores,
                            const RoutingContext& context) {
-  Tensor expert_index = c.selection == SelectionKind::topk
-                            ? select_topk(scores, c.top_k, bias)
-                            : select_group_limited_topk(scores, c.top_k, c.n_group, c.topk_group, bias,
-                                                        c.masked_group_score);
+  Tensor expert_index = select_token_choice(c, bias, logits, scores, context);
   Tensor weights = c.weights(gather_selected(scores, expert_index));
   Tensor active;
   if (c.gshard_random_second_choice && context.training) active = gshard_second_choice_mask(weights, context.generator);
@@ -132,6 +142,8 @@ void RouterConfig::validate() const {
                   top_k);
   if (selection == SelectionKind::group_limited_topk) validate_group_selection(*this);
   if (selection == SelectionKind::expert_choice) validate_expert_choice(*this);
+  TINYMOE_CHECK(selection != SelectionKind::sinkhorn_topk || (!selection_bias && !noisy_gating), kConfig,
+                "Sinkhorn selection balances the logits themselves: a selection bias or noisy gating does not apply");
   validate_capacity(capacity);
   TINYMOE_CHECK(weights.epsilon >= 0.0 && weights.scaling_factor > 0.0 && std::isfinite(weights.scaling_factor),
                 kConfig, "expected epsilon >= 0 and a scaling factor > 0, got ", weights.epsilon, " and ",
@@ -225,6 +237,15 @@ RouterConfig expert_choice(int64_t num_experts, double capacity_factor) {
   c.num_experts = num_experts;
   c.selection = SelectionKind::expert_choice;
   c.expert_choice_capacity_factor = capacity_factor;
+  return c;
+}
+
+RouterConfig sinkhorn(int64_t num_experts, int64_t k) {
+  RouterConfig c;
+  c.name = "sinkhorn";
+  c.num_experts = num_experts, c.top_k = k;
+  c.score_function = k == 1 ? ScoreFunction::sigmoid : ScoreFunction::softmax;
+  c.selection = SelectionKind::sinkhorn_topk;
   return c;
 }
 

@@ -18,7 +18,9 @@
 
 namespace tinymoe::nn {
 
-enum class SelectionKind { topk, group_limited_topk, expert_choice };
+// sinkhorn_topk: in training, the top-k of the Sinkhorn-balanced plan of the logits
+// (sinkhorn_plan); in eval, the top-k of the scores (Megatron's sinkhorn load balancing).
+enum class SelectionKind { topk, group_limited_topk, expert_choice, sinkhorn_topk };
 
 // A loss the rule adds to Routing::losses (under its name) when enabled, with its coefficient in
 // Routing::loss_coefficients. The raw loss is reported even with coefficient 0.
@@ -110,6 +112,12 @@ RouterConfig noisy_topk(int64_t num_experts, int64_t k);
 // Expert choice (Zhou et al. 2022): softmax scores, each expert takes its top
 // ceil(T * capacity_factor / E) tokens, weight = the score; no loss needed.
 RouterConfig expert_choice(int64_t num_experts, double capacity_factor = 2.0);
+// Sinkhorn routing (S-BASE, Clark et al. 2022; Megatron-core's TopKRouter with
+// moe_router_load_balancing_type = "sinkhorn"): in training the experts are the top-k of the
+// Sinkhorn-balanced plan of the logits, so the assignment is balanced by construction; in eval
+// the top-k of the scores. Weights are the chosen experts' scores, not renormalised: sigmoid for
+// k = 1, softmax otherwise (Megatron's _sinkhorn_activation). No loss: the selection balances.
+RouterConfig sinkhorn(int64_t num_experts, int64_t k = 1);
 
 // State a rule reads at every call, shared with its owner (the Router): the selection bias, an
 // f32 [E] tensor updated in place outside autograd.

@@ -220,6 +220,34 @@ Tensor select_expert_choice(const Tensor& scores, int64_t capacity) {
   return largest_indices(transpose(scores.detach()), capacity);
 }
 
+Tensor sinkhorn_plan(const Tensor& logits, double tolerance, int64_t max_iterations) {
+  const char* op = "sinkhorn_plan";
+  check_scores(logits, op);
+  TINYMOE_CHECK(tolerance > 0.0 && max_iterations >= 1, op, "expected tolerance > 0 and max_iterations >= 1, got ",
+                tolerance, " and ", max_iterations);
+  const int64_t tokens = logits.size(0), experts = logits.size(1);
+  NoGradGuard no_grad;
+  if (tokens == 0) return logits.detach().clone();
+  Tensor cost = exp(sub(logits.detach(), max(logits.detach(), 1, /*keepdim=*/true).values));  // [T, E]
+  const double eps = 1e-8;
+  Tensor d0, d1 = ones({experts}, logits.dtype(), logits.device());
+  std::vector<double> previous(static_cast<size_t>(experts), 1.0);
+  for (int64_t round = 0; round < max_iterations; ++round) {
+    // d0 [T, 1]: each row to 1/T; d1 [E]: each column to 1/E.
+    d0 = div(full({}, 1.0 / static_cast<double>(tokens), logits.dtype(), logits.device()),
+             add(sum(mul(cost, d1), 1, /*keepdim=*/true), eps));
+    d1 = div(full({}, 1.0 / static_cast<double>(experts), logits.dtype(), logits.device()),
+             add(sum(mul(cost, d0), 0), eps));
+    std::vector<double> current = d1.to(Device::cpu()).to(DType::f64).to_vector<double>();
+    double change = 0.0;
+    for (size_t j = 0; j < current.size(); ++j) change += std::abs(current[j] - previous[j]);
+    previous = std::move(current);
+    // The mean change of d1 (Megatron's error). Not "> tolerance" on a NaN: it stops.
+    if (!(change / static_cast<double>(experts) > tolerance)) break;
+  }
+  return mul(mul(cost, d0), d1);
+}
+
 // ---- Weights ----
 
 Tensor gather_selected(const Tensor& scores, const Tensor& expert_index) {

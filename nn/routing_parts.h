@@ -70,6 +70,17 @@ Tensor select_expert_choice(const Tensor& scores, int64_t capacity);
 // capacity_factor > 0 (c, the average number of experts per token).
 int64_t expert_choice_capacity(int64_t tokens, int64_t num_experts, double capacity_factor);
 
+// Sinkhorn balancing (S-BASE: Clark et al. 2022, "Unified Scaling Laws for Routed Language Models",
+// sec. 2.2; Megatron-core's moe_utils.sinkhorn, router load balancing type "sinkhorn"): the
+// rescaling P = diag(d0) exp(logits) diag(d1) whose rows each sum to 1/T and columns to 1/E (a
+// balanced assignment of tokens to experts, relaxed), by alternating the two normalisations
+//   d0 = (1/T) / (exp(logits) d1 + eps),   d1 = (1/E) / (exp(logits)^T d0 + eps),   eps = 1e-8,
+// from d1 = 1 until the mean |change of d1| is at most `tolerance`, or after max_iterations
+// rounds. Each row of logits is first shifted by its maximum, which d0 absorbs: exp cannot
+// overflow (Megatron's exp of raw f32 logits does past 88). Logits [T, E], f32 or f64, any
+// device; P has their dtype. Not differentiable (Megatron computes it under no_grad).
+Tensor sinkhorn_plan(const Tensor& logits, double tolerance = 1e-4, int64_t max_iterations = 1000);
+
 // ---- Weights ----
 // w[t, j] = scores[t, expert_index[t, j]]; [T, k], differentiable w.r.t. scores.
 Tensor gather_selected(const Tensor& scores, const Tensor& expert_index);

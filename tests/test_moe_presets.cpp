@@ -69,8 +69,10 @@ struct TokenChoice {
   std::vector<double> weights;
 };
 
-TokenChoice choose_for_token(const RouterConfig& c, const std::vector<double>& scores, const std::vector<double>& bias) {
-  std::vector<double> keys = scores;
+// `keys`: what the selection ranks when it is not the scores (Sinkhorn's plan in training).
+TokenChoice choose_for_token(const RouterConfig& c, const std::vector<double>& scores, const std::vector<double>& bias,
+                             const std::vector<double>& selection_keys = {}) {
+  std::vector<double> keys = selection_keys.empty() ? scores : selection_keys;
   for (size_t e = 0; e < bias.size(); ++e) keys[e] += bias[e];
   if (c.selection == SelectionKind::group_limited_topk) mask_groups(c, keys);
   TokenChoice choice;
@@ -82,6 +84,33 @@ TokenChoice choose_for_token(const RouterConfig& c, const std::vector<double>& s
     choice.weights.push_back(w * c.weights.scaling_factor);
   }
   return choice;
+}
+
+// Megatron-core's moe_utils.sinkhorn, literally: cost = exp(logits) (no shift), d1 = 1, then
+// d0 = (1/T) / (cost d1 + eps), d1 = (1/E) / (cost^T d0 + eps) until mean |d1 - d1_old| <= 1e-4;
+// the plan d0_t cost_te d1_e, per token.
+std::vector<std::vector<double>> sinkhorn_reference(const std::vector<double>& logits, int64_t tokens, int64_t experts) {
+  const double eps = 1e-8;
+  std::vector<double> d0(tokens, 1.0), d1(experts, 1.0);
+  for (double error = 1e9; error > 1e-4;) {
+    for (int64_t t = 0; t < tokens; ++t) {
+      double row = 0.0;
+      for (int64_t e = 0; e < experts; ++e) row += d1[e] * std::exp(logits[t * experts + e]);
+      d0[t] = 1.0 / tokens / (row + eps);
+    }
+    error = 0.0;
+    for (int64_t e = 0; e < experts; ++e) {
+      double column = 0.0;
+      for (int64_t t = 0; t < tokens; ++t) column += d0[t] * std::exp(logits[t * experts + e]);
+      double updated = 1.0 / experts / (column + eps);
+      error += std::abs(updated - d1[e]) / experts;
+      d1[e] = updated;
+    }
+  }
+  std::vector<std::vector<double>> plan(tokens, std::vector<double>(experts));
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t e = 0; e < experts; ++e) plan[t][e] = d0[t] * std::exp(logits[t * experts + e]) * d1[e];
+  return plan;
 }
 
 // Capacity with GShard's position priority: in each counting group, all first choices in token
@@ -176,8 +205,12 @@ ReferenceRouting reference_routing(const SparseMoEBlock& block, const Tensor& x,
     routing.pairs = expert_choice_pairs(c, scores);
     return routing;
   }
+  std::vector<std::vector<double>> plan;
+  if (c.selection == SelectionKind::sinkhorn_topk && router.is_training())
+    plan = sinkhorn_reference(logits, tokens, w.experts);
   std::vector<TokenChoice> choices;
-  for (const auto& row : scores) choices.push_back(choose_for_token(c, row, bias));
+  for (int64_t t = 0; t < tokens; ++t)
+    choices.push_back(choose_for_token(c, scores[t], bias, plan.empty() ? std::vector<double>() : plan[t]));
   if (c.capacity.enabled()) {
     routing.pairs = keep_within_capacity(c, choices, x.size(-2), &routing.dropped);
     return routing;
@@ -224,6 +257,9 @@ std::vector<PresetCase> preset_cases() {
       {"noisy_topk eval", noisy_topk(4, 2)},
       {"noisy_topk training", noisy_topk(4, 2), ExpertKind::swiglu, SharedExpertKind::none, true},
       {"expert_choice", expert_choice(4, 2.0), ExpertKind::relu},
+      {"sinkhorn top-1 eval", sinkhorn(4, 1), ExpertKind::relu},
+      {"sinkhorn top-1 training", sinkhorn(4, 1), ExpertKind::relu, SharedExpertKind::none, true},
+      {"sinkhorn top-2 training", sinkhorn(4, 2), ExpertKind::swiglu, SharedExpertKind::none, true},
   };
 }
 

@@ -603,3 +603,27 @@ TEST_CASE("router_presets: bad configs and inputs name the place", "[router_pres
   CHECK_THROWS_WITH(deepseek.update_bias(std::vector<int64_t>{1, 1}, 0.1), Catch::Contains("update_bias"));
   CHECK_THROWS_WITH(deepseek.update_bias(std::vector<int64_t>{1, 1, 1, 1}, -0.1), Catch::Contains("update_bias"));
 }
+
+TEST_CASE("router_presets: the Sinkhorn preset balances in training and takes the plain top-k in eval",
+          "[router_presets][sinkhorn]") {
+  const int64_t tokens = 64, experts = 4;
+  Generator generator(9);
+  Tensor logits = add(randn({tokens, experts}, DType::f64, &generator),
+                      from_vector(std::vector<double>{3.0, 0.0, 0.0, 0.0}, {1, experts}));
+  RoutingRule rule = make_rule(sinkhorn(experts, 1));
+  RoutingContext context;
+  context.num_experts = experts;
+  context.training = true;
+  Routing training = rule(logits, context);
+  CHECK(training.expert_index.to_vector<int64_t>() == select_topk(sinkhorn_plan(logits), 1).to_vector<int64_t>());
+  // Weights: the sigmoid of the chosen logit (k = 1), not renormalised.
+  CHECK(training.pair_weight.to_vector<double>() ==
+        gather(sigmoid(logits), 1, training.expert_index).to_vector<double>());
+  context.training = false;
+  CHECK(rule(logits, context).expert_index.to_vector<int64_t>() == select_topk(logits, 1).to_vector<int64_t>());
+  RouterConfig top2 = sinkhorn(experts, 2);
+  CHECK(top2.score_function == ScoreFunction::softmax);
+  RouterConfig biased = sinkhorn(experts, 1);
+  biased.selection_bias = true;
+  CHECK_THROWS_WITH(biased.validate(), Catch::Contains("RouterConfig") && Catch::Contains("Sinkhorn"));
+}

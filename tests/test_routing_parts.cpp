@@ -387,3 +387,31 @@ TEST_CASE("routing_parts: bad inputs name the part", "[routing_parts][errors]") 
   CHECK_THROWS_WITH(token_choice_pairs(expert_index, ones({3, 2}, DType::f64)), Catch::Contains("token_choice_pairs"));
   CHECK_THROWS_WITH(check_router_logits(scores, 5, "route"), Catch::Contains("route") && Catch::Contains("[T, 5]"));
 }
+
+TEST_CASE("routing_parts: Sinkhorn's plan balances tokens over experts", "[routing_parts][sinkhorn]") {
+  const int64_t tokens = 64, experts = 4;
+  Generator generator(8);
+  // Every token prefers expert 0 by a wide margin: plain top-1 sends them all there.
+  Tensor logits = add(randn({tokens, experts}, DType::f64, &generator),
+                      from_vector(std::vector<double>{3.0, 0.0, 0.0, 0.0}, {1, experts}));
+  CHECK(bincount(select_topk(logits, 1).reshape({tokens}), experts).to_vector<int64_t>()[0] > 50);
+  Tensor plan = sinkhorn_plan(logits, 1e-10);
+  CHECK_FALSE(plan.requires_grad());
+  // Rows sum to 1/T and columns to 1/E: a balanced (fractional) assignment.
+  for (double row : sum(plan, 1).to_vector<double>()) CHECK(row == Approx(1.0 / tokens).epsilon(1e-6));
+  for (double column : sum(plan, 0).to_vector<double>()) CHECK(column == Approx(1.0 / experts).epsilon(1e-6));
+  // Its top-1 spreads the tokens: every expert within a factor 2 of T / E.
+  for (int64_t load : bincount(select_topk(plan, 1).reshape({tokens}), experts).to_vector<int64_t>()) {
+    CHECK(load >= tokens / experts / 2);
+    CHECK(load <= 2 * tokens / experts);
+  }
+  // A constant per row changes nothing (d0 absorbs it), and logits past exp's f32 range stay finite.
+  Tensor shifted = add(logits, mul(randn({tokens, 1}, DType::f64, &generator), 100.0));
+  std::vector<double> expected = sinkhorn_plan(logits).to_vector<double>(), got = sinkhorn_plan(shifted).to_vector<double>();
+  for (size_t i = 0; i < expected.size(); ++i) CHECK(got[i] == Approx(expected[i]).epsilon(1e-9));
+  Tensor huge = add(logits.to(DType::f32), 200.0f);
+  for (float value : sinkhorn_plan(huge).to_vector<float>()) CHECK(std::isfinite(value));
+  CHECK(sinkhorn_plan(zeros({0, experts}, DType::f64)).shape() == Shape{0, experts});
+  CHECK_THROWS_WITH(sinkhorn_plan(logits, 0.0), Catch::Contains("sinkhorn_plan") && Catch::Contains("tolerance > 0"));
+  CHECK_THROWS_WITH(sinkhorn_plan(zeros({4}, DType::f64)), Catch::Contains("sinkhorn_plan"));
+}

@@ -261,6 +261,9 @@ TEST_CASE("cuda nn routing parts: selections on the device choose what the cpu c
                 "expert choice of 20");
     check_close(select_expert_choice(many_tokens.to(kGpu), 0), select_expert_choice(many_tokens, 0), kExact,
                 "expert choice of none");
+    // Sinkhorn's plan: sums in another order, so close rather than equal; its top-1 the same.
+    Tensor logits = random_input({300, 8}, dtype, ++seed);
+    check_close(sinkhorn_plan(logits.to(kGpu)), sinkhorn_plan(logits), kElementwise, "Sinkhorn plan");
   }
 }
 
