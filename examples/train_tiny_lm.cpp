@@ -24,6 +24,13 @@
 // routers' noise the uninterrupted run would have drawn, so it ends with the same numbers. With
 // --expert-parallel each rank writes its own file, PATH.rank<r>.
 //
+// --export PATH writes the whole model's weights after training to one safetensors file (with
+// --expert-parallel, every rank's experts gathered on rank 0); --init PATH starts from such a file,
+// on one process or several: train on two processes, sample on one:
+//
+//   mpirun -np 2 train_tiny_lm --expert-parallel --export weights.safetensors
+//   train_tiny_lm --init weights.safetensors --steps 0
+//
 // It exits with status 1 when the final loss is not below the first one.
 #include <CLI/CLI.hpp>
 
@@ -35,6 +42,7 @@
 #include <vector>
 
 #include "nn/checkpoint.h"
+#include "nn/expert_parallel_state.h"
 #include "nn/lr_schedule.h"
 #include "nn/moe_transformer.h"
 #include "nn/optim.h"
@@ -183,10 +191,10 @@ int main(int argc, char** argv) {
   std::string router = "mixtral", device_name = "cpu", communicator = "mpi";
   uint64_t seed = 0;
   bool expert_parallel = false, global_balance = false;
-  std::string save_path, resume_path;
+  std::string save_path, resume_path, init_path, export_path;
   int64_t save_every = 0, decay_steps = 0;
   double peak_lr = 3e-3;
-  app.add_option("--steps", steps, "training steps")->check(CLI::PositiveNumber);
+  app.add_option("--steps", steps, "training steps (0: only write the sample)")->check(CLI::NonNegativeNumber);
   app.add_option("--batch", batch, "sequences per step")->check(CLI::PositiveNumber);
   app.add_option("--router", router, "routing preset")
       ->check(CLI::IsMember({"mixtral", "switch", "deepseek_v3", "qwen2_moe", "gshard", "noisy_topk", "expert_choice", "sinkhorn"}));
@@ -206,7 +214,11 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   auto* save_option = app.add_option("--save", save_path, "write a checkpoint here after the last step");
   app.add_option("--save-every", save_every, "also write it every N steps")->check(CLI::PositiveNumber)->needs(save_option);
-  app.add_option("--resume", resume_path, "continue the run saved in this checkpoint, up to --steps");
+  auto* resume_option =
+      app.add_option("--resume", resume_path, "continue the run saved in this checkpoint, up to --steps");
+  app.add_option("--init", init_path, "start from these weights (a file --export wrote, from any number of processes)")
+      ->excludes(resume_option);
+  app.add_option("--export", export_path, "after training, write the whole model's weights to one file (rank 0)");
   CLI11_PARSE(app, argc, argv);
 
   std::unique_ptr<MpiSession> mpi;
@@ -235,6 +247,8 @@ int main(int argc, char** argv) {
     Generator weights(seed), batches(seed + 1 + static_cast<uint64_t>(comm->rank()));  // the same weights everywhere
     MoETransformer model(config, &weights);
     model.to(device);
+    // Each rank takes its own experts' slice of the whole model's weights (nn/expert_parallel_state.h).
+    if (!init_path.empty()) load_expert_parallel_state(model, load_safetensors(init_path));
     AdamW optimizer(model.parameters(), AdamWOptions{peak_lr, 0.9, 0.95, 1e-8, 0.01});
     // Stateless: a resumed run takes its rates from the step alone (nn/lr_schedule.h).
     const WarmupCosineSchedule schedule(peak_lr, decay_steps / 10, std::max<int64_t>(decay_steps, 1), peak_lr / 10);
@@ -287,11 +301,15 @@ int main(int argc, char** argv) {
       }
       if (!save_path.empty() && (step == steps || (save_every > 0 && step % save_every == 0))) save(step);
     }
+    if (!export_path.empty()) {
+      StateDict whole = gather_expert_parallel_state(model);  // a collective: every rank takes part
+      if (printing) save_safetensors(export_path, whole);
+    }
     model.eval();
     // Every rank decodes (the expert-parallel layers exchange rows), rank 0 prints.
     std::string sample = generate(model, corpus, "A router ", 120);
     if (printing) std::printf("\ngreedy sample: %s\n", sample.c_str());
-    if (!(loss < first_loss)) {
+    if (steps > 0 && !(loss < first_loss)) {
       std::printf("tinymoe: rank %d: the loss did not fall (%.3f -> %.3f)\n", comm->rank(), first_loss, loss);
       return 1;
     }

@@ -16,6 +16,7 @@
 #include "nn/moe_transformer.h"
 #include "nn/router_presets.h"
 #include "test_helpers.h"
+#include "tests/tiny_lm_config.h"
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;
@@ -248,18 +249,7 @@ TEST_CASE("checkpoint: SGD without momentum refuses a momentum buffer", "[checkp
 
 namespace {
 
-MoETransformerConfig tiny_config(const RouterConfig& router) {
-  MoETransformerConfig config;
-  config.vocab_size = 7;
-  config.max_sequence_length = 6;
-  config.num_layers = 2;
-  config.num_heads = 2;
-  config.moe.num_experts = router.num_experts;
-  config.moe.hidden_size = 8;
-  config.moe.intermediate_size = 6;
-  config.moe.router = router;
-  return config;
-}
+MoETransformerConfig tiny_config(const RouterConfig& router) { return tinymoe::testing::tiny_lm_config(router); }
 
 // A training run as train_tiny_lm runs it: random batches from `batches`, router noise from the
 // default generator, AdamW, DeepSeek-V3's bias update.

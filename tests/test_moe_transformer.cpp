@@ -11,6 +11,7 @@
 #include "nn/optim.h"
 #include "nn/router_presets.h"
 #include "ops/loss.h"
+#include "tests/tiny_lm_config.h"
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;
@@ -22,18 +23,8 @@ using namespace tinymoe::nn;
 
 namespace {
 
-MoETransformerConfig tiny_config(RouterConfig router, DType dtype, int64_t layers = 2) {
-  MoETransformerConfig config;
-  config.vocab_size = 7;
-  config.max_sequence_length = 6;
-  config.num_layers = layers;
-  config.num_heads = 2;
-  config.moe.num_experts = router.num_experts;
-  config.moe.hidden_size = 8;
-  config.moe.intermediate_size = 6;
-  config.moe.router = router;
-  config.moe.dtype = dtype;
-  return config;
+MoETransformerConfig tiny_config(const RouterConfig& router, DType dtype, int64_t layers = 2) {
+  return tinymoe::testing::tiny_lm_config(router, dtype, layers);
 }
 
 Tensor ids_of(const std::vector<int64_t>& values, int64_t batch) {

@@ -13,6 +13,7 @@
 #include "nn/moe_transformer.h"
 #include "nn/optim.h"
 #include "nn/router_presets.h"
+#include "tests/tiny_lm_config.h"
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;
@@ -23,17 +24,12 @@ namespace {
 
 constexpr Compare kGemm{false, kGemmF32};
 
+// Wider than the CPU tests' model, so the GPU kernels see more than one tile.
 MoETransformerConfig small_model(const RouterConfig& router, DType dtype) {
-  MoETransformerConfig config;
-  config.vocab_size = 11;
-  config.max_sequence_length = 8;
-  config.num_layers = 2;
+  MoETransformerConfig config = tinymoe::testing::tiny_lm_config(router, dtype, 2, /*vocabulary=*/11, /*length=*/8);
   config.num_heads = 4;
-  config.moe.num_experts = router.num_experts;
   config.moe.hidden_size = 16;
   config.moe.intermediate_size = 12;
-  config.moe.router = router;
-  config.moe.dtype = dtype;
   return config;
 }
 

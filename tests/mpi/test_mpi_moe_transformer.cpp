@@ -6,17 +6,23 @@
 #include <string>
 #include <vector>
 
+#include "nn/expert_parallel_state.h"
 #include "nn/moe_transformer.h"
 #include "nn/optim.h"
 #include "nn/router_presets.h"
 #include "ops/loss.h"
 #include "ops/shape.h"
+#include "tests/tiny_lm_config.h"
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;
 using namespace tinymoe::nn;
 
 namespace {
+
+MoETransformerConfig small_config(const RouterConfig& router, int64_t vocabulary, int64_t length) {
+  return tinymoe::testing::tiny_lm_config(router, DType::f64, 2, vocabulary, length);
+}
 
 // Non-fatal, as in test_mpi_expert_parallel.cpp: every rank must reach every collective.
 void check_close(const Tensor& actual, const Tensor& expected, const std::string& what) {
@@ -37,16 +43,7 @@ TEST_CASE("mpi moe transformer: expert-parallel layers give the single model's l
   const int64_t ranks = comm->size(), me = comm->rank(), per_rank = 2, length = 6, vocabulary = 9;
   for (const RouterConfig& router : {mixtral(2 * ranks, 2), deepseek_v3(2 * ranks, 2, 2, 1)}) {
     INFO(router.name << ", rank " << me << " of " << ranks);
-    MoETransformerConfig config;
-    config.vocab_size = vocabulary;
-    config.max_sequence_length = length;
-    config.num_layers = 2;
-    config.num_heads = 2;
-    config.moe.num_experts = router.num_experts;
-    config.moe.hidden_size = 8;
-    config.moe.intermediate_size = 6;
-    config.moe.router = router;
-    config.moe.dtype = DType::f64;
+    MoETransformerConfig config = small_config(router, vocabulary, length);
     Generator single_generator(97), parallel_generator(97);
     MoETransformer single(config, &single_generator);
     config.expert_parallel = comm;
@@ -107,5 +104,50 @@ TEST_CASE("mpi moe transformer: expert-parallel layers give the single model's l
         CHECK(sum(mul(bias, bias)).item<double>() > 0);  // it did move
       }
     }
+  }
+}
+
+TEST_CASE("mpi moe transformer: weights gather into the single model's and load back on any number of ranks",
+          "[mpi][moe_transformer][state]") {
+  std::shared_ptr<Communicator> comm = mpi_communicator();
+  const int64_t ranks = comm->size(), me = comm->rank(), length = 5, vocabulary = 7;
+  for (const RouterConfig& router : {mixtral(2 * ranks, 2), deepseek_v3(2 * ranks, 2, 2, 1)}) {
+    INFO(router.name << ", rank " << me << " of " << ranks);
+    MoETransformerConfig config = small_config(router, vocabulary, length);
+    Generator single_generator(61), parallel_generator(61), other_generator(62);
+    MoETransformer single(config, &single_generator);
+    config.expert_parallel = comm;
+    MoETransformer parallel(config, &parallel_generator);
+
+    // Built from one seed, the split model gathers into the single model, exactly.
+    StateDict expected = single.state_dict(), gathered = gather_expert_parallel_state(parallel);
+    CHECK(gathered.size() == expected.size());
+    for (const auto& [name, tensor] : expected) {
+      INFO(name);
+      CHECK((gathered.count(name) && gathered.at(name).shape() == tensor.shape()));
+      if (gathered.count(name) && gathered.at(name).shape() == tensor.shape())
+        CHECK(gathered.at(name).to(DType::f64).to_vector<double>() == tensor.to(DType::f64).to_vector<double>());
+    }
+
+    // Another single model's weights load into the split one: it then computes what that model
+    // computes on this rank's sequences, and gathers into its weights.
+    MoETransformer other(small_config(router, vocabulary, length), &other_generator);
+    load_expert_parallel_state(parallel, other.state_dict());
+    Generator data(63);
+    Tensor ids = randint(0, vocabulary, {ranks, length}, &data);
+    Tensor mine = slice(ids, 0, me, me + 1);
+    check_close(parallel(mine).logits, slice(other(ids).logits, 0, me, me + 1).detach(), "logits after loading");
+    StateDict regathered = gather_expert_parallel_state(parallel);
+    const std::string w1 = "layers.1.block_sparse_moe.experts.w1";
+    CHECK(regathered.at(w1).to_vector<double>() == other.state_dict().at(w1).to_vector<double>());
+
+    // An expert tensor that does not hold all E experts: an Error, and nothing is loaded.
+    StateDict broken = other.state_dict();
+    broken[w1] = slice(broken.at(w1), 0, 0, router.num_experts - 1);
+    std::vector<double> before = parallel.state_dict().at("lm_head.weight").to_vector<double>();
+    CHECK_THROWS_WITH(load_expert_parallel_state(parallel, broken),
+                      Catch::Contains("load_expert_parallel_state: 1 problem, nothing was loaded") &&
+                          Catch::Contains("'" + w1 + "' must hold all " + std::to_string(router.num_experts) + " experts"));
+    CHECK(parallel.state_dict().at("lm_head.weight").to_vector<double>() == before);
   }
 }
