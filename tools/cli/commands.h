@@ -38,4 +38,8 @@ void add_bench_moe(CLI::App& bench);
 // of equal FLOPs per rank, and the share of its step spent in all_to_all (bench_ep.cpp).
 void add_bench_ep(CLI::App& bench);
 
+// `tinymoe inspect FILE`: a safetensors file's metadata and tensors, grouped by name, and a
+// training checkpoint's step, optimizer and rank (inspect.cpp).
+void add_inspect(CLI::App& app);
+
 }  // namespace tinymoe::cli

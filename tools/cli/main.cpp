@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   tinymoe::cli::add_moe_check(app);
   tinymoe::cli::add_bench_moe(*bench);
   tinymoe::cli::add_bench_ep(*bench);
+  tinymoe::cli::add_inspect(app);
 
   try {
     app.parse(argc, argv);  // runs the chosen command's callback
