@@ -19,14 +19,16 @@
 // --decay-steps N warms the learning rate up over N/10 steps and then decays it along a cosine to
 // a tenth at step N (nn/lr_schedule.h); without it the rate stays constant.
 //
-// --save PATH writes a checkpoint (nn/checkpoint.h) after the last step, and every N steps with
-// --save-every N; --resume PATH continues a saved run up to --steps, drawing the batches and the
-// routers' noise the uninterrupted run would have drawn, so it ends with the same numbers. With
-// --expert-parallel each rank writes its own file, PATH.rank<r>.
+// --save PATH writes a checkpoint (nn/checkpoint.h) after the last step (with no step to take, of
+// what it holds), and every N steps with --save-every N; --resume PATH continues a saved run up to
+// --steps, drawing the batches and the routers' noise the uninterrupted run would have drawn, so
+// it ends with the same numbers. With --expert-parallel each rank writes its own file,
+// PATH.rank<r>.
 //
 // --export PATH writes the whole model's weights after training to one safetensors file (with
-// --expert-parallel, every rank's experts gathered on rank 0); --init PATH starts from such a file,
-// on one process or several: train on two processes, sample on one:
+// --expert-parallel, every rank's experts gathered on rank 0) and its router; --init PATH starts
+// from such a file, with the same router, on one process or several: train on two processes,
+// sample on one:
 //
 //   mpirun -np 2 train_tiny_lm --expert-parallel --export weights.safetensors
 //   train_tiny_lm --init weights.safetensors --steps 0
@@ -76,6 +78,7 @@ RouterConfig router_by_name(const std::string& name) {
       {"noisy_topk", noisy_topk(8, 2)},
       {"expert_choice", expert_choice(8, 2.0)},
       {"sinkhorn", sinkhorn(8, 1)},
+      {"top_p", top_p(8, 0.4)},
   };
   return presets.at(name);
 }
@@ -112,9 +115,9 @@ std::pair<Tensor, Tensor> sample_batch(const CharacterCorpus& corpus, int64_t ba
 void print_routing(const LMOutput& out) {
   for (size_t l = 0; l < out.layers.size(); ++l) {
     const RoutingDiagnostics& d = out.layers[l].diagnostics;
-    std::printf("    layer %zu: load CV %.3f, dead experts %lld, dropped %.1f%%, router entropy %.2f\n", l,
-                d.coefficient_of_variation, static_cast<long long>(d.dead_experts), 100.0 * d.dropped_fraction,
-                d.router_entropy);
+    std::printf("    layer %zu: load CV %.3f, dead experts %lld, dropped %.1f%%, experts per token %.2f, router entropy %.2f\n",
+                l, d.coefficient_of_variation, static_cast<long long>(d.dead_experts), 100.0 * d.dropped_fraction,
+                d.experts_per_token, d.router_entropy);
   }
 }
 
@@ -170,7 +173,7 @@ void check_same_settings(const SafetensorsMetadata& saved, const SafetensorsMeta
     auto found = saved.find(key);
     std::string was = found == saved.end() ? "(none)" : found->second;
     TINYMOE_CHECK(was == value, "train_tiny_lm", "'", path, "' was trained with ", key, " ", was, ", this run has ",
-                  value, ": resume with the settings of the run it continues");
+                  value, ": use the settings of the run that wrote it");
   }
 }
 
@@ -197,7 +200,7 @@ int main(int argc, char** argv) {
   app.add_option("--steps", steps, "training steps (0: only write the sample)")->check(CLI::NonNegativeNumber);
   app.add_option("--batch", batch, "sequences per step")->check(CLI::PositiveNumber);
   app.add_option("--router", router, "routing preset")
-      ->check(CLI::IsMember({"mixtral", "switch", "deepseek_v3", "qwen2_moe", "gshard", "noisy_topk", "expert_choice", "sinkhorn"}));
+      ->check(CLI::IsMember({"mixtral", "switch", "deepseek_v3", "qwen2_moe", "gshard", "noisy_topk", "expert_choice", "sinkhorn", "top_p"}));
   app.add_option("--device", device_name, "cpu, cuda or cuda:N");
   app.add_option("--seed", seed, "seed of the weights and the batches");
   auto* parallel_flag =
@@ -248,7 +251,13 @@ int main(int argc, char** argv) {
     MoETransformer model(config, &weights);
     model.to(device);
     // Each rank takes its own experts' slice of the whole model's weights (nn/expert_parallel_state.h).
-    if (!init_path.empty()) load_expert_parallel_state(model, load_safetensors(init_path));
+    if (!init_path.empty()) {
+      SafetensorsMetadata exported;
+      StateDict initial = load_safetensors(init_path, &exported);
+      // Another router may have the same tensors (mixtral, gshard): the file says which it was.
+      check_same_settings(exported, {{"router", router}}, init_path);
+      load_expert_parallel_state(model, initial);
+    }
     AdamW optimizer(model.parameters(), AdamWOptions{peak_lr, 0.9, 0.95, 1e-8, 0.01});
     // Stateless: a resumed run takes its rates from the step alone (nn/lr_schedule.h).
     const WarmupCosineSchedule schedule(peak_lr, decay_steps / 10, std::max<int64_t>(decay_steps, 1), peak_lr / 10);
@@ -280,7 +289,8 @@ int main(int argc, char** argv) {
                   comm->name().c_str(), device.str().c_str(),
                   resume_path.empty() ? "" : (", from step " + std::to_string(training.step)).c_str());
 
-    for (int64_t step = training.step + 1; step <= steps; ++step) {
+    const int64_t first_step = training.step + 1;
+    for (int64_t step = first_step; step <= steps; ++step) {
       auto [ids, targets] = sample_batch(corpus, batch, length, batches, device);
       model.zero_grad();
       LMOutput out = model(ids, targets);
@@ -301,9 +311,11 @@ int main(int argc, char** argv) {
       }
       if (!save_path.empty() && (step == steps || (save_every > 0 && step % save_every == 0))) save(step);
     }
+    // A run with no step to take (--steps 0, or resumed at --steps) still writes what it holds.
+    if (!save_path.empty() && first_step > steps) save(training.step);
     if (!export_path.empty()) {
       StateDict whole = gather_expert_parallel_state(model);  // a collective: every rank takes part
-      if (printing) save_safetensors(export_path, whole);
+      if (printing) save_safetensors(export_path, whole, {{"router", router}});
     }
     model.eval();
     // Every rank decodes (the expert-parallel layers exchange rows), rank 0 prints.

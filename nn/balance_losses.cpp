@@ -159,6 +159,13 @@ Tensor z_loss(const Tensor& logits) {
   return mean(pow(logsumexp(logits, -1), 2.0));
 }
 
+Tensor entropy_loss(const Tensor& logits) {
+  check_floating(logits, "entropy_loss", "logits");
+  check_dim(logits, 2, "entropy_loss", "logits");
+  if (logits.size(0) == 0) return zero_loss(logits);
+  return mean(sub(logsumexp(logits, -1), sum(mul(softmax(logits, -1), logits), -1)));
+}
+
 Tensor importance_loss(const Tensor& weights, const Tensor& expert_index, int64_t num_experts) {
   const char* op = "importance_loss";
   check_probs_and_index(weights, expert_index, op);

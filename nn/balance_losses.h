@@ -62,6 +62,14 @@ Tensor sequence_aux_loss(const Tensor& probs, const Tensor& expert_index, int64_
 //   L = (1 / T) sum_t logsumexp_i(logits[t, i])^2.       logits [T, E]. Gradient: logits.
 Tensor z_loss(const Tensor& logits);
 
+// Router entropy loss (the "dynamic loss" of Huang et al. 2024, "Harder Tasks Need More Experts",
+// eq. 5): the mean over tokens of the entropy of p = softmax(logits),
+//   L = (1 / T) sum_t H(p_t),   H(p) = -sum_i p_i log p_i = logsumexp(l) - sum_i p_i l_i,
+// computed in the second form, which stays finite where a probability underflows to 0. Minimising
+// it sharpens the routing, which keeps top-p routing from spreading each token over many experts.
+// logits [T, E]. Gradient: logits.
+Tensor entropy_loss(const Tensor& logits);
+
 // Importance loss (Shazeer et al. 2017, eq. 6): CV(Importance)^2, Importance_i = sum of the gate
 // weights sent to expert i, CV^2 = population variance / (mean^2 + 1e-10) as in the authors'
 // tensor2tensor cv_squared; 0 for E = 1. weights [T, k] floating, expert_index i64 [T, k].

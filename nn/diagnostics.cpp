@@ -73,6 +73,7 @@ void fill_load_statistics(RoutingDiagnostics& d, int64_t tokens) {
   for (int64_t n : load) squares += (n - d.mean_load) * (n - d.mean_load);
   d.coefficient_of_variation = d.mean_load > 0.0 ? std::sqrt(squares / experts) / d.mean_load : 0.0;
   d.collapsed = d.max_load > 0.5 * static_cast<double>(tokens);
+  d.experts_per_token = tokens > 0 ? total / static_cast<double>(tokens) : 0.0;
 }
 
 }  // namespace
@@ -115,7 +116,7 @@ std::string RoutingDiagnostics::str() const {
   for (int64_t n : tokens_per_expert) out << ' ' << n;
   out << "\nmax load " << max_load << ", mean load " << mean_load << ", max/mean "
       << (mean_load > 0 ? max_load / mean_load : 0.0) << ", CV " << coefficient_of_variation;
-  out << "\ndropped " << 100.0 * dropped_fraction << "%, router entropy " << router_entropy << " nats (uniform "
+  out << "\nexperts per token " << experts_per_token << ", dropped " << 100.0 * dropped_fraction << "%, router entropy " << router_entropy << " nats (uniform "
       << std::log(static_cast<double>(std::max<size_t>(tokens_per_expert.size(), 1))) << ")";
   out << "\ndead experts " << dead_experts << (collapsed ? ", COLLAPSED (one expert has > 50% of tokens)" : "");
   if (!selection_bias.empty()) {

@@ -53,8 +53,12 @@ StateDict gather_expert_parallel_state(const Module& model) {
   NoGradGuard no_grad;
   StateDict state = model.state_dict();
   for (const BlockAt& at : blocks_of(model))
-    for (const auto& [name, tensor] : at.block->experts()->state_dict())
-      state[at.experts_prefix + name] = gather_rows(tensor, *at.block->communicator());
+    for (const auto& [name, tensor] : at.block->experts()->state_dict()) {
+      auto entry = state.find(at.experts_prefix + name);
+      TINYMOE_CHECK(entry != state.end(), "gather_expert_parallel_state", "the model's state_dict has no '",
+                    at.experts_prefix + name, "' for its block's experts");
+      entry->second = gather_rows(tensor, *at.block->communicator());
+    }
   return state;
 }
 
@@ -65,22 +69,26 @@ void load_expert_parallel_state(Module& model, const StateDict& full_state) {
   for (const BlockAt& at : blocks_of(model)) {
     const int64_t experts = at.block->num_experts(), first = at.block->first_expert(), count = at.block->local_experts();
     for (const auto& entry : at.block->experts()->state_dict()) {
+      // Checked against the whole model's shape, [E, ...], which is what the file must hold.
       const std::string name = at.experts_prefix + entry.first;
+      Shape whole_shape = entry.second.shape();
+      whole_shape[0] = experts;
+      const Tensor expected = Tensor::empty(whole_shape, entry.second.dtype());
       auto found = local.find(name);
-      if (found == local.end() || !found->second.defined()) continue;  // load_state_dict reports it
-      const Tensor& whole = found->second;
-      if (whole.dim() == 0 || whole.size(0) != experts) {
-        problems.push_back("'" + name + "' must hold all " + std::to_string(experts) + " experts along dim 0, got " +
-                           describe(whole));
+      std::string problem = found == local.end() ? "missing '" + name + "' (" + describe(expected) + ")"
+                                                 : load_problem(name, expected, found->second);
+      if (!problem.empty()) {
+        problems.push_back(problem);
         reported.push_back("'" + name + "'");
         continue;
       }
-      found->second = slice(whole.detach(), 0, first, first + count);
+      found->second = slice(found->second.detach(), 0, first, first + count);
     }
   }
   for (const std::string& problem : model.state_dict_problems(local)) {
-    bool already = false;  // the shape of a tensor reported above
-    for (const std::string& name : reported) already = already || problem.compare(0, name.size(), name) == 0;
+    bool already = false;  // an expert tensor reported above, as it is or as missing
+    for (const std::string& name : reported)
+      already = already || problem.compare(0, name.size(), name) == 0 || problem.rfind("missing " + name, 0) == 0;
     if (!already) problems.push_back(problem);
   }
   throw_if_problems(op, problems);

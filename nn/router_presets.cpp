@@ -52,9 +52,22 @@ void add_loss(Routing& routing, const char* name, const LossSwitch& loss, const 
   routing.loss_coefficients[name] = loss.coefficient;
 }
 
+// The aux loss of top-p routing: f_i counts the kept pairs only (each token keeps its own number of
+// experts): switch_megatron divides by the kept pairs (uniform routing gives 1), hf_mixtral by the
+// tokens (its minimum is the mean number of experts per token).
+Tensor top_p_aux_loss(const RouterConfig& c, const Routing& routing, const CapacityResult& kept) {
+  const int64_t pairs = kept.pairs.expert.numel();
+  std::vector<double> counts = expert_pair_counts(kept.pairs.expert.reshape({pairs, 1}), c.num_experts);
+  const int64_t tokens = routing.scores.size(0);
+  const int64_t divisor = c.aux_loss_form == LoadBalanceForm::switch_megatron ? kept.routed : tokens;
+  return load_balancing_loss_with_batch(routing.scores, 1, c.aux_loss_form, counts, divisor);
+}
+
 void add_token_choice_losses(const RouterConfig& c, Routing& routing, const Tensor& weights,
                              const CapacityResult& kept, int64_t sequence_length) {
-  if (c.aux_loss.enabled) {
+  if (c.aux_loss.enabled && c.top_p > 0.0) {
+    add_loss(routing, "aux_loss", c.aux_loss, top_p_aux_loss(c, routing, kept));
+  } else if (c.aux_loss.enabled) {
     Tensor counted = c.aux_loss_form == LoadBalanceForm::hf_switch
                          ? hf_switch_loss_expert_index(routing.expert_index, kept.kept)
                          : routing.expert_index;
@@ -68,6 +81,7 @@ void add_token_choice_losses(const RouterConfig& c, Routing& routing, const Tens
   if (c.z_loss.enabled) add_loss(routing, "z_loss", c.z_loss, z_loss(routing.router_logits));
   if (c.importance_loss.enabled)
     add_loss(routing, "importance_loss", c.importance_loss, importance_loss(weights, routing.expert_index, c.num_experts));
+  if (c.entropy_loss.enabled) add_loss(routing, "entropy_loss", c.entropy_loss, entropy_loss(routing.router_logits));
 }
 
 Tensor select_token_choice(const RouterConfig& c, const Tensor& bias, const Tensor& logits, const Tensor& scores,
@@ -89,6 +103,7 @@ Routing route_token_choice(const RouterConfig& c, const Tensor& bias, const Tens
   Tensor weights = c.weights(gather_selected(scores, expert_index));
   Tensor active;
   if (c.gshard_random_second_choice && context.training) active = gshard_second_choice_mask(weights, context.generator);
+  if (c.top_p > 0.0) active = top_p_active(gather_selected(scores, expert_index), c.top_p);
   CapacityResult kept = apply_capacity(expert_index, weights, c.num_experts, c.capacity, context.sequence_length, active);
   Routing routing = token_choice_routing(logits, scores, expert_index, kept);
   add_token_choice_losses(c, routing, weights, kept, context.sequence_length);
@@ -125,6 +140,19 @@ Routing route(const RouterConfig& c, const RouterState* state, const Tensor& log
   return routing;
 }
 
+void validate_top_p(const RouterConfig& c) {
+  TINYMOE_CHECK(c.top_p >= 0.0 && c.top_p <= 1.0, kConfig, "expected 0 <= top_p <= 1, got ", c.top_p);
+  if (c.top_p == 0.0) return;
+  TINYMOE_CHECK(c.score_function == ScoreFunction::softmax && c.selection == SelectionKind::topk && !c.selection_bias &&
+                    !c.gshard_random_second_choice && !c.capacity.enabled(),
+                kConfig, "top-p routing sums probabilities: it needs softmax scores and a plain top-k, without a "
+                "selection bias, GShard's second choice or capacity");
+  TINYMOE_CHECK(!c.seq_aux_loss.enabled && !c.importance_loss.enabled && !c.load_loss.enabled &&
+                    !c.aux_loss_global_batch && (!c.aux_loss.enabled || c.aux_loss_form != LoadBalanceForm::hf_switch),
+                kConfig, "with top-p each token keeps its own number of experts: only the whole-batch aux loss "
+                "(switch_megatron or hf_mixtral, per rank), the z-loss and the entropy loss count them");
+}
+
 }  // namespace
 
 Tensor balance_probabilities(const RouterConfig& config, const Tensor& scores) {
@@ -145,6 +173,7 @@ void RouterConfig::validate() const {
   TINYMOE_CHECK(selection != SelectionKind::sinkhorn_topk || (!selection_bias && !noisy_gating), kConfig,
                 "Sinkhorn selection balances the logits themselves: a selection bias or noisy gating does not apply");
   validate_capacity(capacity);
+  validate_top_p(*this);
   TINYMOE_CHECK(weights.epsilon >= 0.0 && weights.scaling_factor > 0.0 && std::isfinite(weights.scaling_factor),
                 kConfig, "expected epsilon >= 0 and a scaling factor > 0, got ", weights.epsilon, " and ",
                 weights.scaling_factor);
@@ -157,6 +186,7 @@ void RouterConfig::validate() const {
   check_loss_switch(z_loss, "z_loss");
   check_loss_switch(importance_loss, "importance_loss");
   check_loss_switch(load_loss, "load_loss");
+  check_loss_switch(entropy_loss, "entropy_loss");
   TINYMOE_CHECK(!aux_loss_global_batch || (aux_loss.enabled && aux_loss_form != LoadBalanceForm::hf_switch), kConfig,
                 "global-batch balancing counts the aux loss's f_i over every rank: it needs the aux loss enabled in "
                 "a whole-batch form (switch_megatron or hf_mixtral), got ",
@@ -237,6 +267,16 @@ RouterConfig expert_choice(int64_t num_experts, double capacity_factor) {
   c.num_experts = num_experts;
   c.selection = SelectionKind::expert_choice;
   c.expert_choice_capacity_factor = capacity_factor;
+  return c;
+}
+
+RouterConfig top_p(int64_t num_experts, double p, int64_t max_k) {
+  RouterConfig c;
+  c.name = "top_p";
+  c.num_experts = num_experts, c.top_k = max_k > 0 ? max_k : num_experts;
+  c.top_p = p;
+  c.aux_loss = {true, 0.01};
+  c.entropy_loss = {true, 1e-4};
   return c;
 }
 

@@ -52,6 +52,10 @@ struct RouterConfig {
   double jitter_epsilon = 0.0;     // Switch input jitter U(1-eps, 1+eps), training only (Router)
   bool noisy_gating = false;       // Shazeer noisy top-k: Router owns "noise_weight", training only
   bool gshard_random_second_choice = false;  // GShard: dispatch the 2nd choice iff 2*w2 > U, training only
+  // Top-p (Huang et al. 2024): > 0 keeps, of each token's top_k experts, the fewest whose
+  // probabilities sum to at least top_p (top_p_active); top_k is then the most a token may get.
+  // Softmax scores and a plain top-k; the aux loss counts the kept pairs only.
+  double top_p = 0.0;
 
   LossSwitch aux_loss;             // "aux_loss": load_balancing_loss in aux_loss_form
   LoadBalanceForm aux_loss_form = LoadBalanceForm::switch_megatron;
@@ -66,6 +70,7 @@ struct RouterConfig {
   LossSwitch z_loss;               // "z_loss": z_loss of the router logits (ST-MoE)
   LossSwitch importance_loss;      // "importance_loss": CV^2 of importance (Shazeer 2017)
   LossSwitch load_loss;            // "load_loss": CV^2 of the smooth load (Shazeer 2017), noisy gating, training
+  LossSwitch entropy_loss;         // "entropy_loss": mean entropy of softmax(logits) (Huang et al. 2024)
 
   // Throws an Error naming "RouterConfig" for inconsistent knobs (k > E, topk_group > n_group,
   // E not divisible by n_group, capacity factor <= 0, ...).
@@ -112,6 +117,11 @@ RouterConfig noisy_topk(int64_t num_experts, int64_t k);
 // Expert choice (Zhou et al. 2022): softmax scores, each expert takes its top
 // ceil(T * capacity_factor / E) tokens, weight = the score; no loss needed.
 RouterConfig expert_choice(int64_t num_experts, double capacity_factor = 2.0);
+// Top-p routing (Huang et al. 2024, "Harder Tasks Need More Experts: Dynamic Routing in MoE
+// Models"): softmax, and per token the fewest experts (at most max_k) whose probabilities sum to
+// at least p; weights are those probabilities, not renormalised; the aux loss (switch_megatron,
+// over the kept pairs) and the entropy ("dynamic") loss, coefficients 0.01 and 1e-4 by default.
+RouterConfig top_p(int64_t num_experts, double p = 0.4, int64_t max_k = 0 /* 0: E */);
 // Sinkhorn routing (S-BASE, Clark et al. 2022; Megatron-core's TopKRouter with
 // moe_router_load_balancing_type = "sinkhorn"): in training the experts are the top-k of the
 // Sinkhorn-balanced plan of the logits, so the assignment is balanced by construction; in eval

@@ -226,9 +226,14 @@ Tensor sinkhorn_plan(const Tensor& logits, double tolerance, int64_t max_iterati
   TINYMOE_CHECK(tolerance > 0.0 && max_iterations >= 1, op, "expected tolerance > 0 and max_iterations >= 1, got ",
                 tolerance, " and ", max_iterations);
   const int64_t tokens = logits.size(0), experts = logits.size(1);
+  TINYMOE_CHECK(experts >= 1, op, "expected at least one expert, got logits ", shape_str(logits.shape()));
   NoGradGuard no_grad;
   if (tokens == 0) return logits.detach().clone();
-  Tensor cost = exp(sub(logits.detach(), max(logits.detach(), 1, /*keepdim=*/true).values));  // [T, E]
+  // Shift each row by its maximum, or by 0 where that is not finite (a row of -inf stays -inf, as
+  // in Megatron's unshifted loop, instead of turning into NaN).
+  std::vector<double> shift = host_values(max(logits.detach(), 1).values);  // [T], once per call
+  for (double& value : shift) value = std::isfinite(value) ? value : 0.0;
+  Tensor cost = exp(sub(logits.detach(), from_vector(shift, {tokens, 1}).to(logits.dtype()).to(logits.device())));
   const double eps = 1e-8;
   Tensor d0, d1 = ones({experts}, logits.dtype(), logits.device());
   std::vector<double> previous(static_cast<size_t>(experts), 1.0);
@@ -241,9 +246,12 @@ Tensor sinkhorn_plan(const Tensor& logits, double tolerance, int64_t max_iterati
     std::vector<double> current = d1.to(Device::cpu()).to(DType::f64).to_vector<double>();
     double change = 0.0;
     for (size_t j = 0; j < current.size(); ++j) change += std::abs(current[j] - previous[j]);
+    // A NaN or +inf logit makes the scalings NaN; the top-k of a NaN plan would send every token
+    // to the first experts, so it is an Error, not a routing.
+    TINYMOE_CHECK(std::isfinite(change), op, "the scalings are not finite after round ", round + 1,
+                  ": the logits hold NaN or +inf");
     previous = std::move(current);
-    // The mean change of d1 (Megatron's error). Not "> tolerance" on a NaN: it stops.
-    if (!(change / static_cast<double>(experts) > tolerance)) break;
+    if (change / static_cast<double>(experts) <= tolerance) break;  // the mean change of d1 (Megatron's error)
   }
   return mul(mul(cost, d0), d1);
 }
@@ -277,6 +285,25 @@ Tensor gshard_second_choice_mask(const Tensor& weights, Generator* generator) {
   std::vector<int64_t> flags(w.size(), 1);
   for (size_t t = 0; t < w.size() / 2; ++t) flags[2 * t + 1] = 2.0 * w[2 * t + 1] > source.uniform() ? 1 : 0;
   return ids_on(flags, weights.shape(), weights.device());
+}
+
+Tensor top_p_active(const Tensor& selected, double p) {
+  const char* op = "top_p_active";
+  check_floating(selected, op, "selected");
+  TINYMOE_CHECK(selected.dim() == 2, op, "expected the selected probabilities [T, k], got ",
+                shape_str(selected.shape()));
+  TINYMOE_CHECK(p > 0.0 && p <= 1.0, op, "expected 0 < p <= 1, got ", p);
+  const int64_t tokens = selected.size(0), k = selected.size(1);
+  std::vector<double> w = host_values(selected);  // decided on the host, as capacity is
+  std::vector<int64_t> flags(w.size(), 0);
+  for (int64_t t = 0; t < tokens; ++t) {
+    double before = 0.0;  // the probability of the slots already taken
+    for (int64_t j = 0; j < k && (j == 0 || before < p); ++j) {
+      flags[t * k + j] = 1;
+      before += w[t * k + j];
+    }
+  }
+  return ids_on(flags, selected.shape(), selected.device());
 }
 
 // ---- Pairs ----

@@ -76,9 +76,10 @@ int64_t expert_choice_capacity(int64_t tokens, int64_t num_experts, double capac
 // balanced assignment of tokens to experts, relaxed), by alternating the two normalisations
 //   d0 = (1/T) / (exp(logits) d1 + eps),   d1 = (1/E) / (exp(logits)^T d0 + eps),   eps = 1e-8,
 // from d1 = 1 until the mean |change of d1| is at most `tolerance`, or after max_iterations
-// rounds. Each row of logits is first shifted by its maximum, which d0 absorbs: exp cannot
-// overflow (Megatron's exp of raw f32 logits does past 88). Logits [T, E], f32 or f64, any
-// device; P has their dtype. Not differentiable (Megatron computes it under no_grad).
+// rounds (skewed logits can converge slowly). Each row of logits is first shifted by its finite
+// maximum, which d0 absorbs: exp cannot overflow (Megatron's exp of raw f32 logits does past
+// 88); a row of -inf keeps cost 0. NaN or +inf logits are an Error. Logits [T, E], E >= 1, f32
+// or f64, any device; P has their dtype. Not differentiable (Megatron computes it under no_grad).
 Tensor sinkhorn_plan(const Tensor& logits, double tolerance = 1e-4, int64_t max_iterations = 1000);
 
 // ---- Weights ----
@@ -102,6 +103,14 @@ struct WeightFunction {
 // i64 [T, 2] flags: slot 0 always 1, slot 1 1 when dispatched. weights: [T, 2]. As Lingvo's
 // top_2_gating, a second choice left out takes no capacity.
 Tensor gshard_second_choice_mask(const Tensor& weights, Generator* generator = nullptr);
+
+// Top-p (dynamic) routing (Huang et al. 2024, "Harder Tasks Need More Experts: Dynamic Routing in
+// MoE Models", sec. 3.1): of a token's experts sorted by probability, the fewest whose
+// probabilities sum to at least p. selected [T, k]: the k best probabilities of each token, best
+// first (gather_selected of a top-k). Returns i64 [T, k] flags for apply_capacity's `active`: slot
+// 0 always, slot j when the j before it sum to less than p. 0 < p <= 1; with k < E a token whose
+// k best sum to less than p keeps all k.
+Tensor top_p_active(const Tensor& selected, double p);
 
 // ---- Pairs: what the block computes. ----
 struct Pairs {

@@ -109,6 +109,17 @@ TEST_CASE("balance_losses: z-loss and importance loss by hand", "[balance_losses
   CHECK(importance_loss(full({2, 1}, 0.5, DType::f64), ids({0, 1}, 1), 2).item() == Approx(0.0).margin(1e-15));
 }
 
+TEST_CASE("balance_losses: entropy loss by hand", "[balance_losses]") {
+  // Uniform over 4: log 4. p = (3/4, 1/4): -(3/4 log 3/4 + 1/4 log 1/4). The mean of the two.
+  Tensor logits = from_vector(std::vector<double>{0, 0, 0, 0, std::log(3.0), 0, -1e4, -1e4}, {2, 4});
+  double sharp = -(0.75 * std::log(0.75) + 0.25 * std::log(0.25));
+  CHECK(entropy_loss(logits).item() == Approx((std::log(4.0) + sharp) / 2).epsilon(1e-12));
+  // Probabilities that underflow to 0 (the -1e4 logits) add nothing and stay finite, in f32 too.
+  CHECK(entropy_loss(logits.to(DType::f32)).item() == Approx((std::log(4.0) + sharp) / 2).epsilon(1e-6));
+  CHECK(entropy_loss(from_vector(std::vector<double>{50, -50}, {1, 2})).item() == Approx(0.0).margin(1e-30));
+  CHECK_THROWS_WITH(entropy_loss(zeros({3}, DType::f64)), Catch::Contains("entropy_loss"));
+}
+
 TEST_CASE("balance_losses: an empty batch gives 0", "[balance_losses]") {
   Tensor probs = zeros({0, 4}, DType::f64);
   Tensor none = zeros({0, 2}, DType::i64);
@@ -116,6 +127,7 @@ TEST_CASE("balance_losses: an empty batch gives 0", "[balance_losses]") {
   CHECK(load_balancing_loss(probs, none, LoadBalanceForm::hf_switch, 3).item() == 0.0);
   CHECK(sequence_aux_loss(probs, none, 3).item() == 0.0);
   CHECK(z_loss(probs).item() == 0.0);
+  CHECK(entropy_loss(probs).item() == 0.0);
   CHECK(importance_loss(zeros({0, 2}, DType::f64), none, 4).item() == 0.0);
 }
 
@@ -136,6 +148,7 @@ TEST_CASE("balance_losses: gradcheck of every loss w.r.t. the logits", "[balance
     };
     CHECK(gradcheck(seq_aux, {logits}).passed());
     CHECK(gradcheck([](const TensorList& in) { return z_loss(in[0]); }, {logits}).passed());
+    CHECK(gradcheck([](const TensorList& in) { return entropy_loss(in[0]); }, {logits}).passed());
     auto importance = [&](const TensorList& in) {
       return importance_loss(gather(softmax(in[0], -1), 1, chosen), chosen, experts);
     };

@@ -92,10 +92,11 @@ TEST_CASE("diagnostics: dropped fraction, padding left out, selection bias, str"
   CHECK(d.tokens_per_expert == std::vector<int64_t>{1, 2, 0});
   CHECK(d.dropped_fraction == Approx(0.4));
   CHECK(d.dead_experts == 1);
+  CHECK(d.experts_per_token == Approx(3.0 / 5.0));  // 3 kept pairs over 5 tokens
   CHECK(d.selection_bias == std::vector<double>{0.5, -0.25, 0.0});
   std::string text = d.str();
   CHECK_THAT(text, Catch::Contains("tokens per expert: 1 2 0"));
-  CHECK_THAT(text, Catch::Contains("dropped 40%"));
+  CHECK_THAT(text, Catch::Contains("experts per token 0.6, dropped 40%"));
   CHECK_THAT(text, Catch::Contains("dead experts 1"));
   CHECK_THAT(text, Catch::Contains("selection bias: 0.5 -0.25 0"));
   CHECK_THAT(diagnose(hand_routing(4, 2, {0, 0, 0, 1})).str(), Catch::Contains("COLLAPSED"));

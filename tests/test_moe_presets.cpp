@@ -77,6 +77,12 @@ TokenChoice choose_for_token(const RouterConfig& c, const std::vector<double>& s
   if (c.selection == SelectionKind::group_limited_topk) mask_groups(c, keys);
   TokenChoice choice;
   choice.experts = top_indices(keys, c.top_k);
+  if (c.top_p > 0.0) {  // Huang et al. 2024: the fewest best experts whose probabilities reach p
+    double reached = 0.0;
+    size_t keep = 0;
+    while (keep < choice.experts.size() && (keep == 0 || reached < c.top_p)) reached += scores[choice.experts[keep++]];
+    choice.experts.resize(keep);
+  }
   double total = 0.0;
   for (int64_t e : choice.experts) total += scores[e];
   for (int64_t e : choice.experts) {
@@ -216,7 +222,8 @@ ReferenceRouting reference_routing(const SparseMoEBlock& block, const Tensor& x,
     return routing;
   }
   for (int64_t t = 0; t < tokens; ++t)
-    for (int64_t j = 0; j < c.top_k; ++j) routing.pairs.push_back({t, choices[t].experts[j], choices[t].weights[j]});
+    for (size_t j = 0; j < choices[t].experts.size(); ++j)
+      routing.pairs.push_back({t, choices[t].experts[j], choices[t].weights[j]});
   return routing;
 }
 
@@ -258,6 +265,8 @@ std::vector<PresetCase> preset_cases() {
       {"noisy_topk training", noisy_topk(4, 2), ExpertKind::swiglu, SharedExpertKind::none, true},
       {"expert_choice", expert_choice(4, 2.0), ExpertKind::relu},
       {"sinkhorn top-1 eval", sinkhorn(4, 1), ExpertKind::relu},
+      {"top_p 0.6 of up to 3", top_p(4, 0.6, 3)},
+      {"top_p 0.9 of all", top_p(4, 0.9), ExpertKind::gelu},
       {"sinkhorn top-1 training", sinkhorn(4, 1), ExpertKind::relu, SharedExpertKind::none, true},
       {"sinkhorn top-2 training", sinkhorn(4, 2), ExpertKind::swiglu, SharedExpertKind::none, true},
   };

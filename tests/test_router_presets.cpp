@@ -627,3 +627,54 @@ TEST_CASE("router_presets: the Sinkhorn preset balances in training and takes th
   biased.selection_bias = true;
   CHECK_THROWS_WITH(biased.validate(), Catch::Contains("RouterConfig") && Catch::Contains("Sinkhorn"));
 }
+
+TEST_CASE("router_presets: top-p keeps a varying number of experts, and its losses count them", "[router_presets][top_p]") {
+  const int64_t tokens = 24, experts = 4;
+  Generator generator(10);
+  Tensor logits = mul(randn({tokens, experts}, DType::f64, &generator), 2.0);
+  RouterConfig config = top_p(experts, 0.6);
+  Routing routing = make_rule(config)(logits, eval_context(experts));
+  // The kept pairs are the fewest best experts of each token reaching 0.6.
+  std::vector<double> p = softmax(logits, -1).to_vector<double>();
+  std::vector<int64_t> kept_per_token(tokens, 0), counts(experts, 0);
+  std::vector<int64_t> pair_token = routing.pair_token.to_vector<int64_t>(), pair_expert = routing.pair_expert.to_vector<int64_t>();
+  for (size_t i = 0; i < pair_token.size(); ++i) ++kept_per_token[pair_token[i]], ++counts[pair_expert[i]];
+  int64_t more_than_one = 0;
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::vector<double> row(p.begin() + t * experts, p.begin() + (t + 1) * experts);
+    std::sort(row.begin(), row.end(), std::greater<double>());
+    double reached = 0.0;
+    int64_t needed = 0;
+    while (needed == 0 || reached < 0.6) reached += row[needed++];
+    CHECK(kept_per_token[t] == needed);
+    more_than_one += needed > 1;
+  }
+  CHECK(more_than_one > 0);
+  CHECK(more_than_one < tokens);  // some tokens are sure enough for one expert
+  CHECK(routing.routed_pairs == static_cast<int64_t>(pair_token.size()));
+  CHECK(routing.dropped_pairs == 0);
+  // aux: E * sum_i f_i P_i with f over the kept pairs; entropy: the mean entropy of p.
+  double aux = 0.0, entropy = 0.0;
+  for (int64_t e = 0; e < experts; ++e) {
+    double mean_p = 0.0;
+    for (int64_t t = 0; t < tokens; ++t) mean_p += p[t * experts + e] / tokens;
+    aux += experts * (static_cast<double>(counts[e]) / pair_token.size()) * mean_p;
+  }
+  for (double value : p) entropy -= value * std::log(value) / tokens;
+  CHECK(routing.losses.at("aux_loss").item<double>() == Approx(aux).epsilon(1e-12));
+  CHECK(routing.losses.at("entropy_loss").item<double>() == Approx(entropy).epsilon(1e-12));
+  CHECK(routing.loss_coefficients.at("entropy_loss") == 1e-4);
+  // What top-p cannot be combined with.
+  RouterConfig sigmoid_scores = config;
+  sigmoid_scores.score_function = ScoreFunction::sigmoid;
+  CHECK_THROWS_WITH(sigmoid_scores.validate(), Catch::Contains("RouterConfig") && Catch::Contains("top-p"));
+  RouterConfig with_capacity = config;
+  with_capacity.capacity = CapacityConfig::factor(1.0);
+  CHECK_THROWS_WITH(with_capacity.validate(), Catch::Contains("capacity"));
+  RouterConfig per_sequence = config;
+  per_sequence.seq_aux_loss = {true, 1e-3};
+  CHECK_THROWS_WITH(per_sequence.validate(), Catch::Contains("own number of experts"));
+  RouterConfig out_of_range = config;
+  out_of_range.top_p = 1.5;
+  CHECK_THROWS_WITH(out_of_range.validate(), Catch::Contains("0 <= top_p <= 1"));
+}

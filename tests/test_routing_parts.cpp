@@ -413,5 +413,31 @@ TEST_CASE("routing_parts: Sinkhorn's plan balances tokens over experts", "[routi
   for (float value : sinkhorn_plan(huge).to_vector<float>()) CHECK(std::isfinite(value));
   CHECK(sinkhorn_plan(zeros({0, experts}, DType::f64)).shape() == Shape{0, experts});
   CHECK_THROWS_WITH(sinkhorn_plan(logits, 0.0), Catch::Contains("sinkhorn_plan") && Catch::Contains("tolerance > 0"));
+  // One NaN or +inf logit would make every scaling NaN: an Error, not every token on expert 0.
+  for (double bad : {std::nan(""), std::numeric_limits<double>::infinity()}) {
+    Tensor damaged = logits.clone();
+    damaged.data<double>()[5] = bad;
+    CHECK_THROWS_WITH(sinkhorn_plan(damaged), Catch::Contains("sinkhorn_plan") && Catch::Contains("NaN or +inf"));
+  }
+  // A row of -inf keeps cost 0 (as in Megatron, which does not shift) and the rest stays finite.
+  Tensor masked = logits.clone();
+  for (int64_t e = 0; e < experts; ++e) masked.data<double>()[e] = -std::numeric_limits<double>::infinity();
+  std::vector<double> masked_plan = sinkhorn_plan(masked).to_vector<double>();
+  for (size_t i = 0; i < masked_plan.size(); ++i) CHECK((i < size_t(experts) ? masked_plan[i] == 0.0 : std::isfinite(masked_plan[i])));
+  CHECK_THROWS_WITH(sinkhorn_plan(zeros({3, 0}, DType::f64)), Catch::Contains("sinkhorn_plan") && Catch::Contains("at least one expert"));
   CHECK_THROWS_WITH(sinkhorn_plan(zeros({4}, DType::f64)), Catch::Contains("sinkhorn_plan"));
+}
+
+TEST_CASE("routing_parts: top-p keeps the fewest best experts that reach p", "[routing_parts][top_p]") {
+  // Each row best first: 0.5 alone is short of 0.6; 0.7 reaches it; 0.25 + 0.25 < 0.6 needs a third.
+  Tensor selected = from_vector(std::vector<double>{0.5, 0.2, 0.1, 0.7, 0.2, 0.1, 0.25, 0.25, 0.25}, {3, 3});
+  CHECK(top_p_active(selected, 0.6).to_vector<int64_t>() == std::vector<int64_t>{1, 1, 0, 1, 0, 0, 1, 1, 1});
+  CHECK(top_p_active(selected, 1.0).to_vector<int64_t>() == std::vector<int64_t>{1, 1, 1, 1, 1, 1, 1, 1, 1});
+  CHECK(top_p_active(selected, 0.5).to_vector<int64_t>()[0 + 1] == 0);  // 0.5 reaches 0.5 exactly: enough
+  // At least one expert, however small p.
+  CHECK(top_p_active(selected, 1e-9).to_vector<int64_t>() == std::vector<int64_t>{1, 0, 0, 1, 0, 0, 1, 0, 0});
+  CHECK(top_p_active(zeros({0, 3}, DType::f64), 0.5).shape() == Shape{0, 3});
+  CHECK_THROWS_WITH(top_p_active(selected, 0.0), Catch::Contains("top_p_active") && Catch::Contains("0 < p <= 1"));
+  CHECK_THROWS_WITH(top_p_active(selected, 1.5), Catch::Contains("0 < p <= 1"));
+  CHECK_THROWS_WITH(top_p_active(zeros({3}, DType::f64), 0.5), Catch::Contains("[T, k]"));
 }

@@ -82,6 +82,8 @@ std::vector<BlockCase> preset_cases() {
       {"noisy_topk eval", noisy_topk(8, 2)},
       {"noisy_topk training (noise)", noisy_topk(8, 2), ExpertKind::swiglu, SharedExpertKind::none, true},
       {"expert_choice", expert_choice(8, 2.0), ExpertKind::relu},
+      {"top_p 0.5 of up to 4", top_p(8, 0.5, 4)},
+      {"sinkhorn top-2 eval", sinkhorn(8, 2)},
   };
 }
 

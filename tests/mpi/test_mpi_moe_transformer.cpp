@@ -145,9 +145,15 @@ TEST_CASE("mpi moe transformer: weights gather into the single model's and load 
     StateDict broken = other.state_dict();
     broken[w1] = slice(broken.at(w1), 0, 0, router.num_experts - 1);
     std::vector<double> before = parallel.state_dict().at("lm_head.weight").to_vector<double>();
+    const std::string w2 = "layers.0.block_sparse_moe.experts.w2";
+    broken.erase(w2);
+    // Each problem once, with the whole model's shape (what the file must hold), not a rank's slice.
+    const std::string experts = std::to_string(router.num_experts);
     CHECK_THROWS_WITH(load_expert_parallel_state(parallel, broken),
-                      Catch::Contains("load_expert_parallel_state: 1 problem, nothing was loaded") &&
-                          Catch::Contains("'" + w1 + "' must hold all " + std::to_string(router.num_experts) + " experts"));
+                      Catch::Contains("load_expert_parallel_state: 2 problems, nothing was loaded") &&
+                          Catch::Contains("'" + w1 + "' expects f64 [" + experts + ", 8, 6], got f64 [" +
+                                          std::to_string(router.num_experts - 1) + ", 8, 6]") &&
+                          Catch::Contains("missing '" + w2 + "' (f64 [" + experts + ", 6, 8])"));
     CHECK(parallel.state_dict().at("lm_head.weight").to_vector<double>() == before);
   }
 }
