@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "nn/expert_parallel.h"
+#include "nn/expert_parallel_state.h"
 #include "nn/router_presets.h"
 #include "ops/all_to_all.h"
 #include "ops/elementwise.h"
@@ -153,6 +154,29 @@ inline void check_matches_single_process(const std::shared_ptr<Communicator>& co
       if (name.rfind("experts.", 0) != 0) check_close(replicated.at(next++).grad(), parameter.grad(), "gradient of " + name);
     CHECK(next == replicated.size());
   }
+}
+
+// The weights of a block split over the ranks on `device`: they gather into the single-process
+// block's (built from the same seed on the cpu), exactly, and another single block's weights
+// load into the split one, which then gathers into them.
+inline void check_weights_round_trip(const std::shared_ptr<Communicator>& comm, Device device) {
+  INFO("rank " << comm->rank() << " of " << comm->size() << " over " << comm->name() << " on " << device.str());
+  SparseMoEConfig config = block_config(qwen2_moe(2 * comm->size(), 2), ExpertKind::swiglu, SharedExpertKind::sigmoid_gated);
+  Generator single_generator(93), parallel_generator(93), other_generator(94);
+  SparseMoEBlock single(config, &single_generator), other(config, &other_generator);
+  ExpertParallelMoEBlock parallel(config, comm, &parallel_generator);
+  parallel.to(device);
+  auto check_gathers_into = [&](const SparseMoEBlock& expected, const std::string& what) {
+    StateDict gathered = gather_expert_parallel_state(parallel);
+    CHECK(gathered.size() == expected.state_dict().size());
+    for (const auto& [name, tensor] : expected.state_dict()) {
+      CHECK(gathered.count(name) == 1);
+      if (gathered.count(name)) check_close(gathered.at(name), tensor, what + ": " + name);
+    }
+  };
+  check_gathers_into(single, "built from one seed");
+  load_expert_parallel_state(parallel, other.state_dict());
+  check_gathers_into(other, "after loading another block");
 }
 
 }  // namespace mpi_test

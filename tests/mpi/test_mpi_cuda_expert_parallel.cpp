@@ -46,6 +46,16 @@ TEST_CASE("mpi cuda expert parallel: EP=N on GPUs over mpi gives EP=1's cpu resu
   check_matches_single_process(mpi_world(), my_gpu());
 }
 
+TEST_CASE("mpi cuda expert parallel: weights on GPUs gather into the single block's and load back",
+          "[mpi][cuda][expert_parallel][state]") {
+  check_weights_round_trip(mpi_world(), my_gpu());
+}
+
+TEST_CASE("nccl expert parallel: weights on GPUs gather into the single block's and load back",
+          "[nccl][expert_parallel][state]") {
+  check_weights_round_trip(nccl_world(), my_gpu());
+}
+
 TEST_CASE("nccl all_to_all: uneven and empty blocks reach their ranks, gradients come back", "[nccl][all_to_all]") {
   CHECK(nccl_world()->name() == "nccl");
   CHECK(nccl_world()->rank() == mpi_world()->rank());

@@ -49,6 +49,11 @@ TEST_CASE("mpi expert parallel: EP=N gives EP=1's outputs and gradients", "[mpi]
   check_matches_single_process(world(), Device::cpu());
 }
 
+TEST_CASE("mpi expert parallel: a split block's weights gather into the single block's and load back",
+          "[mpi][expert_parallel][state]") {
+  check_weights_round_trip(world(), Device::cpu());
+}
+
 TEST_CASE("mpi expert parallel: ranks that build different blocks are an Error on every rank", "[mpi][errors]") {
   auto comm = world();
   SparseMoEConfig config = block_config(mixtral(2 * comm->size(), 2), ExpertKind::swiglu, SharedExpertKind::none);
