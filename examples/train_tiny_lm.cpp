@@ -254,8 +254,9 @@ int main(int argc, char** argv) {
     if (!init_path.empty()) {
       SafetensorsMetadata exported;
       StateDict initial = load_safetensors(init_path, &exported);
-      // Another router may have the same tensors (mixtral, gshard): the file says which it was.
-      check_same_settings(exported, {{"router", router}}, init_path);
+      // Another router may have the same tensors (mixtral, gshard): an exported file says which
+      // it was (a state_dict saved otherwise has no note to check).
+      if (exported.count("router")) check_same_settings(exported, {{"router", router}}, init_path);
       load_expert_parallel_state(model, initial);
     }
     AdamW optimizer(model.parameters(), AdamWOptions{peak_lr, 0.9, 0.95, 1e-8, 0.01});

@@ -163,7 +163,10 @@ Tensor entropy_loss(const Tensor& logits) {
   check_floating(logits, "entropy_loss", "logits");
   check_dim(logits, 2, "entropy_loss", "logits");
   if (logits.size(0) == 0) return zero_loss(logits);
-  return mean(sub(logsumexp(logits, -1), sum(mul(softmax(logits, -1), logits), -1)));
+  // Both terms on logits shifted by their row maximum (a constant of the row, so the entropy is
+  // the same): in f32 large logits would otherwise cancel between the two terms.
+  Tensor shifted = sub(logits, max(logits.detach(), 1, /*keepdim=*/true).values);
+  return mean(sub(logsumexp(shifted, -1), sum(mul(softmax(shifted, -1), shifted), -1)));
 }
 
 Tensor importance_loss(const Tensor& weights, const Tensor& expert_index, int64_t num_experts) {

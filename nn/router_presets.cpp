@@ -103,7 +103,7 @@ Routing route_token_choice(const RouterConfig& c, const Tensor& bias, const Tens
   Tensor weights = c.weights(gather_selected(scores, expert_index));
   Tensor active;
   if (c.gshard_random_second_choice && context.training) active = gshard_second_choice_mask(weights, context.generator);
-  if (c.top_p > 0.0) active = top_p_active(gather_selected(scores, expert_index), c.top_p);
+  if (c.top_p > 0.0) active = top_p_active(gather_selected(scores.detach(), expert_index), c.top_p);
   CapacityResult kept = apply_capacity(expert_index, weights, c.num_experts, c.capacity, context.sequence_length, active);
   Routing routing = token_choice_routing(logits, scores, expert_index, kept);
   add_token_choice_losses(c, routing, weights, kept, context.sequence_length);
@@ -144,13 +144,18 @@ void validate_top_p(const RouterConfig& c) {
   TINYMOE_CHECK(c.top_p >= 0.0 && c.top_p <= 1.0, kConfig, "expected 0 <= top_p <= 1, got ", c.top_p);
   if (c.top_p == 0.0) return;
   TINYMOE_CHECK(c.score_function == ScoreFunction::softmax && c.selection == SelectionKind::topk && !c.selection_bias &&
-                    !c.gshard_random_second_choice && !c.capacity.enabled(),
-                kConfig, "top-p routing sums probabilities: it needs softmax scores and a plain top-k, without a "
-                "selection bias, GShard's second choice or capacity");
+                    !c.noisy_gating && !c.gshard_random_second_choice && !c.capacity.enabled(),
+                kConfig, "top-p routing sums the router's probabilities: it needs softmax scores and a plain top-k, "
+                "without a selection bias, noisy gating, GShard's second choice or capacity");
+  // The weight function sees all top_k slots before the cut: renormalising there would spread the
+  // weight over experts the token does not keep. The paper keeps the probabilities as they are.
+  TINYMOE_CHECK(!c.weights.renormalize && c.weights.epsilon == 0.0, kConfig,
+                "top-p routing keeps the kept experts' probabilities as weights: renormalisation does not apply");
   TINYMOE_CHECK(!c.seq_aux_loss.enabled && !c.importance_loss.enabled && !c.load_loss.enabled &&
-                    !c.aux_loss_global_batch && (!c.aux_loss.enabled || c.aux_loss_form != LoadBalanceForm::hf_switch),
-                kConfig, "with top-p each token keeps its own number of experts: only the whole-batch aux loss "
-                "(switch_megatron or hf_mixtral, per rank), the z-loss and the entropy loss count them");
+                    !c.aux_loss_global_batch && !c.aux_loss_first_choice_only &&
+                    (!c.aux_loss.enabled || c.aux_loss_form != LoadBalanceForm::hf_switch),
+                kConfig, "with top-p each token keeps its own number of experts: only the whole-batch aux loss over "
+                "every kept pair (switch_megatron or hf_mixtral, per rank), the z-loss and the entropy loss count them");
 }
 
 }  // namespace
@@ -271,6 +276,9 @@ RouterConfig expert_choice(int64_t num_experts, double capacity_factor) {
 }
 
 RouterConfig top_p(int64_t num_experts, double p, int64_t max_k) {
+  // p = 0 would switch top-p off and leave a dense top-E router.
+  TINYMOE_CHECK(p > 0.0 && p <= 1.0 && max_k >= 0, kConfig, "top_p expects 0 < p <= 1 and max_k >= 0 (0: E), got p = ",
+                p, " and max_k = ", max_k);
   RouterConfig c;
   c.name = "top_p";
   c.num_experts = num_experts, c.top_k = max_k > 0 ? max_k : num_experts;

@@ -1,7 +1,8 @@
 // nn/routing.h: the contract between routing rules and the SparseMoEBlock.
 // A routing rule turns router logits [T, E] into the (token, expert, weight) pairs the block
 // computes, plus named losses. Token choice (Mixtral, Switch, DeepSeek-V3, ...) gives each token
-// k pairs; expert choice gives each expert `capacity` pairs. Capacity drops remove pairs.
+// k pairs (top-p: between 1 and k, its own number); expert choice gives each expert `capacity`
+// pairs. Capacity drops remove pairs.
 #pragma once
 
 #include <cstdint>
@@ -25,15 +26,16 @@ struct RoutingContext {
 struct Routing {
   Tensor router_logits;  // [T, E] the gate output before the score function (HF router_logits)
   Tensor scores;         // [T, E] after the score function (softmax probabilities or sigmoid)
-  Tensor expert_index;   // i64 [T, k]: the selection before capacity (token choice); [E, C] token ids (expert choice)
+  Tensor expert_index;   // i64 [T, k]: the selection before capacity (token choice; top-p: all k slots,
+                         // the ones past p included); [E, C] token ids (expert choice)
   Tensor pair_token;     // i64 [P]: token of each kept pair
   Tensor pair_expert;    // i64 [P]: expert of each kept pair
   Tensor pair_weight;    // [P]: the pair's combine weight, differentiable w.r.t. the logits
-  int64_t routed_pairs = 0;   // pairs before capacity drops (T * k for token choice)
+  int64_t routed_pairs = 0;   // pairs before capacity drops (T * k for token choice; top-p: the kept ones)
   int64_t dropped_pairs = 0;  // pairs removed by capacity
   int64_t padded_pairs = 0;   // padding pairs (weight 0) at the end of pair_*: pad_to_capacity
   int64_t capacity = 0;       // pairs per expert and counting group when capacity applies, else 0
-  std::map<std::string, Tensor> losses;  // raw scalar losses by name: "aux_loss", "z_loss", "seq_aux_loss"
+  std::map<std::string, Tensor> losses;  // raw scalar losses by name: "aux_loss", "z_loss", "entropy_loss", ...
   std::map<std::string, double> loss_coefficients;  // coefficient for each loss name
   // sum over losses of coefficient * loss (a scalar; zero when there are no losses)
   Tensor weighted_loss() const;

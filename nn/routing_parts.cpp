@@ -296,13 +296,17 @@ Tensor top_p_active(const Tensor& selected, double p) {
   const int64_t tokens = selected.size(0), k = selected.size(1);
   std::vector<double> w = host_values(selected);  // decided on the host, as capacity is
   std::vector<int64_t> flags(w.size(), 0);
+  // How far the sums that decided were from p: gradcheck's margin (a step across p flips a flag).
+  double margin = std::numeric_limits<double>::infinity();
   for (int64_t t = 0; t < tokens; ++t) {
     double before = 0.0;  // the probability of the slots already taken
     for (int64_t j = 0; j < k && (j == 0 || before < p); ++j) {
       flags[t * k + j] = 1;
       before += w[t * k + j];
+      if (j + 1 < k) margin = std::min(margin, std::abs(before - p));
     }
   }
+  note_choice("top_p", flags.data(), tokens * k, margin);
   return ids_on(flags, selected.shape(), selected.device());
 }
 

@@ -117,6 +117,10 @@ TEST_CASE("balance_losses: entropy loss by hand", "[balance_losses]") {
   // Probabilities that underflow to 0 (the -1e4 logits) add nothing and stay finite, in f32 too.
   CHECK(entropy_loss(logits.to(DType::f32)).item() == Approx((std::log(4.0) + sharp) / 2).epsilon(1e-6));
   CHECK(entropy_loss(from_vector(std::vector<double>{50, -50}, {1, 2})).item() == Approx(0.0).margin(1e-30));
+  // Large f32 logits: the row shift keeps the two terms from cancelling.
+  Tensor large = add(from_vector(std::vector<float>{0.0f, 0.0f, 1.0f, -1.0f}, {1, 4}), 3000.0f);
+  double expected_large = entropy_loss(from_vector(std::vector<double>{0, 0, 1, -1}, {1, 4})).item();
+  CHECK(entropy_loss(large).item() == Approx(expected_large).epsilon(1e-6));
   CHECK_THROWS_WITH(entropy_loss(zeros({3}, DType::f64)), Catch::Contains("entropy_loss"));
 }
 

@@ -339,10 +339,12 @@ TEST_CASE("router_presets: gradcheck of every preset's pair weights and losses",
   mixtral_config.aux_loss.coefficient = 0.5;
   RouterConfig chooser = expert_choice(experts, 1.5);
   chooser.z_loss = {true, 0.5};
+  RouterConfig dynamic = top_p(experts, 0.6);  // losses weighted up, so gradcheck sees them
+  dynamic.aux_loss.coefficient = dynamic.entropy_loss.coefficient = 0.5;
   std::vector<std::pair<RouterConfig, std::shared_ptr<const RouterState>>> presets = {
       {mixtral_config, nullptr},         {qwen2_moe(experts, 3), nullptr}, {qwen2_moe(experts, 2, true), nullptr},
       {deepseek, state},                 {switch_config, nullptr},         {gshard(experts, 0.75), nullptr},
-      {noisy_topk(experts, 2), nullptr}, {chooser, nullptr}};
+      {noisy_topk(experts, 2), nullptr}, {chooser, nullptr},      {dynamic, nullptr}};
   for (const auto& [config, preset_state] : presets) {
     RoutingRule rule = make_rule(config, preset_state);
     auto fn = [&](const TensorList& in) { return checked_outputs(rule(in[0], eval_context(experts, 4))); };
@@ -677,4 +679,16 @@ TEST_CASE("router_presets: top-p keeps a varying number of experts, and its loss
   RouterConfig out_of_range = config;
   out_of_range.top_p = 1.5;
   CHECK_THROWS_WITH(out_of_range.validate(), Catch::Contains("0 <= top_p <= 1"));
+  RouterConfig renormalised = mixtral(experts, 3);  // the weight function would see the cut slots
+  renormalised.top_p = 0.5;
+  renormalised.aux_loss = {};
+  CHECK_THROWS_WITH(renormalised.validate(), Catch::Contains("renormalisation does not apply"));
+  RouterConfig first_choices = config;
+  first_choices.aux_loss_first_choice_only = true;
+  CHECK_THROWS_WITH(first_choices.validate(), Catch::Contains("every kept pair"));
+  RouterConfig noisy = config;
+  noisy.noisy_gating = true;
+  CHECK_THROWS_WITH(noisy.validate(), Catch::Contains("noisy gating"));
+  CHECK_THROWS_WITH(top_p(experts, 0.0), Catch::Contains("0 < p <= 1"));
+  CHECK_THROWS_WITH(top_p(experts, 0.5, -1), Catch::Contains("max_k >= 0"));
 }
