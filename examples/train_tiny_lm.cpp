@@ -1,5 +1,6 @@
-// Trains a small MoE language model (nn/moe_transformer.h) on a built-in text, one character per
-// token, then writes a few characters with it. Every few steps it prints the losses and each
+// Trains a small MoE language model (nn/moe_transformer.h) on a built-in text (or --text FILE), one
+// character per token, then continues a prompt with it (--prompt, --sample-length; greedy, or drawn
+// at --temperature). Every few steps it prints the losses and each
 // layer's routing: how evenly the experts are loaded (coefficient of variation), dead experts and
 // dropped pairs. Try another router to see balancing at work:
 //
@@ -43,6 +44,7 @@
 #include <string>
 #include <vector>
 
+#include "examples/char_corpus.h"
 #include "nn/checkpoint.h"
 #include "nn/expert_parallel_state.h"
 #include "nn/lr_schedule.h"
@@ -53,6 +55,7 @@
 
 using namespace tinymoe;
 using namespace tinymoe::nn;
+using namespace tiny_lm;
 
 namespace {
 
@@ -83,35 +86,6 @@ RouterConfig router_by_name(const std::string& name) {
   return presets.at(name);
 }
 
-// Characters of the text as token ids, and the alphabet they index.
-struct CharacterCorpus {
-  std::string alphabet;
-  std::vector<int64_t> ids;
-
-  explicit CharacterCorpus(const std::string& text) {
-    std::map<char, int64_t> index;
-    for (char c : text) index.emplace(c, 0);
-    for (auto& [c, id] : index) id = static_cast<int64_t>(alphabet.size()), alphabet.push_back(c);
-    for (char c : text) ids.push_back(index.at(c));
-  }
-};
-
-// `batch` windows of length+1 characters at random places: ids are the first `length`, targets
-// the `length` after them (each position predicts the next character).
-std::pair<Tensor, Tensor> sample_batch(const CharacterCorpus& corpus, int64_t batch, int64_t length,
-                                       Generator& generator, Device device) {
-  std::vector<int64_t> ids, targets;
-  const int64_t last_start = static_cast<int64_t>(corpus.ids.size()) - length - 1;
-  for (int64_t b = 0; b < batch; ++b) {
-    int64_t start = randint(0, last_start + 1, {}, &generator).item<int64_t>();
-    for (int64_t s = 0; s < length; ++s) {
-      ids.push_back(corpus.ids[start + s]);
-      targets.push_back(corpus.ids[start + s + 1]);
-    }
-  }
-  return {from_vector(ids, {batch, length}).to(device), from_vector(targets, {batch, length}).to(device)};
-}
-
 void print_routing(const LMOutput& out) {
   for (size_t l = 0; l < out.layers.size(); ++l) {
     const RoutingDiagnostics& d = out.layers[l].diagnostics;
@@ -119,29 +93,6 @@ void print_routing(const LMOutput& out) {
                 l, d.coefficient_of_variation, static_cast<long long>(d.dead_experts), 100.0 * d.dropped_fraction,
                 d.experts_per_token, d.router_entropy);
   }
-}
-
-// Greedy decoding: append the most likely next character, `count` times.
-std::string generate(const MoETransformer& model, const CharacterCorpus& corpus, const std::string& prompt,
-                     int64_t count) {
-  NoGradGuard no_grad;
-  std::vector<int64_t> context;
-  for (char c : prompt) context.push_back(static_cast<int64_t>(corpus.alphabet.find(c)));
-  std::string text = prompt;
-  const int64_t window = model.config().max_sequence_length, vocabulary = model.config().vocab_size;
-  for (int64_t n = 0; n < count; ++n) {
-    int64_t start = std::max<int64_t>(0, static_cast<int64_t>(context.size()) - window);
-    std::vector<int64_t> recent(context.begin() + start, context.end());
-    int64_t length = static_cast<int64_t>(recent.size());
-    Tensor logits = model(from_vector(recent, {1, length}).to(model.device())).logits;
-    std::vector<double> last = logits.to(Device::cpu()).to(DType::f64).to_vector<double>();
-    int64_t best = 0;
-    for (int64_t v = 1; v < vocabulary; ++v)
-      if (last[(length - 1) * vocabulary + v] > last[(length - 1) * vocabulary + best]) best = v;
-    context.push_back(best);
-    text.push_back(corpus.alphabet[best]);
-  }
-  return text;
 }
 
 // A double as text that reads back as the same double.
@@ -158,9 +109,11 @@ std::string rank_file(const std::string& path, const Communicator& comm) {
 
 // The settings a resumed run must share with the run it continues (the checkpoint itself checks
 // the model's shapes, the optimizer and the number of ranks).
-SafetensorsMetadata run_settings(const std::string& router, int64_t batch, int64_t length, bool global_balance,
+SafetensorsMetadata run_settings(const std::string& alphabet, const std::string& router, int64_t batch, int64_t length,
+                                 bool global_balance,
                                  double peak_lr, int64_t decay_steps) {
-  return {{"router", router},
+  return {{"alphabet", alphabet},
+          {"router", router},
           {"lr", exact_text(peak_lr)},
           {"decay_steps", std::to_string(decay_steps)},
           {"batch", std::to_string(batch)},
@@ -189,12 +142,14 @@ double note_number(const SafetensorsMetadata& notes, const std::string& key, con
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Train a small MoE language model on a built-in text, one character per token."};
+  CLI::App app{"Train a small MoE language model on a text (built in, or --text FILE), one character per token."};
   int64_t steps = 300, batch = 16, length = 64;
   std::string router = "mixtral", device_name = "cpu", communicator = "mpi";
   uint64_t seed = 0;
   bool expert_parallel = false, global_balance = false;
-  std::string save_path, resume_path, init_path, export_path;
+  std::string save_path, resume_path, init_path, export_path, text_path, prompt = "A router ";
+  int64_t sample_length = 120;
+  double temperature = 0.0;
   int64_t save_every = 0, decay_steps = 0;
   double peak_lr = 3e-3;
   app.add_option("--steps", steps, "training steps (0: only write the sample)")->check(CLI::NonNegativeNumber);
@@ -222,6 +177,11 @@ int main(int argc, char** argv) {
   app.add_option("--init", init_path, "start from these weights (a file --export wrote, from any number of processes)")
       ->excludes(resume_option);
   app.add_option("--export", export_path, "after training, write the whole model's weights to one file (rank 0)");
+  app.add_option("--text", text_path, "train on this file's text instead of the built-in paragraph");
+  app.add_option("--prompt", prompt, "what the sample starts from (characters of the text)");
+  app.add_option("--sample-length", sample_length, "characters to write after the prompt")->check(CLI::NonNegativeNumber);
+  app.add_option("--temperature", temperature, "0: the likeliest character each time; > 0: draw from softmax(logits / t)")
+      ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
 
   std::unique_ptr<MpiSession> mpi;
@@ -235,7 +195,10 @@ int main(int argc, char** argv) {
       if (communicator == "nccl") comm = nccl_communicator(comm, device);
     }
     const bool printing = comm->rank() == 0;
-    CharacterCorpus corpus(kText);
+    const CharacterCorpus corpus(text_path.empty() ? std::string(kText) : read_text_file(text_path), length);
+    const SafetensorsMetadata exporting_notes = {{"router", router}, {"alphabet", corpus.alphabet_note()}};
+    TINYMOE_CHECK(!prompt.empty(), "train_tiny_lm", "the prompt is empty");
+    for (char c : prompt) corpus.id_of(c);  // before training, not after it
     MoETransformerConfig config;
     config.vocab_size = static_cast<int64_t>(corpus.alphabet.size());
     config.max_sequence_length = length;
@@ -254,9 +217,10 @@ int main(int argc, char** argv) {
     if (!init_path.empty()) {
       SafetensorsMetadata exported;
       StateDict initial = load_safetensors(init_path, &exported);
-      // Another router may have the same tensors (mixtral, gshard): an exported file says which
-      // it was (a state_dict saved otherwise has no note to check).
-      if (exported.count("router")) check_same_settings(exported, {{"router", router}}, init_path);
+      // Another router (mixtral, gshard) or another text of as many characters has the same
+      // tensors: an exported file says which it was (a state_dict saved otherwise has no notes).
+      for (const auto& [key, value] : exporting_notes)
+        if (exported.count(key)) check_same_settings(exported, {{key, value}}, init_path);
       load_expert_parallel_state(model, initial);
     }
     AdamW optimizer(model.parameters(), AdamWOptions{peak_lr, 0.9, 0.95, 1e-8, 0.01});
@@ -267,7 +231,7 @@ int main(int argc, char** argv) {
     TrainingState training(&model, &optimizer, {{"batches", &batches}, {"default", &default_generator()}});
     training.rank = comm->rank();
     training.ranks = comm->size();
-    const SafetensorsMetadata settings = run_settings(router, batch, length, global_balance, peak_lr, decay_steps);
+    const SafetensorsMetadata settings = run_settings(corpus.alphabet_note(), router, batch, length, global_balance, peak_lr, decay_steps);
     double first_loss = 0, loss = 0;
     if (!resume_path.empty()) {
       load_checkpoint(rank_file(resume_path, *comm), training);
@@ -316,12 +280,15 @@ int main(int argc, char** argv) {
     if (!save_path.empty() && first_step > steps) save(training.step);
     if (!export_path.empty()) {
       StateDict whole = gather_expert_parallel_state(model);  // a collective: every rank takes part
-      if (printing) save_safetensors(export_path, whole, {{"router", router}});
+      if (printing) save_safetensors(export_path, whole, exporting_notes);
     }
     model.eval();
     // Every rank decodes (the expert-parallel layers exchange rows), rank 0 prints.
-    std::string sample = generate(model, corpus, "A router ", 120);
-    if (printing) std::printf("\ngreedy sample: %s\n", sample.c_str());
+    // The same draws on every rank (the expert-parallel layers need every rank's forwards).
+    Generator sampling(seed + 2);
+    std::string sample = generate(model, corpus, prompt, sample_length, temperature, sampling);
+    if (printing && temperature == 0.0) std::printf("\ngreedy sample: %s\n", sample.c_str());
+    if (printing && temperature > 0.0) std::printf("\nsample at temperature %g: %s\n", temperature, sample.c_str());
     if (steps > 0 && !(loss < first_loss)) {
       std::printf("tinymoe: rank %d: the loss did not fall (%.3f -> %.3f)\n", comm->rank(), first_loss, loss);
       return 1;
