@@ -46,7 +46,8 @@ std::vector<double> expert_pair_counts(const Tensor& expert_index, int64_t num_e
 // batch_counts [E] and batch_tokens count the pairs and tokens of the whole batch (these T tokens
 // included); k is the ids per token that were counted. With probs' own counts and T it is
 // load_balancing_loss. Each rank's L weighs its own tokens' probabilities by the whole batch's
-// load, so for ranks of equal T the mean over the ranks is the whole batch's loss. Gradient:
+// load, so for ranks of equal T the mean over the ranks is the whole batch's loss (for unequal T,
+// scale each by N T_r / T, as ExpertParallelMoEBlock does). Gradient:
 // probs. hf_switch counts per sequence and is refused.
 Tensor load_balancing_loss_with_batch(const Tensor& probs, int64_t k, LoadBalanceForm form,
                                       const std::vector<double>& batch_counts, int64_t batch_tokens);

@@ -105,6 +105,9 @@ std::vector<int64_t> global_batch_share(const RouterConfig& config, const Routin
 
 // Replaces routing's aux loss by the one whose f_i counts every rank's tokens. gathered: each
 // rank's `stride` shared values, its last E + 1 the aux-loss counts and the token count.
+// The loss (a mean over this rank's tokens) is scaled by N T_r / T, so that the mean over the N
+// ranks, which summed gradients divided by N follow, is the whole batch's loss, E sum_i f_i P_i
+// with P_i the mean over all T tokens, for ranks of any sizes (the scale is 1 for equal ones).
 void use_global_batch_aux_loss(const RouterConfig& config, const std::vector<int64_t>& gathered, size_t stride,
                                Routing& routing) {
   const int64_t experts = config.num_experts;
@@ -116,9 +119,10 @@ void use_global_batch_aux_loss(const RouterConfig& config, const std::vector<int
     batch_tokens += gathered[start + stride - 1];
   }
   const int64_t counted_per_token = aux_loss_counted_index(config, routing.expert_index).size(1);
-  routing.losses["aux_loss"] =
-      load_balancing_loss_with_batch(balance_probabilities(config, routing.scores), counted_per_token,
-                                     config.aux_loss_form, batch_counts, batch_tokens);
+  Tensor loss = load_balancing_loss_with_batch(balance_probabilities(config, routing.scores), counted_per_token,
+                                               config.aux_loss_form, batch_counts, batch_tokens);
+  const double ranks = static_cast<double>(gathered.size() / stride), tokens = static_cast<double>(routing.scores.size(0));
+  routing.losses["aux_loss"] = batch_tokens > 0 ? mul(loss, ranks * tokens / static_cast<double>(batch_tokens)) : loss;
 }
 
 }  // namespace

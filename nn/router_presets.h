@@ -63,8 +63,9 @@ struct RouterConfig {
   // Global-batch balancing (Qiu et al. 2025, "Demons in the Detail: On Implementing Load Balancing
   // Loss for Training Specialized Mixture-of-Expert Models"): when the batch is split over ranks
   // (ExpertParallelMoEBlock), the aux loss counts f_i over every rank's tokens, P_i staying each
-  // rank's own mean. A single-process block's batch is the whole batch, so it changes nothing
-  // there. Needs the aux loss in a whole-batch form (switch_megatron or hf_mixtral).
+  // rank's own mean, scaled by the rank's share of the tokens (N T_r / T) so that the ranks' mean
+  // is the whole batch's loss. A single-process block's batch is the whole batch, so it changes
+  // nothing there. Needs the aux loss in a whole-batch form (switch_megatron or hf_mixtral).
   bool aux_loss_global_batch = false;
   LossSwitch seq_aux_loss;         // "seq_aux_loss": sequence_aux_loss (DeepSeek-V3)
   LossSwitch z_loss;               // "z_loss": z_loss of the router logits (ST-MoE)

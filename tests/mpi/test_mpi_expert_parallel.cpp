@@ -113,7 +113,10 @@ TEST_CASE("mpi expert parallel: DeepSeek-V3's bias moves by the loads of every r
 TEST_CASE("mpi expert parallel: global-batch balancing, the ranks' aux losses average to the whole batch's",
           "[mpi][expert_parallel]") {
   auto comm = world();
-  const int64_t ranks = comm->size(), me = comm->rank(), tokens_per_rank = 6;
+  const int64_t ranks = comm->size(), me = comm->rank();
+  // Ranks of different sizes: rank r holds 4 + 2r tokens.
+  auto first_token = [](int64_t rank) { return rank * (rank + 3); };  // sum of 4 + 2q for q < rank
+  const int64_t total = first_token(ranks), begin = first_token(me), end = first_token(me + 1);
   for (RouterConfig router : {mixtral(2 * ranks, 2), gshard(2 * ranks)}) {
     INFO(router.name << ", rank " << me << " of " << ranks);
     router.aux_loss_global_batch = true;
@@ -124,16 +127,17 @@ TEST_CASE("mpi expert parallel: global-batch balancing, the ranks' aux losses av
     single.eval();
     parallel.eval();
     Generator data(98);
-    Tensor x = randn({ranks * tokens_per_rank, 8}, DType::f64, &data);
+    Tensor x = randn({total, 8}, DType::f64, &data);
     Tensor whole = single(x).routing.losses.at("aux_loss");
-    Routing routing = parallel(slice(x, 0, me * tokens_per_rank, (me + 1) * tokens_per_rank)).routing;
+    Routing routing = parallel(slice(x, 0, begin, end)).routing;
     Tensor mine = routing.losses.at("aux_loss");
     // The rank's own-batch loss is another number: the global counts did replace it.
     Tensor own_batch = load_balancing_loss(balance_probabilities(router, routing.scores),
                                            aux_loss_counted_index(router, routing.expert_index), router.aux_loss_form);
     CHECK(std::abs(own_batch.item() - mine.item()) > 1e-9);
-    // Each rank weighs its own tokens' probabilities by the whole batch's load: for ranks of equal
-    // size the mean over the ranks is the whole batch's loss, and so are the gate's gradients.
+    // Each rank weighs its own tokens' probabilities by the whole batch's load, and its share of
+    // the tokens: the mean over the ranks is the whole batch's loss, and so are the gate's
+    // gradients, whatever the ranks' sizes.
     Tensor mean_over_ranks = mine.detach().clone();
     comm->all_reduce_sum(mean_over_ranks);
     check_close(mul(mean_over_ranks, 1.0 / static_cast<double>(ranks)), whole.detach(), "aux loss");
