@@ -1,8 +1,9 @@
 // Trains a small MoE language model (nn/moe_transformer.h) on a built-in text (or --text FILE), one
-// character per token, then continues a prompt with it (--prompt, --sample-length; greedy, or drawn
-// at --temperature). Every few steps it prints the losses and each
-// layer's routing: how evenly the experts are loaded (coefficient of variation), dead experts and
-// dropped pairs. Try another router to see balancing at work:
+// character per token, then continues a prompt with it (--prompt, by default "A router " or the
+// text's first characters; --sample-length; greedy, or drawn at --temperature). Every few steps it
+// prints the losses and each layer's routing: how evenly the experts are loaded (coefficient of
+// variation), dead experts, dropped pairs, experts per token and router entropy. Try another
+// router to see balancing at work:
 //
 //   train_tiny_lm                         # Mixtral top-2 over 8 experts, 300 steps on the CPU
 //   train_tiny_lm --router deepseek_v3    # sigmoid routing balanced by its bias, no aux loss
@@ -27,14 +28,15 @@
 // PATH.rank<r>.
 //
 // --export PATH writes the whole model's weights after training to one safetensors file (with
-// --expert-parallel, every rank's experts gathered on rank 0) and its router; --init PATH starts
-// from such a file, with the same router, on one process or several: train on two processes,
-// sample on one:
+// --expert-parallel, every rank's experts gathered on every rank, written by rank 0), with the
+// router and the alphabet as metadata; --init PATH starts from such a file (not a checkpoint),
+// with the same router and alphabet, on 1, 2, 4 or 8 processes: train on two, sample on one:
 //
 //   mpirun -np 2 train_tiny_lm --expert-parallel --export weights.safetensors
 //   train_tiny_lm --init weights.safetensors --steps 0
 //
-// It exits with status 1 when the final loss is not below the first one.
+// It exits with status 1 when the final loss is not below the first one (not checked with
+// --steps 0).
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -147,7 +149,7 @@ int main(int argc, char** argv) {
   std::string router = "mixtral", device_name = "cpu", communicator = "mpi";
   uint64_t seed = 0;
   bool expert_parallel = false, global_balance = false;
-  std::string save_path, resume_path, init_path, export_path, text_path, prompt = "A router ";
+  std::string save_path, resume_path, init_path, export_path, text_path, prompt;
   int64_t sample_length = 120;
   double temperature = 0.0;
   int64_t save_every = 0, decay_steps = 0;
@@ -164,21 +166,24 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"mpi", "nccl"}))
       ->needs(parallel_flag);
   app.add_flag("--global-balance", global_balance,
-               "count the aux loss's expert loads over every rank's batch (global-batch balancing; mixtral, gshard)")
+               "count the aux loss's expert loads over every rank's batch (global-batch balancing; mixtral, qwen2_moe, gshard)")
       ->needs(parallel_flag);
   app.add_option("--lr", peak_lr, "AdamW's learning rate (the peak, with --decay-steps)")->check(CLI::PositiveNumber);
   app.add_option("--decay-steps", decay_steps,
                  "warm the rate up over the first tenth of N steps, then cosine-decay it to a tenth (0: constant)")
       ->check(CLI::NonNegativeNumber);
-  auto* save_option = app.add_option("--save", save_path, "write a checkpoint here after the last step");
+  auto* save_option = app.add_option(
+      "--save", save_path, "write a checkpoint here after the last step (PATH.rank<r> with --expert-parallel)");
   app.add_option("--save-every", save_every, "also write it every N steps")->check(CLI::PositiveNumber)->needs(save_option);
   auto* resume_option =
-      app.add_option("--resume", resume_path, "continue the run saved in this checkpoint, up to --steps");
+      app.add_option("--resume", resume_path,
+                     "continue the run saved in this checkpoint, up to --steps (PATH.rank<r> with --expert-parallel)");
   app.add_option("--init", init_path, "start from these weights (a file --export wrote, from any number of processes)")
       ->excludes(resume_option);
   app.add_option("--export", export_path, "after training, write the whole model's weights to one file (rank 0)");
   app.add_option("--text", text_path, "train on this file's text instead of the built-in paragraph");
-  app.add_option("--prompt", prompt, "what the sample starts from (characters of the text)");
+  auto* prompt_option = app.add_option(
+      "--prompt", prompt, "what the sample starts from, characters of the text (\"A router \", or --text's first 9)");
   app.add_option("--sample-length", sample_length, "characters to write after the prompt")->check(CLI::NonNegativeNumber);
   app.add_option("--temperature", temperature, "0: the likeliest character each time; > 0: draw from softmax(logits / t)")
       ->check(CLI::NonNegativeNumber);
@@ -195,7 +200,9 @@ int main(int argc, char** argv) {
       if (communicator == "nccl") comm = nccl_communicator(comm, device);
     }
     const bool printing = comm->rank() == 0;
-    const CharacterCorpus corpus(text_path.empty() ? std::string(kText) : read_text_file(text_path), length);
+    const std::string text = text_path.empty() ? std::string(kText) : read_text_file(text_path);
+    const CharacterCorpus corpus(text, length);
+    if (prompt_option->count() == 0) prompt = text_path.empty() ? "A router " : text.substr(0, 9);
     const SafetensorsMetadata exporting_notes = {{"router", router}, {"alphabet", corpus.alphabet_note()}};
     TINYMOE_CHECK(!prompt.empty(), "train_tiny_lm", "the prompt is empty");
     for (char c : prompt) corpus.id_of(c);  // before training, not after it

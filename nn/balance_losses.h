@@ -63,8 +63,8 @@ Tensor sequence_aux_loss(const Tensor& probs, const Tensor& expert_index, int64_
 //   L = (1 / T) sum_t logsumexp_i(logits[t, i])^2.       logits [T, E]. Gradient: logits.
 Tensor z_loss(const Tensor& logits);
 
-// Router entropy loss (the "dynamic loss" of Huang et al. 2024, "Harder Tasks Need More Experts",
-// eq. 5): the mean over tokens of the entropy of p = softmax(logits),
+// Router entropy loss (the "dynamic loss" of Huang et al. 2024, "Harder Tasks Need More Experts:
+// Dynamic Routing in MoE Models"): the mean over tokens of the entropy of p = softmax(logits),
 //   L = (1 / T) sum_t H(p_t),   H(p) = -sum_i p_i log p_i = logsumexp(l) - sum_i p_i l_i,
 // computed in the second form on logits shifted by their row maximum, which stays finite where a
 // probability underflows to 0 (for finite logits; a -inf logit gives NaN). Minimising

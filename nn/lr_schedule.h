@@ -14,8 +14,9 @@ namespace nn {
 //   warmup_steps < step <= total_steps: lr = min_lr + (peak_lr - min_lr) * (1 + cos(pi * r)) / 2,
 //                                       r = (step - warmup_steps) / (total_steps - warmup_steps)
 //   step > total_steps:                lr = min_lr
-// With warmup_steps = 0 the first step runs at (almost) peak_lr; with warmup_steps = total_steps
-// the rate only warms up.
+// With warmup_steps = 0 the decay starts at step 1 (at peak_lr * (1 + cos(pi / total)) / 2 and
+// so on; with total_steps = 1 that first step already runs at min_lr); with warmup_steps =
+// total_steps the rate only warms up.
 class WarmupCosineSchedule {
  public:
   // Errors name "WarmupCosineSchedule": peak_lr must be finite and >= 0, 0 <= min_lr <= peak_lr,

@@ -116,6 +116,7 @@ Routing route_expert_choice(const RouterConfig& c, const Tensor& logits, const T
   Tensor weights = c.weights(gather(transpose(scores), 1, token_index));
   Routing routing = expert_choice_routing(logits, scores, token_index, weights);
   if (c.z_loss.enabled) add_loss(routing, "z_loss", c.z_loss, z_loss(logits));
+  if (c.entropy_loss.enabled) add_loss(routing, "entropy_loss", c.entropy_loss, entropy_loss(logits));
   return routing;
 }
 

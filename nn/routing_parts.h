@@ -105,7 +105,7 @@ struct WeightFunction {
 Tensor gshard_second_choice_mask(const Tensor& weights, Generator* generator = nullptr);
 
 // Top-p (dynamic) routing (Huang et al. 2024, "Harder Tasks Need More Experts: Dynamic Routing in
-// MoE Models", sec. 3.1): of a token's experts sorted by probability, the fewest whose
+// MoE Models"): of a token's experts sorted by probability, the fewest whose
 // probabilities sum to at least p. selected [T, k]: the k best probabilities of each token, best
 // first (gather_selected of a top-k). Returns i64 [T, k] flags for apply_capacity's `active`: slot
 // 0 always, slot j when the j before it sum to less than p. 0 < p <= 1; with k < E a token whose

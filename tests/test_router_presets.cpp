@@ -339,6 +339,8 @@ TEST_CASE("router_presets: gradcheck of every preset's pair weights and losses",
   mixtral_config.aux_loss.coefficient = 0.5;
   RouterConfig chooser = expert_choice(experts, 1.5);
   chooser.z_loss = {true, 0.5};
+  chooser.entropy_loss = {true, 0.5};
+  CHECK(make_rule(chooser)(logits.detach(), eval_context(experts)).losses.count("entropy_loss") == 1);
   RouterConfig dynamic = top_p(experts, 0.6);  // losses weighted up, so gradcheck sees them
   dynamic.aux_loss.coefficient = dynamic.entropy_loss.coefficient = 0.5;
   std::vector<std::pair<RouterConfig, std::shared_ptr<const RouterState>>> presets = {
