@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -26,10 +28,13 @@ struct CharacterCorpus {
   CharacterCorpus(const std::string& text, int64_t window) {
     TINYMOE_CHECK(static_cast<int64_t>(text.size()) >= window + 1, "train_tiny_lm", "the text has ", text.size(),
                   " characters; a training window needs ", window + 1);
-    std::map<char, int64_t> index;
-    for (char c : text) index.emplace(c, 0);
-    for (auto& [c, id] : index) id = static_cast<int64_t>(alphabet.size()), alphabet.push_back(c);
-    for (char c : text) ids.push_back(index.at(c));
+    // Keyed by byte value, so the alphabet's order does not depend on whether char is signed.
+    std::map<unsigned char, int64_t> index;
+    for (char c : text) index.emplace(static_cast<unsigned char>(c), 0);
+    TINYMOE_CHECK(index.size() >= 2, "train_tiny_lm", "the text has ", index.size(),
+                  " distinct character(s); there is nothing to predict with fewer than 2");
+    for (auto& [c, id] : index) id = static_cast<int64_t>(alphabet.size()), alphabet.push_back(static_cast<char>(c));
+    for (char c : text) ids.push_back(index.at(static_cast<unsigned char>(c)));
   }
 
   int64_t id_of(char c) const {
@@ -48,6 +53,12 @@ struct CharacterCorpus {
 };
 
 inline std::string read_text_file(const std::string& path) {
+  constexpr std::uintmax_t kMaxBytes = 64u << 20;  // a character-level toy: 64 MiB is plenty
+  std::error_code error;
+  TINYMOE_CHECK(std::filesystem::is_regular_file(path, error), "train_tiny_lm", "the text '", path,
+                "' is not a file that can be read (missing, a directory or a device)");
+  TINYMOE_CHECK(std::filesystem::file_size(path, error) <= kMaxBytes, "train_tiny_lm", "the text '", path,
+                "' is larger than ", kMaxBytes, " bytes");
   std::ifstream file(path, std::ios::binary);
   TINYMOE_CHECK(file.good(), "train_tiny_lm", "cannot read the text file '", path, "'");
   std::stringstream text;

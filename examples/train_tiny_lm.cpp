@@ -39,8 +39,11 @@
 // --steps 0).
 #include <CLI/CLI.hpp>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -104,6 +107,24 @@ std::string exact_text(double value) {
   return text;
 }
 
+// FNV-1a, 64 bits: a fingerprint of settings, texts and weights, for the ranks to compare.
+uint64_t fingerprint(const void* data, size_t size, uint64_t hash = 14695981039346656037ull) {
+  const unsigned char* bytes = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < size; ++i) hash = (hash ^ bytes[i]) * 1099511628211ull;
+  return hash;
+}
+
+uint64_t fingerprint(const std::string& text) { return fingerprint(text.data(), text.size()); }
+
+// Every rank must run the same program: a rank with other settings, or resumed from another run
+// or step, would stop meeting the others' collectives (a hang) or train another model silently.
+// A collective: an Error on every rank when any rank's `value` differs from rank 0's.
+void check_ranks_agree(Communicator& comm, uint64_t value, const char* what) {
+  std::vector<int64_t> all = comm.all_gather({static_cast<int64_t>(value)});
+  for (size_t r = 1; r < all.size(); ++r)
+    TINYMOE_CHECK(all[r] == all[0], "train_tiny_lm", "rank ", r, " has another ", what, " than rank 0");
+}
+
 // Each rank of an expert-parallel run saves its own experts: one file per rank.
 std::string rank_file(const std::string& path, const Communicator& comm) {
   return comm.size() == 1 ? path : path + ".rank" + std::to_string(comm.rank());
@@ -111,10 +132,12 @@ std::string rank_file(const std::string& path, const Communicator& comm) {
 
 // The settings a resumed run must share with the run it continues (the checkpoint itself checks
 // the model's shapes, the optimizer and the number of ranks).
-SafetensorsMetadata run_settings(const std::string& alphabet, const std::string& router, int64_t batch, int64_t length,
-                                 bool global_balance,
+SafetensorsMetadata run_settings(const std::string& text, const std::string& alphabet, const std::string& router,
+                                 uint64_t seed, int64_t batch, int64_t length, bool global_balance,
                                  double peak_lr, int64_t decay_steps) {
   return {{"alphabet", alphabet},
+          {"text_fnv1a", std::to_string(fingerprint(text))},
+          {"seed", std::to_string(seed)},
           {"router", router},
           {"lr", exact_text(peak_lr)},
           {"decay_steps", std::to_string(decay_steps)},
@@ -155,7 +178,8 @@ int main(int argc, char** argv) {
   int64_t save_every = 0, decay_steps = 0;
   double peak_lr = 3e-3;
   app.add_option("--steps", steps, "training steps (0: only write the sample)")->check(CLI::NonNegativeNumber);
-  app.add_option("--batch", batch, "sequences per step")->check(CLI::PositiveNumber);
+  // Bounded: a batch of 64-character windows is built in memory at once.
+  app.add_option("--batch", batch, "sequences per step (at most 4096)")->check(CLI::Range(1, 4096));
   app.add_option("--router", router, "routing preset")
       ->check(CLI::IsMember({"mixtral", "switch", "deepseek_v3", "qwen2_moe", "gshard", "noisy_topk", "expert_choice", "sinkhorn", "top_p"}));
   app.add_option("--device", device_name, "cpu, cuda or cuda:N");
@@ -184,7 +208,7 @@ int main(int argc, char** argv) {
   app.add_option("--text", text_path, "train on this file's text instead of the built-in paragraph");
   auto* prompt_option = app.add_option(
       "--prompt", prompt, "what the sample starts from, characters of the text (\"A router \", or --text's first 9)");
-  app.add_option("--sample-length", sample_length, "characters to write after the prompt")->check(CLI::NonNegativeNumber);
+  app.add_option("--sample-length", sample_length, "characters to write after the prompt")->check(CLI::Range(0, 1000000));
   app.add_option("--temperature", temperature, "0: the likeliest character each time; > 0: draw from softmax(logits / t)")
       ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
@@ -206,6 +230,17 @@ int main(int argc, char** argv) {
     const SafetensorsMetadata exporting_notes = {{"router", router}, {"alphabet", corpus.alphabet_note()}};
     TINYMOE_CHECK(!prompt.empty(), "train_tiny_lm", "the prompt is empty");
     for (char c : prompt) corpus.id_of(c);  // before training, not after it
+    // CLI11's range checks let NaN through.
+    TINYMOE_CHECK(std::isfinite(temperature) && std::isfinite(peak_lr), "train_tiny_lm",
+                  "--temperature and --lr must be finite numbers");
+    const std::string agreed = router + "|" + std::to_string(steps) + "|" + std::to_string(batch) + "|" +
+                               std::to_string(seed) + "|" + exact_text(peak_lr) + "|" + std::to_string(decay_steps) +
+                               "|" + std::to_string(global_balance) + "|" + std::to_string(save_every) + "|" +
+                               std::to_string(!save_path.empty()) + std::to_string(!resume_path.empty()) +
+                               std::to_string(!export_path.empty()) + "|" + init_path + "|" + prompt + "|" +
+                               std::to_string(sample_length) + "|" + exact_text(temperature) + "|" +
+                               std::to_string(fingerprint(text));
+    check_ranks_agree(*comm, fingerprint(agreed), "command line or text");
     MoETransformerConfig config;
     config.vocab_size = static_cast<int64_t>(corpus.alphabet.size());
     config.max_sequence_length = length;
@@ -238,22 +273,32 @@ int main(int argc, char** argv) {
     TrainingState training(&model, &optimizer, {{"batches", &batches}, {"default", &default_generator()}});
     training.rank = comm->rank();
     training.ranks = comm->size();
-    const SafetensorsMetadata settings = run_settings(corpus.alphabet_note(), router, batch, length, global_balance, peak_lr, decay_steps);
+    const SafetensorsMetadata settings = run_settings(text, corpus.alphabet_note(), router, seed, batch, length, global_balance, peak_lr, decay_steps);
     double first_loss = 0, loss = 0;
     if (!resume_path.empty()) {
       load_checkpoint(rank_file(resume_path, *comm), training);
       check_same_settings(training.notes, settings, resume_path);
       TINYMOE_CHECK(training.step <= steps, "train_tiny_lm", "'", resume_path, "' is at step ", training.step,
                     ", past --steps ", steps);
+      TINYMOE_CHECK(training.step < std::numeric_limits<int64_t>::max(), "train_tiny_lm", "'", resume_path,
+                    "' is at the last step there can be");
       first_loss = note_number(training.notes, "first_loss", resume_path);
       loss = note_number(training.notes, "last_loss", resume_path);
+      // The ranks' files must come from one run at one step (each file's settings, seed included,
+      // were checked against the command line above).
+      check_ranks_agree(*comm, static_cast<uint64_t>(training.step), "checkpoint step");
     }
     auto save = [&](int64_t step) {
       training.step = step;
       training.notes = settings;
       training.notes["first_loss"] = exact_text(first_loss);
       training.notes["last_loss"] = exact_text(loss);
-      save_checkpoint(rank_file(save_path, *comm), training);
+      // Every rank writes its file beside the old one, and renames it once every rank has
+      // written: a failed save leaves the previous checkpoint set whole, never a mix of steps.
+      const std::string file = rank_file(save_path, *comm);
+      save_checkpoint(file + ".staged", training);
+      check_ranks_agree(*comm, static_cast<uint64_t>(step), "saved step");
+      std::filesystem::rename(file + ".staged", file);
     };
     if (printing)
       std::printf("tinymoe: %lld-layer MoE LM, %zu characters, router %s, 8 experts over %d process(es) (%s), on %s%s\n",
@@ -294,14 +339,20 @@ int main(int argc, char** argv) {
     // The same draws on every rank (the expert-parallel layers need every rank's forwards).
     Generator sampling(seed + 2);
     std::string sample = generate(model, corpus, prompt, sample_length, temperature, sampling);
-    if (printing && temperature == 0.0) std::printf("\ngreedy sample: %s\n", sample.c_str());
-    if (printing && temperature > 0.0) std::printf("\nsample at temperature %g: %s\n", temperature, sample.c_str());
-    if (steps > 0 && !(loss < first_loss)) {
+    if (printing) {
+      // fwrite: the text may hold NUL bytes.
+      if (temperature == 0.0) std::printf("\ngreedy sample: ");
+      else std::printf("\nsample at temperature %g: ", temperature);
+      std::fwrite(sample.data(), 1, sample.size(), stdout);
+      std::printf("\n");
+    }
+    // One step's loss is measured before its update: the loss can fall only over two or more.
+    if (steps >= 2 && !(loss < first_loss)) {
       std::printf("tinymoe: rank %d: the loss did not fall (%.3f -> %.3f)\n", comm->rank(), first_loss, loss);
       return 1;
     }
     return 0;
-  } catch (const Error& error) {
+  } catch (const std::exception& error) {  // tinymoe::Error, and std's (bad_alloc, filesystem_error)
     std::fprintf(stderr, "%s\n", error.what());
     if (mpi) MpiSession::abort(1);  // the other ranks may be waiting in a collective
     return 1;

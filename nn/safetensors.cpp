@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <set>
@@ -105,11 +106,20 @@ struct Entry {
 
 // Parses the header JSON, rejecting a key repeated within one object (nlohmann would keep the
 // last one silently, so a duplicate tensor name could hide a tensor).
+constexpr int kMaxHeaderDepth = 8;
+
 json parse_header_json(const uint8_t* begin, const uint8_t* end) {
   std::vector<std::set<std::string>> open_objects;
   std::string duplicate;
   int duplicate_depth = 0;
+  bool too_deep = false;
   auto watch_keys = [&](int depth, json::parse_event_t event, json& parsed) {
+    // A valid header nests three levels ({"name": {"shape": [..]}}). Deeper input is refused here,
+    // while parsing: printing or freeing a value nested millions deep would overflow the stack.
+    if (depth > kMaxHeaderDepth) {
+      too_deep = true;
+      return false;
+    }
     if (event == json::parse_event_t::object_start) {
       open_objects.emplace_back();
     } else if (event == json::parse_event_t::object_end) {
@@ -127,8 +137,10 @@ json parse_header_json(const uint8_t* begin, const uint8_t* end) {
   try {
     header = json::parse(begin, end, watch_keys);
   } catch (const json::exception& error) {
+    TINYMOE_CHECK(!too_deep, kOp, "the header nests deeper than ", kMaxHeaderDepth, " levels");
     fail(kOp, "the header is not valid JSON: ", error.what());
   }
+  TINYMOE_CHECK(!too_deep, kOp, "the header nests deeper than ", kMaxHeaderDepth, " levels");
   TINYMOE_CHECK(duplicate.empty(), kOp, duplicate_depth <= 1 ? "duplicate tensor name '" : "duplicate key '",
                 duplicate, "' in the header");
   TINYMOE_CHECK(header.is_object(), kOp, "the header must be a JSON object, got ", header.type_name());
@@ -150,14 +162,14 @@ uint64_t checked_product(uint64_t a, uint64_t b, uint64_t limit, const std::stri
 Shape parse_shape(const json& value, const std::string& tensor) {
   TINYMOE_CHECK(value.is_array(), kOp, "tensor '", tensor, "': shape must be an array, got ", value.dump());
   Shape shape;
-  uint64_t count = 1;
+  uint64_t count = 1;  // of the non-zero dimensions: a zero would hide an overflow of the others
   const uint64_t limit = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
   for (const json& extent : value) {
     TINYMOE_CHECK(extent.is_number_unsigned(), kOp, "tensor '", tensor,
                   "': shape must hold non-negative integers, got ", value.dump());
     uint64_t size = extent.get<uint64_t>();
     TINYMOE_CHECK(size <= limit, kOp, "tensor '", tensor, "': dimension ", size, " is too large");
-    count = checked_product(count, size, limit, tensor, "the element count");
+    if (size > 0) count = checked_product(count, size, limit, tensor, "the element count");
     shape.push_back(static_cast<int64_t>(size));
   }
   return shape;
@@ -326,6 +338,9 @@ std::vector<uint8_t> serialize_safetensors(const TensorMap& tensors, const Safet
 }
 
 TensorMap load_safetensors(const std::string& path, SafetensorsMetadata* metadata) {
+  std::error_code error_code;
+  TINYMOE_CHECK(std::filesystem::is_regular_file(path, error_code), kOp, "'", path,
+                "' is not a file that can be read (missing, a directory or a device)");
   std::ifstream file(path, std::ios::binary | std::ios::ate);
   TINYMOE_CHECK(file.good(), kOp, "cannot open '", path, "' for reading");
   std::streamoff size = file.tellg();

@@ -8,9 +8,11 @@
 // Reading accepts F32, F64 and I64 (kept as f32, f64, i64) and BF16 and F16 (widened to f32,
 // exactly). A malformed file is rejected whole with a tinymoe::Error naming "safetensors" and
 // the problem; the header is parsed and validated completely before any tensor is created:
+//   - the path is not a regular file (missing, a directory, a device);
 //   - the file is shorter than 8 bytes, or N runs past its end or exceeds 100,000,000 bytes
 //     (the reference implementation's limit);
-//   - the header is not valid JSON, not an object, or repeats a key (a duplicate tensor name);
+//   - the header is not valid JSON, not an object, nests deeper than 8 levels (a valid header
+//     nests 3; deeper input could overflow the stack), or repeats a key (a duplicate tensor name);
 //   - "__metadata__" is not an object of strings;
 //   - an entry lacks dtype/shape/data_offsets, has an unknown or unsupported dtype, a shape that
 //     is not an array of non-negative integers, or offsets that are not two non-negative integers;

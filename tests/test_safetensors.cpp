@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <string>
@@ -157,8 +158,12 @@ TEST_CASE("safetensors: round trip of every dtype, scalars and empty tensors", "
 
 TEST_CASE("safetensors: file errors name the path", "[safetensors][errors]") {
   std::string missing = temp_path("tinymoe_no_such_file.safetensors");
-  CHECK_THROWS_WITH(nn::load_safetensors(missing),
-                    Catch::Contains("safetensors") && Catch::Contains("cannot open") && Catch::Contains(missing));
+  CHECK_THROWS_WITH(nn::load_safetensors(missing), Catch::Contains("safetensors") &&
+                                                       Catch::Contains("is not a file that can be read") &&
+                                                       Catch::Contains(missing));
+  // A directory is refused before its "size" (what tellg reports for one) is allocated.
+  std::string directory = std::filesystem::temp_directory_path().string();
+  CHECK_THROWS_WITH(nn::load_safetensors(directory), Catch::Contains("is not a file that can be read"));
   std::string corrupt = temp_path("tinymoe_test_corrupt.safetensors");
   std::ofstream(corrupt, std::ios::binary) << "abc";
   CHECK_THROWS_WITH(nn::load_safetensors(corrupt), Catch::Contains("fewer than the 8-byte") && Catch::Contains(corrupt));
@@ -172,6 +177,13 @@ TEST_CASE("safetensors: rejects each kind of malformed file", "[safetensors][err
     INFO(message);
     CHECK_THAT(message, Catch::StartsWith("safetensors: ") && Catch::Contains(problem));
   };
+  // Nesting a million deep (printing or freeing it would overflow the stack), in the metadata and
+  // in a shape; and a zero dimension does not hide an overflowing product of the others.
+  const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
+  rejects(file_from("{\"__metadata__\":{\"a\":" + deep + "}}", {}), "nests deeper than 8 levels");
+  rejects(file_from(one_entry("\"F32\"", deep, "[0,0]"), {}), "nests deeper than 8 levels");
+  rejects(file_from(one_entry("\"F32\"", "[0,4611686018427387904,4611686018427387904]", "[0,0]"), {}),
+          "the element count overflows");
   // Lengths.
   rejects({1, 2, 3}, "fewer than the 8-byte header length");
   Bytes past_end;
