@@ -292,22 +292,23 @@ std::string header_text(const TensorMap& tensors, const SafetensorsMetadata& met
   return text;
 }
 
-}  // namespace
-
-TensorMap parse_safetensors(const std::vector<uint8_t>& bytes, SafetensorsMetadata* metadata) {
-  TINYMOE_CHECK(bytes.size() >= kLengthBytes, kOp, "the file has ", bytes.size(),
+// The header length from the first 8 bytes of a file of `file_bytes`, checked against the limit
+// and the file's size.
+uint64_t checked_header_length(const uint8_t* first_bytes, uint64_t file_bytes) {
+  TINYMOE_CHECK(file_bytes >= kLengthBytes, kOp, "the file has ", file_bytes,
                 " bytes, fewer than the 8-byte header length");
-  uint64_t header_bytes = load_le<uint64_t>(bytes.data());
+  uint64_t header_bytes = load_le<uint64_t>(first_bytes);
   TINYMOE_CHECK(header_bytes <= kMaxHeaderBytes, kOp, "header length ", header_bytes,
                 " exceeds the limit of ", kMaxHeaderBytes, " bytes");
-  TINYMOE_CHECK(header_bytes <= bytes.size() - kLengthBytes, kOp, "header length ", header_bytes,
-                " runs past the end of the file (", bytes.size(), " bytes)");
-  const uint8_t* header_begin = bytes.data() + kLengthBytes;
-  const uint8_t* buffer = header_begin + header_bytes;
-  uint64_t buffer_bytes = bytes.size() - kLengthBytes - header_bytes;
+  TINYMOE_CHECK(header_bytes <= file_bytes - kLengthBytes, kOp, "header length ", header_bytes,
+                " runs past the end of the file (", file_bytes, " bytes)");
+  return header_bytes;
+}
 
-  // Validate everything before creating any tensor.
-  json header = parse_header_json(header_begin, buffer);
+// Every entry of the header [begin, end), validated against a data buffer of buffer_bytes.
+std::vector<Entry> parse_entries(const uint8_t* begin, const uint8_t* end, uint64_t buffer_bytes,
+                                 SafetensorsMetadata* metadata) {
+  json header = parse_header_json(begin, end);
   SafetensorsMetadata parsed_metadata;
   std::vector<Entry> entries;
   for (auto item = header.begin(); item != header.end(); ++item) {
@@ -315,11 +316,55 @@ TensorMap parse_safetensors(const std::vector<uint8_t>& bytes, SafetensorsMetada
     else entries.push_back(parse_entry(item.key(), item.value(), buffer_bytes));
   }
   check_coverage(entries, buffer_bytes);
+  if (metadata) *metadata = std::move(parsed_metadata);
+  return entries;
+}
 
+// A regular file's size, or an Error that names the path.
+uint64_t regular_file_size(const std::string& path) {
+  std::error_code error_code;
+  TINYMOE_CHECK(std::filesystem::is_regular_file(path, error_code), kOp, "'", path,
+                "' is not a file that can be read (missing, a directory or a device)");
+  uint64_t size = std::filesystem::file_size(path, error_code);
+  TINYMOE_CHECK(!error_code, kOp, "cannot read the size of '", path, "'");
+  return size;
+}
+
+}  // namespace
+
+TensorMap parse_safetensors(const std::vector<uint8_t>& bytes, SafetensorsMetadata* metadata) {
+  uint64_t header_bytes = checked_header_length(bytes.data(), bytes.size());
+  const uint8_t* header_begin = bytes.data() + kLengthBytes;
+  const uint8_t* buffer = header_begin + header_bytes;
+  // Validate everything before creating any tensor.
+  SafetensorsMetadata parsed_metadata;
+  std::vector<Entry> entries = parse_entries(header_begin, buffer, bytes.size() - kLengthBytes - header_bytes,
+                                             &parsed_metadata);
   TensorMap tensors;
   for (const Entry& entry : entries) tensors.emplace(entry.name, make_tensor(entry, buffer));
   if (metadata) *metadata = std::move(parsed_metadata);
   return tensors;
+}
+
+std::vector<SafetensorsTensorInfo> read_safetensors_header(const std::string& path, SafetensorsMetadata* metadata) {
+  const uint64_t file_bytes = regular_file_size(path);
+  std::ifstream file(path, std::ios::binary);
+  TINYMOE_CHECK(file.good(), kOp, "cannot open '", path, "' for reading");
+  try {
+    uint8_t length[kLengthBytes] = {};
+    file.read(reinterpret_cast<char*>(length), file_bytes >= kLengthBytes ? kLengthBytes : 0);
+    uint64_t header_bytes = checked_header_length(length, file_bytes);
+    std::vector<uint8_t> header(static_cast<size_t>(header_bytes));
+    file.read(reinterpret_cast<char*>(header.data()), static_cast<std::streamsize>(header_bytes));
+    TINYMOE_CHECK(static_cast<uint64_t>(file.gcount()) == header_bytes, kOp, "cannot read the header");
+    std::vector<SafetensorsTensorInfo> infos;
+    for (const Entry& entry : parse_entries(header.data(), header.data() + header.size(),
+                                            file_bytes - kLengthBytes - header_bytes, metadata))
+      infos.push_back({entry.name, entry.dtype->name, entry.shape});
+    return infos;
+  } catch (const Error& error) {
+    throw Error(std::string(error.what()) + " (in '" + path + "')");
+  }
 }
 
 std::vector<uint8_t> serialize_safetensors(const TensorMap& tensors, const SafetensorsMetadata& metadata) {
@@ -338,9 +383,7 @@ std::vector<uint8_t> serialize_safetensors(const TensorMap& tensors, const Safet
 }
 
 TensorMap load_safetensors(const std::string& path, SafetensorsMetadata* metadata) {
-  std::error_code error_code;
-  TINYMOE_CHECK(std::filesystem::is_regular_file(path, error_code), kOp, "'", path,
-                "' is not a file that can be read (missing, a directory or a device)");
+  regular_file_size(path);  // a directory's "size" is not to be allocated
   std::ifstream file(path, std::ios::binary | std::ios::ate);
   TINYMOE_CHECK(file.good(), kOp, "cannot open '", path, "' for reading");
   std::streamoff size = file.tellg();

@@ -45,6 +45,17 @@ TensorMap parse_safetensors(const std::vector<uint8_t>& bytes, SafetensorsMetada
 // Reads and parses the file at `path`; errors also name the path.
 TensorMap load_safetensors(const std::string& path, SafetensorsMetadata* metadata = nullptr);
 
+// What the file at `path` holds, without reading its data: each tensor's name, dtype as the file
+// spells it ("F32", "BF16", ...) and shape, in name order, after the same checks of the whole
+// header as load_safetensors (offsets against the file's size). For files too large to load.
+struct SafetensorsTensorInfo {
+  std::string name;
+  std::string dtype;
+  Shape shape;
+};
+std::vector<SafetensorsTensorInfo> read_safetensors_header(const std::string& path,
+                                                           SafetensorsMetadata* metadata = nullptr);
+
 // The bytes of a file holding `tensors` and `metadata` (omitted from the header when empty).
 std::vector<uint8_t> serialize_safetensors(const TensorMap& tensors, const SafetensorsMetadata& metadata = {});
 void save_safetensors(const std::string& path, const TensorMap& tensors, const SafetensorsMetadata& metadata = {});

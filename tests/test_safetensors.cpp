@@ -2,6 +2,7 @@
 // trips, one test per class of malformed file, and a seeded mutation fuzzer.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -154,6 +155,31 @@ TEST_CASE("safetensors: round trip of every dtype, scalars and empty tensors", "
     // Same bytes: compare the serialized forms of each tensor alone.
     CHECK(serialize_safetensors({{"x", back}}) == serialize_safetensors({{"x", entry.second}}));
   }
+}
+
+TEST_CASE("safetensors: the header alone names the tensors load_safetensors would load", "[safetensors]") {
+  std::string path = temp_path("tinymoe_test_header_only.safetensors");
+  const Bytes fixture = hand_made_fixture();
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(fixture.data()), static_cast<std::streamsize>(fixture.size()));
+  nn::SafetensorsMetadata metadata, loaded_metadata;
+  std::vector<nn::SafetensorsTensorInfo> infos = nn::read_safetensors_header(path, &metadata);
+  nn::TensorMap loaded = nn::load_safetensors(path, &loaded_metadata);
+  CHECK(metadata == loaded_metadata);
+  REQUIRE(infos.size() == loaded.size());
+  for (const nn::SafetensorsTensorInfo& info : infos) {
+    INFO(info.name);
+    REQUIRE(loaded.count(info.name) == 1);
+    CHECK(info.shape == loaded.at(info.name).shape());
+  }
+  // The file's own dtype names (BF16 and F16 load as f32).
+  std::vector<std::string> dtypes;
+  for (const auto& info : infos) dtypes.push_back(info.dtype);
+  CHECK(std::find(dtypes.begin(), dtypes.end(), "BF16") != dtypes.end());
+  // The offsets are checked against the file's size: one byte short is refused.
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) - 1);
+  CHECK_THROWS_WITH(nn::read_safetensors_header(path), Catch::StartsWith("safetensors: ") && Catch::Contains(path));
+  std::remove(path.c_str());
 }
 
 TEST_CASE("safetensors: file errors name the path", "[safetensors][errors]") {

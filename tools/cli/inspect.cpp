@@ -1,6 +1,7 @@
-// `tinymoe inspect FILE`: what a safetensors file holds, without loading it into a model: its
-// metadata, its tensors grouped by the first part of their names, and for a training checkpoint
-// (nn/checkpoint.h) the step, optimizer and rank. --tensors lists every tensor.
+// `tinymoe inspect FILE`: what a safetensors file holds, from its header alone (a file larger than
+// memory is fine): its metadata, its tensors grouped by the first part of their names, and for a
+// training checkpoint (nn/checkpoint.h) the step, optimizer and rank. --tensors lists every tensor
+// with its dtype as the file spells it.
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
@@ -9,6 +10,7 @@
 #include <iostream>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "nn/safetensors.h"
 #include "tools/cli/commands.h"
@@ -17,7 +19,7 @@ namespace tinymoe::cli {
 namespace {
 
 struct Group {
-  int64_t tensors = 0, elements = 0, bytes = 0;
+  int64_t tensors = 0, elements = 0;
 };
 
 // "layers.0.mlp.w1" -> "layers"; a name without a dot is its own group.
@@ -35,14 +37,13 @@ void print_checkpoint_line(const nn::SafetensorsMetadata& metadata) {
 
 void run_inspect(const std::string& path, bool list_tensors) {
   nn::SafetensorsMetadata metadata;
-  nn::TensorMap tensors = nn::load_safetensors(path, &metadata);
+  std::vector<nn::SafetensorsTensorInfo> tensors = nn::read_safetensors_header(path, &metadata);
   std::map<std::string, Group> groups;
   Group total;
-  for (const auto& [name, tensor] : tensors) {
-    for (Group* group : {&groups[group_of(name)], &total}) {
+  for (const nn::SafetensorsTensorInfo& tensor : tensors) {
+    for (Group* group : {&groups[group_of(tensor.name)], &total}) {
       group->tensors += 1;
-      group->elements += tensor.numel();
-      group->bytes += static_cast<int64_t>(tensor.nbytes());
+      group->elements += shape_numel(tensor.shape);
     }
   }
   std::cout << path << ": " << std::filesystem::file_size(path) << " bytes, " << total.tensors << " tensors, "
@@ -56,9 +57,9 @@ void run_inspect(const std::string& path, bool list_tensors) {
               << " tensors " << std::setw(12) << group.elements << " elements\n";
   if (!list_tensors) return;
   std::cout << "tensors:\n";
-  for (const auto& [name, tensor] : tensors)
-    std::cout << "  " << std::left << std::setw(48) << name << " " << dtype_name(tensor.dtype()) << " "
-              << shape_str(tensor.shape()) << "\n";
+  for (const nn::SafetensorsTensorInfo& tensor : tensors)
+    std::cout << "  " << std::left << std::setw(48) << tensor.name << " " << tensor.dtype << " "
+              << shape_str(tensor.shape) << "\n";
 }
 
 }  // namespace
