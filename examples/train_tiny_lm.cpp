@@ -64,6 +64,9 @@ using namespace tiny_lm;
 
 namespace {
 
+// The training windows' length, and so the model's longest context.
+constexpr int64_t kWindow = 64;
+
 const char* kText =
     "A mixture of experts replaces one wide feed-forward layer with many narrow ones. A router "
     "looks at each token and sends it to a few experts; the others never see it. The model holds "
@@ -130,22 +133,6 @@ std::string rank_file(const std::string& path, const Communicator& comm) {
   return comm.size() == 1 ? path : path + ".rank" + std::to_string(comm.rank());
 }
 
-// The settings a resumed run must share with the run it continues (the checkpoint itself checks
-// the model's shapes, the optimizer and the number of ranks).
-SafetensorsMetadata run_settings(const std::string& text, const std::string& alphabet, const std::string& router,
-                                 uint64_t seed, int64_t batch, int64_t length, bool global_balance,
-                                 double peak_lr, int64_t decay_steps) {
-  return {{"alphabet", alphabet},
-          {"text_fnv1a", std::to_string(fingerprint(text))},
-          {"seed", std::to_string(seed)},
-          {"router", router},
-          {"lr", exact_text(peak_lr)},
-          {"decay_steps", std::to_string(decay_steps)},
-          {"batch", std::to_string(batch)},
-          {"length", std::to_string(length)},
-          {"global_balance", global_balance ? "1" : "0"}};
-}
-
 void check_same_settings(const SafetensorsMetadata& saved, const SafetensorsMetadata& now, const std::string& path) {
   for (const auto& [key, value] : now) {
     auto found = saved.find(key);
@@ -164,194 +151,278 @@ double note_number(const SafetensorsMetadata& notes, const std::string& key, con
   return value;
 }
 
+// Everything the command line sets.
+struct Options {
+  int64_t steps = 300, batch = 16, save_every = 0, decay_steps = 0, sample_length = 120;
+  std::string router = "mixtral", device = "cpu", communicator = "mpi";
+  uint64_t seed = 0;
+  bool expert_parallel = false, global_balance = false;
+  double lr = 3e-3, temperature = 0.0;
+  std::string save, resume, init, export_path, text, prompt;
+};
+
+// Registers every flag; returns --prompt, whose default depends on the text.
+CLI::Option* add_options(CLI::App& app, Options& o) {
+  app.add_option("--steps", o.steps, "training steps (0: only write the sample)")->check(CLI::NonNegativeNumber);
+  // Bounded: a batch of 64-character windows is built in memory at once.
+  app.add_option("--batch", o.batch, "sequences per step (at most 4096)")->check(CLI::Range(1, 4096));
+  app.add_option("--router", o.router, "routing preset")
+      ->check(CLI::IsMember({"mixtral", "switch", "deepseek_v3", "qwen2_moe", "gshard", "noisy_topk", "expert_choice",
+                             "sinkhorn", "top_p"}));
+  app.add_option("--device", o.device, "cpu, cuda or cuda:N");
+  app.add_option("--seed", o.seed, "seed of the weights and the batches");
+  auto* parallel = app.add_flag("--expert-parallel", o.expert_parallel,
+                                "split each layer's experts over the processes of mpirun");
+  app.add_option("--communicator", o.communicator, "how expert-parallel ranks exchange rows: mpi, or nccl (cuda)")
+      ->check(CLI::IsMember({"mpi", "nccl"}))
+      ->needs(parallel);
+  app.add_flag("--global-balance", o.global_balance,
+               "count the aux loss's expert loads over every rank's batch (global-batch balancing; mixtral, "
+               "qwen2_moe, gshard)")
+      ->needs(parallel);
+  app.add_option("--lr", o.lr, "AdamW's learning rate (the peak, with --decay-steps)")->check(CLI::PositiveNumber);
+  app.add_option("--decay-steps", o.decay_steps,
+                 "warm the rate up over the first tenth of N steps, then cosine-decay it to a tenth (0: constant)")
+      ->check(CLI::NonNegativeNumber);
+  auto* save = app.add_option("--save", o.save,
+                              "write a checkpoint here after the last step (PATH.rank<r> with --expert-parallel)");
+  app.add_option("--save-every", o.save_every, "also write it every N steps")->check(CLI::PositiveNumber)->needs(save);
+  auto* resume = app.add_option(
+      "--resume", o.resume, "continue the run saved in this checkpoint, up to --steps (PATH.rank<r> with --expert-parallel)");
+  app.add_option("--init", o.init, "start from these weights (a file --export wrote, from any number of processes)")
+      ->excludes(resume);
+  app.add_option("--export", o.export_path, "after training, write the whole model's weights to one file (rank 0)");
+  app.add_option("--text", o.text, "train on this file's text instead of the built-in paragraph");
+  auto* prompt = app.add_option(
+      "--prompt", o.prompt, "what the sample starts from, characters of the text (\"A router \", or --text's first 9)");
+  app.add_option("--sample-length", o.sample_length, "characters to write after the prompt")
+      ->check(CLI::Range(0, 1000000));
+  app.add_option("--temperature", o.temperature, "0: the likeliest character each time; > 0: draw from softmax(logits / t)")
+      ->check(CLI::NonNegativeNumber);
+  return prompt;
+}
+
+// The model of the run: 2 layers of 4 heads, E = 8 experts of width 64 over the text's alphabet.
+MoETransformerConfig model_config(const Options& o, const CharacterCorpus& corpus,
+                                  const std::shared_ptr<Communicator>& comm) {
+  MoETransformerConfig config;
+  config.vocab_size = static_cast<int64_t>(corpus.alphabet.size());
+  config.max_sequence_length = kWindow;
+  config.num_layers = 2;
+  config.num_heads = 4;
+  config.moe.num_experts = 8;
+  config.moe.hidden_size = 64;
+  config.moe.intermediate_size = 64;
+  config.moe.router = router_by_name(o.router);
+  config.moe.router.aux_loss_global_batch = o.global_balance;
+  if (o.expert_parallel) config.expert_parallel = comm;
+  return config;
+}
+
+// One process's part of a run, in the order of its phases: start (from --init or --resume),
+// train (saving as asked), finish (--export, the sample).
+class TrainingRun {
+ public:
+  TrainingRun(const Options& options, std::shared_ptr<Communicator> comm, Device device)
+      : o_(options), comm_(std::move(comm)), device_(device),
+        text_(o_.text.empty() ? std::string(kText) : read_text_file(o_.text)), corpus_(text_, kWindow),
+        weights_(o_.seed), batches_(o_.seed + 1 + static_cast<uint64_t>(comm_->rank())),  // the same weights everywhere
+        model_(model_config(o_, corpus_, comm_), &weights_) {
+    model_.to(device_);
+    optimizer_ = std::make_unique<AdamW>(model_.parameters(), AdamWOptions{o_.lr, 0.9, 0.95, 1e-8, 0.01});
+    // Everything random in a step: the batches, and the noise of routers that draw it (noisy
+    // top-k, Switch's jitter) from the default generator.
+    training_ = TrainingState(&model_, optimizer_.get(), {{"batches", &batches_}, {"default", &default_generator()}});
+    training_.rank = comm_->rank();
+    training_.ranks = comm_->size();
+  }
+
+  const CharacterCorpus& corpus() const { return corpus_; }
+  const std::string& text() const { return text_; }
+  bool printing() const { return comm_->rank() == 0; }
+
+  // The settings a resumed run must share with the run it continues (the checkpoint itself checks
+  // the model's shapes, the optimizer and the number of ranks).
+  SafetensorsMetadata settings() const {
+    return {{"alphabet", corpus_.alphabet_note()},
+            {"text_fnv1a", std::to_string(fingerprint(text_))},
+            {"seed", std::to_string(o_.seed)},
+            {"router", o_.router},
+            {"lr", exact_text(o_.lr)},
+            {"decay_steps", std::to_string(o_.decay_steps)},
+            {"batch", std::to_string(o_.batch)},
+            {"length", std::to_string(kWindow)},
+            {"global_balance", o_.global_balance ? "1" : "0"}};
+  }
+
+  // What an exported weights file records, and --init checks.
+  SafetensorsMetadata export_notes() const { return {{"router", o_.router}, {"alphabet", corpus_.alphabet_note()}}; }
+
+  void start() {
+    if (!o_.init.empty()) load_initial_weights();
+    if (!o_.resume.empty()) resume();
+    if (printing())
+      std::printf("tinymoe: %lld-layer MoE LM, %zu characters, router %s, 8 experts over %d process(es) (%s), on %s%s\n",
+                  static_cast<long long>(model_.config().num_layers), corpus_.alphabet.size(), o_.router.c_str(),
+                  comm_->size(), comm_->name().c_str(), device_.str().c_str(),
+                  o_.resume.empty() ? "" : (", from step " + std::to_string(training_.step)).c_str());
+  }
+
+  void train() {
+    const int64_t first_step = training_.step + 1;
+    for (int64_t step = first_step; step <= o_.steps; ++step) {
+      train_step(step);
+      if (!o_.save.empty() && (step == o_.steps || (o_.save_every > 0 && step % o_.save_every == 0))) save(step);
+    }
+    // A run with no step to take (--steps 0, or resumed at --steps) still writes what it holds.
+    if (!o_.save.empty() && first_step > o_.steps) save(training_.step);
+  }
+
+  // --export, then the sample; false when the loss did not fall.
+  bool finish() {
+    if (!o_.export_path.empty()) {
+      StateDict whole = gather_expert_parallel_state(model_);  // a collective: every rank takes part
+      if (printing()) save_safetensors(o_.export_path, whole, export_notes());
+    }
+    write_sample();
+    // One step's loss is measured before its update: the loss can fall only over two or more.
+    if (o_.steps >= 2 && !(loss_ < first_loss_)) {
+      std::printf("tinymoe: rank %d: the loss did not fall (%.3f -> %.3f)\n", comm_->rank(), first_loss_, loss_);
+      return false;
+    }
+    return true;
+  }
+
+ private:
+  // Each rank takes its own experts' slice of the whole model's weights (nn/expert_parallel_state.h).
+  void load_initial_weights() {
+    SafetensorsMetadata exported;
+    StateDict initial = load_safetensors(o_.init, &exported);
+    // Another router (mixtral, gshard) or another text of as many characters has the same
+    // tensors: an exported file says which it was (a state_dict saved otherwise has no notes).
+    for (const auto& [key, value] : export_notes())
+      if (exported.count(key)) check_same_settings(exported, {{key, value}}, o_.init);
+    load_expert_parallel_state(model_, initial);
+  }
+
+  void resume() {
+    load_checkpoint(rank_file(o_.resume, *comm_), training_);
+    check_same_settings(training_.notes, settings(), o_.resume);
+    TINYMOE_CHECK(training_.step <= o_.steps, "train_tiny_lm", "'", o_.resume, "' is at step ", training_.step,
+                  ", past --steps ", o_.steps);
+    TINYMOE_CHECK(training_.step < std::numeric_limits<int64_t>::max(), "train_tiny_lm", "'", o_.resume,
+                  "' is at the last step there can be");
+    first_loss_ = note_number(training_.notes, "first_loss", o_.resume);
+    loss_ = note_number(training_.notes, "last_loss", o_.resume);
+    // The ranks' files must come from one run at one step (each file's settings, seed included,
+    // were checked against the command line above).
+    check_ranks_agree(*comm_, static_cast<uint64_t>(training_.step), "checkpoint step");
+  }
+
+  void train_step(int64_t step) {
+    auto [ids, targets] = sample_batch(corpus_, o_.batch, kWindow, batches_, device_);
+    model_.zero_grad();
+    LMOutput out = model_(ids, targets);
+    out.total_loss().backward();
+    all_reduce_gradients(model_.replicated_parameters(), *comm_);  // nothing to sum on one process
+    // The norm of the whole model's gradients, every rank's experts included, so that every rank
+    // scales its copies alike.
+    clip_grad_norm(model_.replicated_parameters(), model_.local_expert_parameters(), 1.0, *comm_);
+    if (o_.decay_steps > 0) optimizer_->set_lr(schedule_.lr(step));
+    optimizer_->step();
+    model_.update_router_biases(out, 1e-3);  // DeepSeek-V3's balancing; other routers have no bias
+    loss_ = out.loss.item<double>();
+    if (step == 1) first_loss_ = loss_;
+    if (printing() && (step == 1 || step % 50 == 0 || step == o_.steps)) {
+      std::printf("step %4lld  loss %.6f  routing losses %.6f\n", static_cast<long long>(step), loss_,
+                  out.aux_loss.item<double>());
+      print_routing(out);
+    }
+  }
+
+  // Every rank writes its file beside the old one, and renames it once every rank has written: a
+  // failed save leaves the previous checkpoint set whole, never a mix of steps.
+  void save(int64_t step) {
+    training_.step = step;
+    training_.notes = settings();
+    training_.notes["first_loss"] = exact_text(first_loss_);
+    training_.notes["last_loss"] = exact_text(loss_);
+    const std::string file = rank_file(o_.save, *comm_);
+    save_checkpoint(file + ".staged", training_);
+    check_ranks_agree(*comm_, static_cast<uint64_t>(step), "saved step");
+    std::filesystem::rename(file + ".staged", file);
+  }
+
+  // Every rank decodes (the expert-parallel layers exchange rows, so every rank makes the same
+  // forwards, with the same draws); rank 0 prints, with fwrite since the text may hold NUL bytes.
+  void write_sample() {
+    model_.eval();
+    Generator sampling(o_.seed + 2);
+    std::string sample = generate(model_, corpus_, o_.prompt, o_.sample_length, o_.temperature, sampling);
+    if (!printing()) return;
+    if (o_.temperature == 0.0) std::printf("\ngreedy sample: ");
+    else std::printf("\nsample at temperature %g: ", o_.temperature);
+    std::fwrite(sample.data(), 1, sample.size(), stdout);
+    std::printf("\n");
+  }
+
+  const Options& o_;
+  std::shared_ptr<Communicator> comm_;
+  Device device_;
+  std::string text_;
+  CharacterCorpus corpus_;
+  Generator weights_, batches_;
+  MoETransformer model_;
+  std::unique_ptr<AdamW> optimizer_;
+  // Stateless: a resumed run takes its rates from the step alone (nn/lr_schedule.h).
+  WarmupCosineSchedule schedule_{o_.lr, o_.decay_steps / 10, std::max<int64_t>(o_.decay_steps, 1), o_.lr / 10};
+  TrainingState training_;
+  double first_loss_ = 0, loss_ = 0;
+};
+
+// The prompt (by default "A router ", or the text's first characters) must be made of the text's
+// characters, and every rank must run the same command line on the same text: checked before any
+// training.
+void check_before_training(Options& o, bool prompt_given, const TrainingRun& run, Communicator& comm) {
+  if (!prompt_given) o.prompt = o.text.empty() ? "A router " : run.text().substr(0, 9);
+  TINYMOE_CHECK(!o.prompt.empty(), "train_tiny_lm", "the prompt is empty");
+  for (char c : o.prompt) run.corpus().id_of(c);
+  // CLI11's range checks let NaN through.
+  TINYMOE_CHECK(std::isfinite(o.temperature) && std::isfinite(o.lr), "train_tiny_lm",
+                "--temperature and --lr must be finite numbers");
+  const std::string agreed = o.router + "|" + std::to_string(o.steps) + "|" + std::to_string(o.batch) + "|" +
+                             std::to_string(o.seed) + "|" + exact_text(o.lr) + "|" + std::to_string(o.decay_steps) +
+                             "|" + std::to_string(o.global_balance) + "|" + std::to_string(o.save_every) + "|" +
+                             std::to_string(!o.save.empty()) + std::to_string(!o.resume.empty()) +
+                             std::to_string(!o.export_path.empty()) + "|" + o.init + "|" + o.prompt + "|" +
+                             std::to_string(o.sample_length) + "|" + exact_text(o.temperature) + "|" +
+                             std::to_string(fingerprint(run.text()));
+  check_ranks_agree(comm, fingerprint(agreed), "command line or text");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Train a small MoE language model on a text (built in, or --text FILE), one character per token."};
-  int64_t steps = 300, batch = 16, length = 64;
-  std::string router = "mixtral", device_name = "cpu", communicator = "mpi";
-  uint64_t seed = 0;
-  bool expert_parallel = false, global_balance = false;
-  std::string save_path, resume_path, init_path, export_path, text_path, prompt;
-  int64_t sample_length = 120;
-  double temperature = 0.0;
-  int64_t save_every = 0, decay_steps = 0;
-  double peak_lr = 3e-3;
-  app.add_option("--steps", steps, "training steps (0: only write the sample)")->check(CLI::NonNegativeNumber);
-  // Bounded: a batch of 64-character windows is built in memory at once.
-  app.add_option("--batch", batch, "sequences per step (at most 4096)")->check(CLI::Range(1, 4096));
-  app.add_option("--router", router, "routing preset")
-      ->check(CLI::IsMember({"mixtral", "switch", "deepseek_v3", "qwen2_moe", "gshard", "noisy_topk", "expert_choice", "sinkhorn", "top_p"}));
-  app.add_option("--device", device_name, "cpu, cuda or cuda:N");
-  app.add_option("--seed", seed, "seed of the weights and the batches");
-  auto* parallel_flag =
-      app.add_flag("--expert-parallel", expert_parallel, "split each layer's experts over the processes of mpirun");
-  app.add_option("--communicator", communicator, "how expert-parallel ranks exchange rows: mpi, or nccl (cuda)")
-      ->check(CLI::IsMember({"mpi", "nccl"}))
-      ->needs(parallel_flag);
-  app.add_flag("--global-balance", global_balance,
-               "count the aux loss's expert loads over every rank's batch (global-batch balancing; mixtral, qwen2_moe, gshard)")
-      ->needs(parallel_flag);
-  app.add_option("--lr", peak_lr, "AdamW's learning rate (the peak, with --decay-steps)")->check(CLI::PositiveNumber);
-  app.add_option("--decay-steps", decay_steps,
-                 "warm the rate up over the first tenth of N steps, then cosine-decay it to a tenth (0: constant)")
-      ->check(CLI::NonNegativeNumber);
-  auto* save_option = app.add_option(
-      "--save", save_path, "write a checkpoint here after the last step (PATH.rank<r> with --expert-parallel)");
-  app.add_option("--save-every", save_every, "also write it every N steps")->check(CLI::PositiveNumber)->needs(save_option);
-  auto* resume_option =
-      app.add_option("--resume", resume_path,
-                     "continue the run saved in this checkpoint, up to --steps (PATH.rank<r> with --expert-parallel)");
-  app.add_option("--init", init_path, "start from these weights (a file --export wrote, from any number of processes)")
-      ->excludes(resume_option);
-  app.add_option("--export", export_path, "after training, write the whole model's weights to one file (rank 0)");
-  app.add_option("--text", text_path, "train on this file's text instead of the built-in paragraph");
-  auto* prompt_option = app.add_option(
-      "--prompt", prompt, "what the sample starts from, characters of the text (\"A router \", or --text's first 9)");
-  app.add_option("--sample-length", sample_length, "characters to write after the prompt")->check(CLI::Range(0, 1000000));
-  app.add_option("--temperature", temperature, "0: the likeliest character each time; > 0: draw from softmax(logits / t)")
-      ->check(CLI::NonNegativeNumber);
+  Options options;
+  CLI::Option* prompt = add_options(app, options);
   CLI11_PARSE(app, argc, argv);
 
   std::unique_ptr<MpiSession> mpi;
   try {
     std::shared_ptr<Communicator> comm = local_communicator();
-    Device device = Device::parse(device_name);
-    if (expert_parallel) {
+    Device device = Device::parse(options.device);
+    if (options.expert_parallel) {
       mpi = std::make_unique<MpiSession>(&argc, &argv);
       comm = mpi_communicator();
-      if (device_name == "cuda") device = rank_cuda_device(*comm);  // no index given: a GPU per rank
-      if (communicator == "nccl") comm = nccl_communicator(comm, device);
+      if (options.device == "cuda") device = rank_cuda_device(*comm);  // no index given: a GPU per rank
+      if (options.communicator == "nccl") comm = nccl_communicator(comm, device);
     }
-    const bool printing = comm->rank() == 0;
-    const std::string text = text_path.empty() ? std::string(kText) : read_text_file(text_path);
-    const CharacterCorpus corpus(text, length);
-    if (prompt_option->count() == 0) prompt = text_path.empty() ? "A router " : text.substr(0, 9);
-    const SafetensorsMetadata exporting_notes = {{"router", router}, {"alphabet", corpus.alphabet_note()}};
-    TINYMOE_CHECK(!prompt.empty(), "train_tiny_lm", "the prompt is empty");
-    for (char c : prompt) corpus.id_of(c);  // before training, not after it
-    // CLI11's range checks let NaN through.
-    TINYMOE_CHECK(std::isfinite(temperature) && std::isfinite(peak_lr), "train_tiny_lm",
-                  "--temperature and --lr must be finite numbers");
-    const std::string agreed = router + "|" + std::to_string(steps) + "|" + std::to_string(batch) + "|" +
-                               std::to_string(seed) + "|" + exact_text(peak_lr) + "|" + std::to_string(decay_steps) +
-                               "|" + std::to_string(global_balance) + "|" + std::to_string(save_every) + "|" +
-                               std::to_string(!save_path.empty()) + std::to_string(!resume_path.empty()) +
-                               std::to_string(!export_path.empty()) + "|" + init_path + "|" + prompt + "|" +
-                               std::to_string(sample_length) + "|" + exact_text(temperature) + "|" +
-                               std::to_string(fingerprint(text));
-    check_ranks_agree(*comm, fingerprint(agreed), "command line or text");
-    MoETransformerConfig config;
-    config.vocab_size = static_cast<int64_t>(corpus.alphabet.size());
-    config.max_sequence_length = length;
-    config.num_layers = 2;
-    config.num_heads = 4;
-    config.moe.num_experts = 8;
-    config.moe.hidden_size = 64;
-    config.moe.intermediate_size = 64;
-    config.moe.router = router_by_name(router);
-    if (expert_parallel) config.expert_parallel = comm;
-    config.moe.router.aux_loss_global_batch = global_balance;
-    Generator weights(seed), batches(seed + 1 + static_cast<uint64_t>(comm->rank()));  // the same weights everywhere
-    MoETransformer model(config, &weights);
-    model.to(device);
-    // Each rank takes its own experts' slice of the whole model's weights (nn/expert_parallel_state.h).
-    if (!init_path.empty()) {
-      SafetensorsMetadata exported;
-      StateDict initial = load_safetensors(init_path, &exported);
-      // Another router (mixtral, gshard) or another text of as many characters has the same
-      // tensors: an exported file says which it was (a state_dict saved otherwise has no notes).
-      for (const auto& [key, value] : exporting_notes)
-        if (exported.count(key)) check_same_settings(exported, {{key, value}}, init_path);
-      load_expert_parallel_state(model, initial);
-    }
-    AdamW optimizer(model.parameters(), AdamWOptions{peak_lr, 0.9, 0.95, 1e-8, 0.01});
-    // Stateless: a resumed run takes its rates from the step alone (nn/lr_schedule.h).
-    const WarmupCosineSchedule schedule(peak_lr, decay_steps / 10, std::max<int64_t>(decay_steps, 1), peak_lr / 10);
-    // Everything random in a step: the batches, and the noise of routers that draw it (noisy
-    // top-k, Switch's jitter) from the default generator.
-    TrainingState training(&model, &optimizer, {{"batches", &batches}, {"default", &default_generator()}});
-    training.rank = comm->rank();
-    training.ranks = comm->size();
-    const SafetensorsMetadata settings = run_settings(text, corpus.alphabet_note(), router, seed, batch, length, global_balance, peak_lr, decay_steps);
-    double first_loss = 0, loss = 0;
-    if (!resume_path.empty()) {
-      load_checkpoint(rank_file(resume_path, *comm), training);
-      check_same_settings(training.notes, settings, resume_path);
-      TINYMOE_CHECK(training.step <= steps, "train_tiny_lm", "'", resume_path, "' is at step ", training.step,
-                    ", past --steps ", steps);
-      TINYMOE_CHECK(training.step < std::numeric_limits<int64_t>::max(), "train_tiny_lm", "'", resume_path,
-                    "' is at the last step there can be");
-      first_loss = note_number(training.notes, "first_loss", resume_path);
-      loss = note_number(training.notes, "last_loss", resume_path);
-      // The ranks' files must come from one run at one step (each file's settings, seed included,
-      // were checked against the command line above).
-      check_ranks_agree(*comm, static_cast<uint64_t>(training.step), "checkpoint step");
-    }
-    auto save = [&](int64_t step) {
-      training.step = step;
-      training.notes = settings;
-      training.notes["first_loss"] = exact_text(first_loss);
-      training.notes["last_loss"] = exact_text(loss);
-      // Every rank writes its file beside the old one, and renames it once every rank has
-      // written: a failed save leaves the previous checkpoint set whole, never a mix of steps.
-      const std::string file = rank_file(save_path, *comm);
-      save_checkpoint(file + ".staged", training);
-      check_ranks_agree(*comm, static_cast<uint64_t>(step), "saved step");
-      std::filesystem::rename(file + ".staged", file);
-    };
-    if (printing)
-      std::printf("tinymoe: %lld-layer MoE LM, %zu characters, router %s, 8 experts over %d process(es) (%s), on %s%s\n",
-                  static_cast<long long>(config.num_layers), corpus.alphabet.size(), router.c_str(), comm->size(),
-                  comm->name().c_str(), device.str().c_str(),
-                  resume_path.empty() ? "" : (", from step " + std::to_string(training.step)).c_str());
-
-    const int64_t first_step = training.step + 1;
-    for (int64_t step = first_step; step <= steps; ++step) {
-      auto [ids, targets] = sample_batch(corpus, batch, length, batches, device);
-      model.zero_grad();
-      LMOutput out = model(ids, targets);
-      out.total_loss().backward();
-      all_reduce_gradients(model.replicated_parameters(), *comm);  // nothing to sum on one process
-      // The norm of the whole model's gradients, every rank's experts included, so that every rank
-      // scales its copies alike.
-      clip_grad_norm(model.replicated_parameters(), model.local_expert_parameters(), 1.0, *comm);
-      if (decay_steps > 0) optimizer.set_lr(schedule.lr(step));
-      optimizer.step();
-      model.update_router_biases(out, 1e-3);  // DeepSeek-V3's balancing; other routers have no bias
-      loss = out.loss.item<double>();
-      if (step == 1) first_loss = loss;
-      if (printing && (step == 1 || step % 50 == 0 || step == steps)) {
-        std::printf("step %4lld  loss %.6f  routing losses %.6f\n", static_cast<long long>(step), loss,
-                    out.aux_loss.item<double>());
-        print_routing(out);
-      }
-      if (!save_path.empty() && (step == steps || (save_every > 0 && step % save_every == 0))) save(step);
-    }
-    // A run with no step to take (--steps 0, or resumed at --steps) still writes what it holds.
-    if (!save_path.empty() && first_step > steps) save(training.step);
-    if (!export_path.empty()) {
-      StateDict whole = gather_expert_parallel_state(model);  // a collective: every rank takes part
-      if (printing) save_safetensors(export_path, whole, exporting_notes);
-    }
-    model.eval();
-    // Every rank decodes (the expert-parallel layers exchange rows), rank 0 prints.
-    // The same draws on every rank (the expert-parallel layers need every rank's forwards).
-    Generator sampling(seed + 2);
-    std::string sample = generate(model, corpus, prompt, sample_length, temperature, sampling);
-    if (printing) {
-      // fwrite: the text may hold NUL bytes.
-      if (temperature == 0.0) std::printf("\ngreedy sample: ");
-      else std::printf("\nsample at temperature %g: ", temperature);
-      std::fwrite(sample.data(), 1, sample.size(), stdout);
-      std::printf("\n");
-    }
-    // One step's loss is measured before its update: the loss can fall only over two or more.
-    if (steps >= 2 && !(loss < first_loss)) {
-      std::printf("tinymoe: rank %d: the loss did not fall (%.3f -> %.3f)\n", comm->rank(), first_loss, loss);
-      return 1;
-    }
-    return 0;
+    TrainingRun run(options, comm, device);
+    check_before_training(options, prompt->count() > 0, run, *comm);
+    run.start();
+    run.train();
+    return run.finish() ? 0 : 1;
   } catch (const std::exception& error) {  // tinymoe::Error, and std's (bad_alloc, filesystem_error)
     std::fprintf(stderr, "%s\n", error.what());
     if (mpi) MpiSession::abort(1);  // the other ranks may be waiting in a collective
