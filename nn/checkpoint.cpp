@@ -1,8 +1,6 @@
 #include "nn/checkpoint.h"
 
 #include <cctype>
-#include <cerrno>
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -41,16 +39,10 @@ std::vector<uint64_t> tensor_words(const Tensor& tensor) {
   return words;
 }
 
-// A non-negative decimal integer spelled as std::to_string spells it (any int64_t), or -1.
+// A count in the metadata (canonical_count), or -1 when it is missing or not one.
 int64_t parse_count(const SafetensorsMetadata& metadata, const std::string& key) {
   auto found = metadata.find(key);
-  if (found == metadata.end() || found->second.empty() || found->second.size() > 19) return -1;
-  for (char c : found->second)
-    if (c < '0' || c > '9') return -1;
-  errno = 0;
-  long long value = std::strtoll(found->second.c_str(), nullptr, 10);
-  if (errno == ERANGE) return -1;
-  return std::to_string(value) == found->second ? static_cast<int64_t>(value) : -1;
+  return found == metadata.end() ? -1 : canonical_count(found->second);
 }
 
 void check_state(const TrainingState& state, const char* op) {

@@ -23,13 +23,11 @@ std::string entry_name(size_t index, const std::string& slot) { return std::to_s
 // The index of a "<index>.<slot>" name, spelled as entry_name spells it; -1 for any other name.
 int64_t parameter_index(const std::string& name, size_t parameter_count, std::string* slot) {
   size_t dot = name.find('.');
-  if (dot == std::string::npos || dot == 0 || dot > 18) return -1;
-  for (size_t i = 0; i < dot; ++i)
-    if (name[i] < '0' || name[i] > '9') return -1;
-  size_t index = std::stoull(name.substr(0, dot));
-  if (index >= parameter_count || std::to_string(index) != name.substr(0, dot)) return -1;
+  if (dot == std::string::npos) return -1;
+  int64_t index = canonical_count(name.substr(0, dot));
+  if (index < 0 || static_cast<uint64_t>(index) >= parameter_count) return -1;
   *slot = name.substr(dot + 1);
-  return static_cast<int64_t>(index);
+  return index;
 }
 
 // The value of a scalar entry of `dtype`, or a problem.
