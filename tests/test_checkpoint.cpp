@@ -16,7 +16,7 @@
 #include "nn/moe_transformer.h"
 #include "nn/router_presets.h"
 #include "test_helpers.h"
-#include "tests/tiny_lm_config.h"
+#include "tests/small_configs.h"
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;

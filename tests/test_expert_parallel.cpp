@@ -11,6 +11,7 @@
 #include "nn/optim.h"
 #include "nn/router_presets.h"
 #include "ops/all_to_all.h"
+#include "tests/small_configs.h"
 #include "tests/test_helpers.h"
 #include "tinymoe/tinymoe.h"
 
@@ -20,15 +21,7 @@ using namespace tinymoe::nn;
 namespace {
 
 SparseMoEConfig small_block(const RouterConfig& router, ExpertKind kind, SharedExpertKind shared) {
-  SparseMoEConfig config;
-  config.num_experts = router.num_experts;
-  config.hidden_size = 6;
-  config.intermediate_size = 5;
-  config.expert_kind = kind;
-  config.shared = {shared, 1, 4};
-  config.router = router;
-  config.dtype = DType::f64;
-  return config;
+  return tinymoe::testing::small_block_config(router, kind, shared, DType::f64, 6, 5, 4);
 }
 
 }  // namespace

@@ -11,7 +11,7 @@
 #include "nn/optim.h"
 #include "nn/router_presets.h"
 #include "ops/loss.h"
-#include "tests/tiny_lm_config.h"
+#include "tests/small_configs.h"
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;

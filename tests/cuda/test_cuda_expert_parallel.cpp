@@ -17,6 +17,7 @@
 #include "nn/expert_parallel.h"
 #include "nn/router_presets.h"
 #include "ops/all_to_all.h"
+#include "tests/small_configs.h"
 #include "parity.h"
 
 using namespace cuda_test;
@@ -57,14 +58,7 @@ std::vector<std::shared_ptr<Communicator>> local_engines() {
 }
 
 SparseMoEConfig block_config(const RouterConfig& router, SharedExpertKind shared, DType dtype) {
-  SparseMoEConfig config;
-  config.num_experts = router.num_experts;
-  config.hidden_size = 16;
-  config.intermediate_size = 24;
-  config.shared = {shared, 1, 12};
-  config.router = router;
-  config.dtype = dtype;
-  return config;
+  return tinymoe::testing::small_block_config(router, ExpertKind::swiglu, shared, dtype, 16, 24, 12);
 }
 
 // all_to_all over one rank: rows and their gradients come back exactly, on the GPU.

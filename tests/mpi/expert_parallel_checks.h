@@ -19,6 +19,7 @@
 #include "ops/all_to_all.h"
 #include "ops/elementwise.h"
 #include "ops/shape.h"
+#include "tests/small_configs.h"
 #include "tinymoe/tinymoe.h"
 
 namespace mpi_test {
@@ -63,15 +64,7 @@ inline void check_expert_gradients(const ExpertParallelMoEBlock& parallel, const
 }
 
 inline SparseMoEConfig block_config(const RouterConfig& router, ExpertKind kind, SharedExpertKind shared) {
-  SparseMoEConfig config;
-  config.num_experts = router.num_experts;
-  config.hidden_size = 8;
-  config.intermediate_size = 6;
-  config.expert_kind = kind;
-  config.shared = {shared, 1, 5};
-  config.router = router;
-  config.dtype = DType::f64;
-  return config;
+  return tinymoe::testing::small_block_config(router, kind, shared, DType::f64, 8, 6, 5);
 }
 
 // all_to_all with uneven and empty blocks: every row reaches its rank, in order, and its gradient

@@ -12,7 +12,7 @@
 #include "nn/router_presets.h"
 #include "ops/loss.h"
 #include "ops/shape.h"
-#include "tests/tiny_lm_config.h"
+#include "tests/small_configs.h"
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;
