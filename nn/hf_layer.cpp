@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "nn/hf_expert_layout.h"
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
 #include "tinymoe/autograd.h"
@@ -21,6 +22,7 @@ namespace {
 using nlohmann::json;
 
 constexpr const char* kOp = "hf_layer";
+constexpr const char* kModelTypes = "mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3, switch_transformers";
 
 // ---- config.json ----
 
@@ -45,6 +47,11 @@ int64_t get_size(const json& config, const char* key, std::optional<int64_t> fal
   const int64_t size = get_int(config, key, fallback);
   TINYMOE_CHECK(size >= 1, kOp, "expected '", key, "' >= 1, got ", size);
   return size;
+}
+
+// A size under `key` or, when the file lacks it, under the config class's attribute_map `alias`.
+int64_t get_size_or_alias(const json& config, const char* key, const char* alias) {
+  return get_size(config, !find_key(config, key) && find_key(config, alias) ? alias : key);
 }
 
 double get_double(const json& config, const char* key, double fallback) {
@@ -78,8 +85,7 @@ void require_silu(const json& config) {
 HFLayerConfig parse_mixtral(const json& config) {
   require_silu(config);
   HFLayerConfig layer;
-  const char* experts_key = find_key(config, "num_local_experts") ? "num_local_experts" : "num_experts";
-  layer.block.num_experts = get_size(config, experts_key);
+  layer.block.num_experts = get_size_or_alias(config, "num_local_experts", "num_experts");
   layer.block.hidden_size = get_size(config, "hidden_size");
   layer.block.intermediate_size = get_size(config, "intermediate_size");
   layer.router = mixtral(layer.block.num_experts, get_size(config, "num_experts_per_tok", 2));
@@ -99,6 +105,24 @@ HFLayerConfig parse_qwen2_moe(const json& config) {
   layer.router = qwen2_moe(layer.block.num_experts, get_size(config, "num_experts_per_tok", 4),
                            get_bool(config, "norm_topk_prob", false));
   layer.router.aux_loss.coefficient = get_double(config, "router_aux_loss_coef", 0.001);
+  return layer;
+}
+
+// Qwen3MoeConfig and OlmoeConfig: Qwen2-MoE's router (softmax, top-k, renormalised iff
+// norm_topk_prob, default false) without a shared expert; k default 8. Qwen3-MoE sizes its experts
+// with moe_intermediate_size (aux coefficient 0.001), OLMoE with intermediate_size (0.01, the v5
+// class default and the released checkpoint's value; v4's class said 0.001). OLMoE's v5
+// attribute_map also calls num_experts num_local_experts.
+HFLayerConfig parse_softmax_topk_without_shared(const json& config, const char* intermediate_key,
+                                                double default_aux_coefficient) {
+  require_silu(config);
+  HFLayerConfig layer;
+  layer.block.num_experts = get_size_or_alias(config, "num_experts", "num_local_experts");
+  layer.block.hidden_size = get_size(config, "hidden_size");
+  layer.block.intermediate_size = get_size(config, intermediate_key);
+  layer.router = qwen2_moe(layer.block.num_experts, get_size(config, "num_experts_per_tok", 8),
+                           get_bool(config, "norm_topk_prob", false));
+  layer.router.aux_loss.coefficient = get_double(config, "router_aux_loss_coef", default_aux_coefficient);
   return layer;
 }
 
@@ -168,16 +192,6 @@ struct LoadedLayer {
   std::vector<WeightSlot> slots;
 };
 
-// HF's per-expert name of the block's stacked parameter experts.<stacked>.
-std::string expert_hf_name(const std::string& model_type, const std::string& stacked, int64_t expert) {
-  const std::string index = std::to_string(expert);
-  if (model_type == "switch_transformers") return "experts.expert_" + index + "." + stacked + ".weight";
-  if (model_type == "mixtral") return "experts." + index + "." + stacked + ".weight";
-  // Qwen2-MoE / DeepSeek-V3 name Mixtral's w1, w3, w2 gate_proj, up_proj, down_proj.
-  const std::string projection = stacked == "w1" ? "gate_proj" : stacked == "w3" ? "up_proj" : "down_proj";
-  return "experts." + index + "." + projection + ".weight";
-}
-
 void add_slots(const std::string& model_type, const NamedTensors& tensors, bool buffer,
                std::vector<WeightSlot>* slots) {
   const std::string experts_prefix = "experts.";
@@ -190,7 +204,7 @@ void add_slots(const std::string& model_type, const NamedTensors& tensors, bool 
     }
     const std::string stacked = name.substr(experts_prefix.size());
     for (int64_t expert = 0; expert < tensor.size(0); ++expert)
-      slots->push_back({expert_hf_name(model_type, stacked, expert), {tensor.size(2), tensor.size(1)}, tensor, expert,
+      slots->push_back({hf_expert_weight_name(model_type, stacked, expert), {tensor.size(2), tensor.size(1)}, tensor, expert,
                         buffer});
   }
 }
@@ -211,6 +225,18 @@ std::string join(const std::vector<std::string>& names) {
   std::ostringstream text;
   for (size_t i = 0; i < names.size(); ++i) text << (i ? ", " : "") << names[i];
   return text.str();
+}
+
+// When no name matched: the dotted prefix every name of the file shares, if it is not the one
+// given, is most likely the --prefix the user meant (model.layers.3.mlp. of a checkpoint).
+std::string prefix_hint(const TensorMap& weights, const std::string& prefix) {
+  std::string common = weights.begin()->first;
+  for (const auto& entry : weights)
+    common.resize(std::mismatch(common.begin(), common.end(), entry.first.begin(), entry.first.end()).first -
+                  common.begin());
+  common.resize(common.rfind('.') == std::string::npos ? 0 : common.rfind('.') + 1);
+  if (common.empty() || common == prefix) return "";
+  return " every name starts with '" + common + "': is that the prefix?";
 }
 
 // The file's tensors by stripped name, after checking every name, shape and dtype; one Error
@@ -240,6 +266,7 @@ std::map<std::string, Tensor> match_weights(const std::vector<WeightSlot>& slots
   if (!unexpected.empty()) problems << " unexpected (unknown to this model type or without the prefix '" << prefix
                                     << "'): " << join(unexpected) << ";";
   if (!mis_shaped.empty()) problems << " wrong shape or dtype: " << join(mis_shaped) << ";";
+  if (matched.empty() && !weights.empty()) problems << prefix_hint(weights, prefix);
   TINYMOE_CHECK(problems.str().empty(), kOp, "the weights do not match the layer's HF names and shapes:",
                 problems.str());
   return matched;
@@ -253,7 +280,9 @@ void copy_into(const Tensor& destination, const Tensor& source) {
 
 LoadedLayer load_layer(const HFLayerConfig& config, const TensorMap& weights, const std::string& prefix) {
   LoadedLayer layer = build_block(config);
-  std::map<std::string, Tensor> matched = match_weights(layer.slots, weights, prefix);
+  const bool fused = holds_fused_experts(config, weights, prefix);
+  std::map<std::string, Tensor> matched =
+      match_weights(layer.slots, fused ? split_fused_experts(config, weights, prefix) : weights, prefix);
   NoGradGuard no_grad;
   for (const WeightSlot& slot : layer.slots) {
     const Tensor& source = matched.at(slot.hf_name);
@@ -313,11 +342,13 @@ HFLayerConfig parse_hf_layer_config(const std::string& json_text) {
   HFLayerConfig layer;
   if (model_type == "mixtral") layer = parse_mixtral(config);
   else if (model_type == "qwen2_moe") layer = parse_qwen2_moe(config);
+  else if (model_type == "qwen3_moe") layer = parse_softmax_topk_without_shared(config, "moe_intermediate_size", 0.001);
+  else if (model_type == "olmoe") layer = parse_softmax_topk_without_shared(config, "intermediate_size", 0.01);
   else if (model_type == "deepseek_v3") layer = parse_deepseek_v3(config);
   else if (model_type == "switch_transformers") layer = parse_switch(config);
   else
     fail(kOp, "unknown model_type '", model_type,
-         "'; expected one of mixtral, qwen2_moe, deepseek_v3, switch_transformers");
+         "'; expected one of ", kModelTypes);
   layer.model_type = model_type;
   layer.router.validate();
   return layer;
@@ -352,7 +383,7 @@ TensorMap run_hf_layer(const HFLayerConfig& config, const TensorMap& weights, co
   sum(mul(result.output, output_grad.to(result.output.dtype()))).backward();
   out["grad.hidden_states"] = x.grad().defined() ? x.grad().detach() : zeros_like(hidden_states);
   for (const WeightSlot& slot : layer.slots) out["grad." + slot.hf_name] = slot_gradient(slot);
-  return out;
+  return holds_fused_experts(config, weights, prefix) ? fuse_expert_gradients(config, out) : out;
 }
 
 std::vector<TensorComparison> compare_tensor_maps(const TensorMap& actual, const TensorMap& expected,

@@ -5,9 +5,11 @@
 //   HF weights  --load_hf_layer----------> SparseMoEBlock in eval mode, HF tensors copied in
 //   hidden_states [, grad_output] --run_hf_layer--> output, router_logits, losses, gradients
 //
-// Supported model_type values: mixtral, qwen2_moe, deepseek_v3, switch_transformers. Every
-// problem is a tinymoe::Error naming "hf_layer" (or "hf_compare") that says what was expected and
-// what came, listing every offending tensor name at once.
+// Supported model_type values: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3,
+// switch_transformers; the SwiGLU types accept their experts per expert (hub checkpoints) or fused
+// as transformers v5 holds them (nn/hf_expert_layout.h). Every problem is a tinymoe::Error naming
+// "hf_layer" (or "hf_compare") that says what was expected and what came, listing every offending
+// tensor name at once.
 #pragma once
 
 #include <memory>
@@ -41,8 +43,9 @@ HFLayerConfig parse_hf_layer_config(const std::string& json_text);
 // with `prefix` (stripped); the stripped names must be exactly the HF names of the model type
 // (docs/hf_check.md section 3) with their HF shapes: per-expert Linear weights [out, in] are
 // transposed into the block's stacked [E, in, out] experts (load_expert_weight_from_hf); the rest
-// map one to one (Switch's router.classifier.weight is the block's gate.weight). Unknown, missing
-// and mis-shaped names are all listed in one Error.
+// map one to one (Switch's router.classifier.weight is the block's gate.weight). A file with the
+// fused experts.gate_up_proj / experts.down_proj is split into the per-expert names first
+// (split_fused_experts). Unknown, missing and mis-shaped names are all listed in one Error.
 std::shared_ptr<SparseMoEBlock> load_hf_layer(const HFLayerConfig& config, const TensorMap& weights,
                                               const std::string& prefix = "");
 
@@ -54,7 +57,8 @@ std::shared_ptr<SparseMoEBlock> load_hf_layer(const HFLayerConfig& config, const
 //   "aux_loss", "z_loss" raw scalars, where the model type has them (no coefficient applied)
 // and with a grad_output the derivatives of L = sum(output * grad_output) (losses excluded):
 //   "grad.hidden_states" and "grad.<name>" for every weight name (without the prefix) in its HF
-//   layout; buffers (gate.e_score_correction_bias) and experts no token reached get zeros.
+//   layout (fused weights get fused gradients); buffers (gate.e_score_correction_bias) and experts
+//   no token reached get zeros.
 TensorMap run_hf_layer(const HFLayerConfig& config, const TensorMap& weights, const TensorMap& input,
                        const TensorMap& grad_output = {}, const std::string& prefix = "");
 

@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -63,11 +64,49 @@ TensorMap without(TensorMap tensors, const std::string& name) {
   return tensors;
 }
 
+
+// The test's own spelling of HF's per-expert names: Mixtral's w1/w3/w2, the others' projections.
+std::string per_expert_name(const std::string& model_type, int64_t expert, int part) {
+  static const char* mixtral[] = {"w1", "w3", "w2"};
+  static const char* others[] = {"gate_proj", "up_proj", "down_proj"};
+  return "experts." + std::to_string(expert) + "." + (model_type == "mixtral" ? mixtral : others)[part] + ".weight";
+}
+
+// transformers v5's fused tensors built element by element from per-expert ones (`source` holds
+// them under `lead` + per_expert_name, e.g. "grad."): gate_up_proj[e] = [gate; up] (rows 0..f-1
+// the gate weight), down_proj[e] = down.
+std::pair<Tensor, Tensor> fuse_by_hand(const TensorMap& source, const std::string& lead, const HFLayerConfig& config) {
+  const int64_t experts = config.block.num_experts, d = config.block.hidden_size, f = config.block.intermediate_size;
+  std::vector<float> gate_up(experts * 2 * f * d), down(experts * d * f);
+  for (int64_t e = 0; e < experts; ++e) {
+    for (int part = 0; part < 2; ++part) {
+      std::vector<float> w = source.at(lead + per_expert_name(config.model_type, e, part)).to_vector<float>();
+      std::copy(w.begin(), w.end(), gate_up.begin() + (e * 2 + part) * f * d);
+    }
+    std::vector<float> w = source.at(lead + per_expert_name(config.model_type, e, 2)).to_vector<float>();
+    std::copy(w.begin(), w.end(), down.begin() + e * d * f);
+  }
+  return {from_vector(gate_up, {experts, 2 * f, d}), from_vector(down, {experts, d, f})};
+}
+
+// The case's weights with the experts fused (and the prefix kept).
+TensorMap fused_weights(const FixtureCase& c) {
+  TensorMap stripped, fused;
+  for (const auto& [name, tensor] : c.weights) {
+    const std::string bare = name.substr(c.prefix.size());
+    if (bare.rfind("experts.", 0) == 0) stripped[bare] = tensor;
+    else fused[name] = tensor;
+  }
+  auto [gate_up, down] = fuse_by_hand(stripped, "", c.config);
+  fused[c.prefix + "experts.gate_up_proj"] = gate_up;
+  fused[c.prefix + "experts.down_proj"] = down;
+  return fused;
+}
 }  // namespace
 
 TEST_CASE("hf_layer: every fixture case matches HuggingFace, forward and backward", "[hf_layer][hf]") {
   nlohmann::json manifest = nlohmann::json::parse(read_text(kHfData + "manifest.json"));
-  REQUIRE(manifest.at("cases").size() == 6);
+  REQUIRE(manifest.at("cases").size() == 8);
   for (const nlohmann::json& entry : manifest.at("cases")) {
     FixtureCase c = load_case(entry.at("name"), entry.at("prefix"));
     INFO(c.name);
@@ -86,6 +125,65 @@ TEST_CASE("hf_layer: every fixture case matches HuggingFace, forward and backwar
       CHECK(relative_error(result.at(name), expected) <= 1e-5);
     }
   }
+}
+
+TEST_CASE("hf_layer: the fused expert layout of transformers v5 gives the per-expert results", "[hf_layer][hf]") {
+  nlohmann::json manifest = nlohmann::json::parse(read_text(kHfData + "manifest.json"));
+  int fused_cases = 0;
+  for (const nlohmann::json& entry : manifest.at("cases")) {
+    if (entry.at("model_type") == "switch_transformers") continue;  // DenseActDense experts, never fused
+    FixtureCase c = load_case(entry.at("name"), entry.at("prefix"));
+    INFO(c.name);
+    ++fused_cases;
+    TensorMap result = run_hf_layer(c.config, fused_weights(c), c.input, c.grad_output, c.prefix);
+    // The expected tensors, with the per-expert gradients fused the same way.
+    TensorMap expected;
+    for (const auto& [name, tensor] : c.expected)
+      if (name.rfind("grad.experts.", 0) != 0) expected[name] = tensor;
+    auto [gate_up_grad, down_grad] = fuse_by_hand(c.expected, "grad.", c.config);
+    expected["grad.experts.gate_up_proj"] = gate_up_grad;
+    expected["grad.experts.down_proj"] = down_grad;
+    std::set<std::string> names, want;
+    for (const auto& item : result) names.insert(item.first);
+    for (const auto& item : expected) want.insert(item.first);
+    CHECK(names == want);
+    for (const auto& [name, tensor] : expected) {
+      INFO(name);
+      REQUIRE(result.count(name) == 1);
+      REQUIRE(result.at(name).shape() == tensor.shape());
+      CHECK(relative_error(result.at(name), tensor) <= 1e-5);
+    }
+  }
+  CHECK(fused_cases == 7);
+}
+
+TEST_CASE("hf_layer: a fused expert layout that does not match is refused whole", "[hf_layer][errors]") {
+  FixtureCase c = mixtral_case();  // E 4, d 8, f 16
+  TensorMap fused = fused_weights(c);
+  CHECK_NOTHROW(load_hf_layer(c.config, fused));
+  CHECK_THROWS_WITH(load_hf_layer(c.config, without(fused, "experts.down_proj")),
+                    Catch::Contains("hf_layer") && Catch::Contains("missing experts.down_proj [4, 8, 16]"));
+  TensorMap transposed = fused;
+  transposed["experts.gate_up_proj"] = zeros({4, 8, 32});
+  CHECK_THROWS_WITH(load_hf_layer(c.config, transposed),
+                    Catch::Contains("experts.gate_up_proj expected a floating [4, 32, 8], got f32 [4, 8, 32]"));
+  TensorMap integer = fused;
+  integer["experts.down_proj"] = zeros({4, 8, 16}, DType::i64);
+  CHECK_THROWS_WITH(load_hf_layer(c.config, integer), Catch::Contains("got i64 [4, 8, 16]"));
+  // Both layouts at once would hold two copies of an expert.
+  TensorMap mixed = fused;
+  mixed["experts.1.w2.weight"] = c.weights.at("experts.1.w2.weight");
+  CHECK_THROWS_WITH(load_hf_layer(c.config, mixed),
+                    Catch::Contains("per-expert tensors beside the fused ones: experts.1.w2.weight"));
+  // The prefix applies to the fused names too.
+  FixtureCase prefixed = load_case("mixtral_prefixed", "model.layers.0.block_sparse_moe.");
+  CHECK_NOTHROW(load_hf_layer(prefixed.config, fused_weights(prefixed), prefixed.prefix));
+  // Switch's experts are never fused: the names are unknown to it.
+  FixtureCase switch_case = load_case("switch_capacity", "");
+  TensorMap switch_fused = switch_case.weights;
+  switch_fused["experts.gate_up_proj"] = zeros({4, 8, 8});
+  CHECK_THROWS_WITH(load_hf_layer(switch_case.config, switch_fused),
+                    Catch::Contains("unexpected") && Catch::Contains("experts.gate_up_proj"));
 }
 
 TEST_CASE("hf_layer: without a grad_output only the forward tensors come back", "[hf_layer][hf]") {
@@ -123,6 +221,33 @@ TEST_CASE("hf_layer: config.json parsing follows the HF config classes", "[hf_la
   CHECK(deepseek.router.topk_group == 2);
   CHECK_FALSE(deepseek.router.aux_loss.enabled);
   CHECK(deepseek.block.shared.kind == SharedExpertKind::ungated);
+
+  // Qwen3-MoE and OLMoE: Qwen2-MoE's router without the shared expert; k 8 and no renormalisation
+  // by default; Qwen3 sizes experts by moe_intermediate_size, OLMoE by intermediate_size.
+  HFLayerConfig qwen3 = parse_hf_layer_config(
+      R"({"model_type": "qwen3_moe", "hidden_size": 8, "intermediate_size": 30, "moe_intermediate_size": 4,
+          "num_experts": 10})");
+  CHECK(qwen3.router.top_k == 8);
+  CHECK_FALSE(qwen3.router.weights.renormalize);
+  CHECK(qwen3.router.aux_loss.coefficient == 0.001);
+  CHECK(qwen3.block.intermediate_size == 4);
+  CHECK(qwen3.block.shared.kind == SharedExpertKind::none);
+  HFLayerConfig olmoe = parse_hf_layer_config(
+      R"({"model_type": "olmoe", "hidden_size": 8, "intermediate_size": 6, "num_experts": 9,
+          "norm_topk_prob": true})");
+  CHECK(olmoe.router.top_k == 8);
+  CHECK(olmoe.router.weights.renormalize);
+  CHECK(olmoe.router.aux_loss.coefficient == 0.01);
+  CHECK(olmoe.block.intermediate_size == 6);
+  CHECK(olmoe.block.shared.kind == SharedExpertKind::none);
+  HFLayerConfig olmoe_alias = parse_hf_layer_config(
+      R"({"model_type": "olmoe", "hidden_size": 8, "intermediate_size": 6, "num_local_experts": 9})");
+  CHECK(olmoe_alias.block.num_experts == 9);
+  CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "olmoe", "hidden_size": 8, "intermediate_size": 6})"),
+                    Catch::Contains("lacks the key 'num_experts'"));
+  CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "qwen3_moe", "hidden_size": 8, "num_experts": 4,
+                                             "intermediate_size": 8})"),
+                    Catch::Contains("lacks the key 'moe_intermediate_size'"));
 
   // Mixtral's attribute_map alias num_experts for num_local_experts.
   HFLayerConfig alias = parse_hf_layer_config(
@@ -187,7 +312,10 @@ TEST_CASE("hf_layer: weights that do not match the model type are listed by name
   CHECK_THROWS_WITH(load_hf_layer(c.config, c.weights, "model."), Catch::Contains("without the prefix 'model.'"));
   FixtureCase prefixed = load_case("mixtral_prefixed", "model.layers.0.block_sparse_moe.");
   CHECK_THROWS_WITH(load_hf_layer(prefixed.config, prefixed.weights),
-                    Catch::Contains("missing: gate.weight"));
+                    Catch::Contains("missing: gate.weight") &&
+                        Catch::Contains("every name starts with 'model.layers.0.block_sparse_moe.': is that the prefix?"));
+  // Names with nothing in common get no hint.
+  CHECK_THROWS_WITH(load_hf_layer(c.config, c.weights, "model."), !Catch::Contains("is that the prefix"));
   CHECK_NOTHROW(load_hf_layer(prefixed.config, prefixed.weights, prefixed.prefix));
 }
 

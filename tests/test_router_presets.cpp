@@ -479,6 +479,8 @@ TEST_CASE("router_presets: matches the HuggingFace fixtures' router logits, loss
       {"mixtral_prefixed", "model.layers.0.block_sparse_moe.gate.weight", mixtral(4, 2)},
       {"qwen2_moe_norm", "gate.weight", qwen2_moe(6, 2, true)},
       {"qwen2_moe_nonorm", "gate.weight", qwen2_moe(6, 3, false)},
+      {"qwen3_moe_norm", "model.layers.0.mlp.gate.weight", qwen2_moe(8, 3, true)},  // Qwen2-MoE's router
+      {"olmoe_nonorm", "gate.weight", qwen2_moe(6, 2, false)},
       {"deepseek_v3_grouped", "gate.weight", deepseek_v3(8, 2, 4, 2, 2.5)},
       {"switch_capacity", "router.classifier.weight", switch_transformer(4, CapacityConfig::per_sequence_count(2))}};
   for (const Case& c : cases) {

@@ -11,6 +11,12 @@ below, following the semantics (operation order, dtypes, masking) of the HF sour
   qwen2_moe            src/transformers/models/qwen2_moe/modeling_qwen2_moe.py
                        Qwen2MoeSparseMoeBlock, Qwen2MoeMLP, load_balancing_loss_func
                        (read at commit 00a3f9386614dde0dc41cf4e9b8d0abd3af0671d)
+  qwen3_moe            src/transformers/models/qwen3_moe/modeling_qwen3_moe.py
+                       Qwen3MoeSparseMoeBlock, Qwen3MoeMLP, load_balancing_loss_func
+                       (read at commit 00d4b3d2142cb4ced2f51b90614b5d26bc045015)
+  olmoe                src/transformers/models/olmoe/modeling_olmoe.py
+                       OlmoeSparseMoeBlock, OlmoeMLP, load_balancing_loss_func
+                       (read at commit 00dcc6dda6f6d8e69541a6b51f97986a80242367)
   deepseek_v3          src/transformers/models/deepseek_v3/modeling_deepseek_v3.py
                        DeepseekV3MoE, DeepseekV3TopkRouter, DeepseekV3MLP
                        (read at commit 00b676f8f0489b88652a31d70751cc540dd06305)
@@ -230,6 +236,41 @@ class Qwen2MoeSparseMoeBlock(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
+# qwen3_moe: Qwen3MoeSparseMoeBlock (modeling_qwen3_moe.py); olmoe: OlmoeSparseMoeBlock
+# (modeling_olmoe.py). Both are Qwen2-MoE's routed half: softmax in f32, top-k, renormalised only
+# with norm_topk_prob; no shared expert. Qwen3-MoE sizes the experts with moe_intermediate_size,
+# OLMoE with intermediate_size.
+# ----------------------------------------------------------------------------------------------
+
+class SoftmaxTopkSparseMoeBlock(Qwen2MoeSparseMoeBlock):
+    intermediate_key = None
+
+    def __init__(self, cfg):
+        nn.Module.__init__(self)
+        d, E = cfg["hidden_size"], cfg["num_experts"]
+        self.num_experts, self.top_k = E, cfg["num_experts_per_tok"]
+        self.norm_topk_prob = cfg["norm_topk_prob"]
+        self.gate = nn.Linear(d, E, bias=False)
+        self.experts = nn.ModuleList([SwiGLUExpertProj(d, cfg[self.intermediate_key]) for _ in range(E)])
+
+    def forward(self, h):
+        B, S, d = h.shape
+        x = h.reshape(B * S, d)
+        logits = self.gate(x)
+        selected, weights = self.route(logits)
+        out = combine_topk(x, self.experts, selected, weights.to(x.dtype), self.num_experts)
+        return out.reshape(B, S, d), logits, selected, weights
+
+
+class Qwen3MoeSparseMoeBlock(SoftmaxTopkSparseMoeBlock):
+    intermediate_key = "moe_intermediate_size"
+
+
+class OlmoeSparseMoeBlock(SoftmaxTopkSparseMoeBlock):
+    intermediate_key = "intermediate_size"
+
+
+# ----------------------------------------------------------------------------------------------
 # deepseek_v3: DeepseekV3MoE + DeepseekV3TopkRouter (modeling_deepseek_v3.py)
 # ----------------------------------------------------------------------------------------------
 
@@ -367,10 +408,13 @@ def dense_mix(x, experts, dense_w):
     return out
 
 
+SOFTMAX_TOPK_TYPES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
+
+
 def dense_forward(model_type, block, cfg, h):
     B, S, d = h.shape
     x = h.reshape(B * S, d)
-    if model_type in ("mixtral", "qwen2_moe"):
+    if model_type in SOFTMAX_TOPK_TYPES:
         k = block.top_k
         p = torch.softmax(block.gate(x), dim=-1)
         order = torch.argsort(p, dim=-1, descending=True)[:, :k]
@@ -423,7 +467,7 @@ def topk_gap(v, k):
 def check_routing(model_type, block, cfg, x, logits, selected):
     """Return (ok, facts). facts records margins and the properties the case must exhibit."""
     facts = {}
-    if model_type in ("mixtral", "qwen2_moe"):
+    if model_type in SOFTMAX_TOPK_TYPES:
         p = torch.softmax(logits, dim=-1)
         facts["min_topk_prob_gap"] = topk_gap(p, block.top_k)
         facts["min_topk_logit_gap"] = topk_gap(logits, block.top_k)
@@ -486,6 +530,8 @@ def check_routing(model_type, block, cfg, x, logits, selected):
 BLOCKS = {
     "mixtral": MixtralSparseMoeBlock,
     "qwen2_moe": Qwen2MoeSparseMoeBlock,
+    "qwen3_moe": Qwen3MoeSparseMoeBlock,
+    "olmoe": OlmoeSparseMoeBlock,
     "deepseek_v3": DeepseekV3MoE,
     "switch_transformers": SwitchTransformersSparseMLP,
 }
@@ -588,6 +634,54 @@ CASES = [
         },
     },
     {
+        "name": "qwen3_moe_norm",
+        "seed": 2300,
+        "input_shape": [2, 5, 8],
+        "prefix": "model.layers.0.mlp.",
+        "description": "Qwen3-MoE: softmax top-3 of 8, renormalised (norm_topk_prob true, as the "
+                       "released models set it), no shared expert; weights under the checkpoint "
+                       "prefix model.layers.0.mlp.",
+        "config": {
+            "architectures": ["Qwen3MoeForCausalLM"],
+            "model_type": "qwen3_moe",
+            "hidden_size": 8,
+            "intermediate_size": 24,
+            "moe_intermediate_size": 6,
+            "num_experts": 8,
+            "num_experts_per_tok": 3,
+            "norm_topk_prob": True,
+            "hidden_act": "silu",
+            "decoder_sparse_step": 1,
+            "mlp_only_layers": [],
+            "router_aux_loss_coef": 0.001,
+            "output_router_logits": True,
+            "num_hidden_layers": 1,
+            "torch_dtype": "float32",
+        },
+    },
+    {
+        "name": "olmoe_nonorm",
+        "seed": 2400,
+        "input_shape": [12, 8],
+        "prefix": "",
+        "description": "OLMoE: softmax top-2 of 6 NOT renormalised (norm_topk_prob false, the HF "
+                       "default), experts sized by intermediate_size, no shared expert; [T, d] input.",
+        "config": {
+            "architectures": ["OlmoeForCausalLM"],
+            "model_type": "olmoe",
+            "hidden_size": 8,
+            "intermediate_size": 10,
+            "num_experts": 6,
+            "num_experts_per_tok": 2,
+            "norm_topk_prob": False,
+            "hidden_act": "silu",
+            "router_aux_loss_coef": 0.01,
+            "output_router_logits": True,
+            "num_hidden_layers": 1,
+            "torch_dtype": "float32",
+        },
+    },
+    {
         "name": "deepseek_v3_grouped",
         "seed": 3100,
         "input_shape": [2, 6, 8],
@@ -675,7 +769,7 @@ def run_block(model_type, block, cfg, h3):
     if model_type == "mixtral":
         losses["aux_loss"] = hf_topk_load_balancing_loss(logits.detach(), cfg["num_local_experts"],
                                                          cfg["num_experts_per_tok"])
-    elif model_type == "qwen2_moe":
+    elif model_type in ("qwen2_moe", "qwen3_moe", "olmoe"):
         losses["aux_loss"] = hf_topk_load_balancing_loss(logits.detach(), cfg["num_experts"],
                                                          cfg["num_experts_per_tok"])
     elif model_type == "switch_transformers":
