@@ -22,7 +22,8 @@ namespace {
 using nlohmann::json;
 
 constexpr const char* kOp = "hf_layer";
-constexpr const char* kModelTypes = "mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3, switch_transformers";
+constexpr const char* kModelTypes =
+    "mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3, glm4_moe, switch_transformers";
 
 // ---- config.json ----
 
@@ -126,10 +127,18 @@ HFLayerConfig parse_softmax_topk_without_shared(const json& config, const char* 
   return layer;
 }
 
+// The config class defaults of DeepSeek-V3's router keys, which GLM-4.5 shares with other values.
+struct GroupedRouterDefaults {
+  int64_t n_group, topk_group;
+  double routed_scaling_factor;
+};
+
 // DeepseekV3Config: sigmoid + bias-corrected group top-k (scoring_func / topk_method are ignored
 // by the HF class), n_shared_experts ungated shared experts; defaults k 8, n_group 8, topk_group 4,
 // norm_topk_prob true, routed_scaling_factor 2.5. HF computes no loss for this layer.
-HFLayerConfig parse_deepseek_v3(const json& config) {
+// Glm4MoeConfig: HF's Glm4MoeMoE / Glm4MoeTopkRouter are DeepSeek-V3's code line for line; only
+// the defaults differ (n_group 1, topk_group 1, routed_scaling_factor 1.0). No loss either.
+HFLayerConfig parse_sigmoid_grouped(const json& config, GroupedRouterDefaults defaults) {
   require_silu(config);
   HFLayerConfig layer;
   layer.block.num_experts = get_size(config, "n_routed_experts");
@@ -138,8 +147,10 @@ HFLayerConfig parse_deepseek_v3(const json& config) {
   layer.block.shared = {SharedExpertKind::ungated, get_size(config, "n_shared_experts", 1),
                         layer.block.intermediate_size};
   layer.router = deepseek_v3(layer.block.num_experts, get_size(config, "num_experts_per_tok", 8),
-                             get_size(config, "n_group", 8), get_size(config, "topk_group", 4),
-                             get_double(config, "routed_scaling_factor", 2.5), get_bool(config, "norm_topk_prob", true));
+                             get_size(config, "n_group", defaults.n_group),
+                             get_size(config, "topk_group", defaults.topk_group),
+                             get_double(config, "routed_scaling_factor", defaults.routed_scaling_factor),
+                             get_bool(config, "norm_topk_prob", true));
   return layer;
 }
 
@@ -344,7 +355,8 @@ HFLayerConfig parse_hf_layer_config(const std::string& json_text) {
   else if (model_type == "qwen2_moe") layer = parse_qwen2_moe(config);
   else if (model_type == "qwen3_moe") layer = parse_softmax_topk_without_shared(config, "moe_intermediate_size", 0.001);
   else if (model_type == "olmoe") layer = parse_softmax_topk_without_shared(config, "intermediate_size", 0.01);
-  else if (model_type == "deepseek_v3") layer = parse_deepseek_v3(config);
+  else if (model_type == "deepseek_v3") layer = parse_sigmoid_grouped(config, {8, 4, 2.5});
+  else if (model_type == "glm4_moe") layer = parse_sigmoid_grouped(config, {1, 1, 1.0});
   else if (model_type == "switch_transformers") layer = parse_switch(config);
   else
     fail(kOp, "unknown model_type '", model_type,

@@ -106,7 +106,7 @@ TensorMap fused_weights(const FixtureCase& c) {
 
 TEST_CASE("hf_layer: every fixture case matches HuggingFace, forward and backward", "[hf_layer][hf]") {
   nlohmann::json manifest = nlohmann::json::parse(read_text(kHfData + "manifest.json"));
-  REQUIRE(manifest.at("cases").size() == 8);
+  REQUIRE(manifest.at("cases").size() == 9);
   for (const nlohmann::json& entry : manifest.at("cases")) {
     FixtureCase c = load_case(entry.at("name"), entry.at("prefix"));
     INFO(c.name);
@@ -154,7 +154,7 @@ TEST_CASE("hf_layer: the fused expert layout of transformers v5 gives the per-ex
       CHECK(relative_error(result.at(name), tensor) <= 1e-5);
     }
   }
-  CHECK(fused_cases == 7);
+  CHECK(fused_cases == 8);
 }
 
 TEST_CASE("hf_layer: a fused expert layout that does not match is refused whole", "[hf_layer][errors]") {
@@ -248,6 +248,20 @@ TEST_CASE("hf_layer: config.json parsing follows the HF config classes", "[hf_la
   CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "qwen3_moe", "hidden_size": 8, "num_experts": 4,
                                              "intermediate_size": 8})"),
                     Catch::Contains("lacks the key 'moe_intermediate_size'"));
+
+  // GLM-4.5: DeepSeek-V3's router with one group and no scaling by default.
+  HFLayerConfig glm = parse_hf_layer_config(
+      R"({"model_type": "glm4_moe", "hidden_size": 8, "moe_intermediate_size": 4, "n_routed_experts": 10})");
+  CHECK(glm.router.selection == SelectionKind::group_limited_topk);
+  CHECK(glm.router.n_group == 1);
+  CHECK(glm.router.topk_group == 1);
+  CHECK(glm.router.top_k == 8);
+  CHECK(glm.router.weights.renormalize);
+  CHECK(glm.router.weights.scaling_factor == 1.0);
+  CHECK(glm.router.selection_bias);
+  CHECK_FALSE(glm.router.aux_loss.enabled);
+  CHECK(glm.block.shared.kind == SharedExpertKind::ungated);
+  CHECK(glm.block.shared.count == 1);
 
   // Mixtral's attribute_map alias num_experts for num_local_experts.
   HFLayerConfig alias = parse_hf_layer_config(

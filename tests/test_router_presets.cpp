@@ -482,6 +482,7 @@ TEST_CASE("router_presets: matches the HuggingFace fixtures' router logits, loss
       {"qwen3_moe_norm", "model.layers.0.mlp.gate.weight", qwen2_moe(8, 3, true)},  // Qwen2-MoE's router
       {"olmoe_nonorm", "gate.weight", qwen2_moe(6, 2, false)},
       {"deepseek_v3_grouped", "gate.weight", deepseek_v3(8, 2, 4, 2, 2.5)},
+      {"glm4_moe_ungrouped", "model.layers.1.mlp.gate.weight", deepseek_v3(8, 3, 1, 1, 2.5)},  // DeepSeek-V3's router
       {"switch_capacity", "router.classifier.weight", switch_transformer(4, CapacityConfig::per_sequence_count(2))}};
   for (const Case& c : cases) {
     INFO(c.name);
@@ -493,7 +494,8 @@ TEST_CASE("router_presets: matches the HuggingFace fixtures' router logits, loss
     Router router(c.config, d);
     router.eval();
     StateDict state = {{"weight", layer.at(c.gate)}};
-    if (c.config.selection_bias) state["e_score_correction_bias"] = layer.at("gate.e_score_correction_bias");
+    if (c.config.selection_bias)  // beside the gate's weight: <prefix>gate.e_score_correction_bias
+      state["e_score_correction_bias"] = layer.at(c.gate.substr(0, c.gate.size() - 6) + "e_score_correction_bias");
     router.load_state_dict(state);
     Routing routing = router.forward(x.reshape({-1, d}), sequence);
     std::vector<float> logits = routing.router_logits.to_vector<float>(), want = expected.at("router_logits").to_vector<float>();

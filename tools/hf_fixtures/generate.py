@@ -17,6 +17,9 @@ below, following the semantics (operation order, dtypes, masking) of the HF sour
   olmoe                src/transformers/models/olmoe/modeling_olmoe.py
                        OlmoeSparseMoeBlock, OlmoeMLP, load_balancing_loss_func
                        (read at commit 00dcc6dda6f6d8e69541a6b51f97986a80242367)
+  glm4_moe             src/transformers/models/glm4_moe/modeling_glm4_moe.py
+                       Glm4MoeMoE, Glm4MoeTopkRouter, Glm4MoeMLP: DeepSeek-V3's block line for line
+                       (read at commit a0699c971daff96403489086fcfd07469d20b17f)
   deepseek_v3          src/transformers/models/deepseek_v3/modeling_deepseek_v3.py
                        DeepseekV3MoE, DeepseekV3TopkRouter, DeepseekV3MLP
                        (read at commit 00b676f8f0489b88652a31d70751cc540dd06305)
@@ -330,6 +333,13 @@ class DeepseekV3MoE(nn.Module):
         return out, logits, selected, weights
 
 
+class Glm4MoeMoE(DeepseekV3MoE):
+    """Glm4MoeMoE + Glm4MoeTopkRouter (modeling_glm4_moe.py): the same code as DeepSeek-V3's
+    (f32 sigmoid scores, bias for the choice only, top-2 group sums, 0.0 fill, +1e-20, scaling,
+    shared experts of moe_intermediate_size * n_shared_experts); only the config defaults differ
+    (n_group 1, topk_group 1, routed_scaling_factor 1.0), and no loss."""
+
+
 # ----------------------------------------------------------------------------------------------
 # switch_transformers: SwitchTransformersSparseMLP + SwitchTransformersTop1Router
 # (modeling_switch_transformers.py, v4 layout; see docs/hf_check.md for the v5 refactor)
@@ -409,6 +419,7 @@ def dense_mix(x, experts, dense_w):
 
 
 SOFTMAX_TOPK_TYPES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
+SIGMOID_GROUP_TYPES = ("deepseek_v3", "glm4_moe")
 
 
 def dense_forward(model_type, block, cfg, h):
@@ -424,7 +435,7 @@ def dense_forward(model_type, block, cfg, h):
         out = dense_mix(x, block.experts, w)
         if model_type == "qwen2_moe":
             out = out + torch.sigmoid(x @ block.shared_expert_gate.weight.t()) * block.shared_expert(x)
-    elif model_type == "deepseek_v3":
+    elif model_type in SIGMOID_GROUP_TYPES:
         g = block.gate
         s = torch.sigmoid(x @ g.weight.t())
         sb = (s + g.e_score_correction_bias).detach()
@@ -474,13 +485,14 @@ def check_routing(model_type, block, cfg, x, logits, selected):
         ok = facts["min_topk_prob_gap"] >= MIN_MARGIN
         facts["experts_used"] = len(set(selected.reshape(-1).tolist()))
         ok = ok and facts["experts_used"] == block.num_experts
-    if model_type == "deepseek_v3":
+    if model_type in SIGMOID_GROUP_TYPES:
         g = block.gate
         s = torch.sigmoid(logits)
         sb = s + g.e_score_correction_bias
         T, gsz = sb.shape[0], g.E // g.n_group
         gscore = sb.view(T, g.n_group, gsz).topk(2, dim=-1)[0].sum(-1)
-        facts["min_group_gap"] = topk_gap(gscore, g.topk_group)
+        # every group kept (topk_group == n_group): no group choice to be robust about
+        facts["min_group_gap"] = topk_gap(gscore, g.topk_group) if g.topk_group < g.n_group else None
         kept = torch.topk(gscore, g.topk_group, dim=-1)[1]
         gmask = torch.zeros_like(gscore).scatter(1, kept, 1.0).repeat_interleave(gsz, dim=-1)
         cand = torch.where(gmask > 0, sb, torch.full_like(sb, -math.inf))
@@ -488,7 +500,7 @@ def check_routing(model_type, block, cfg, x, logits, selected):
         kth = torch.sort(cand, dim=-1, descending=True)[0][:, g.top_k - 1]
         # the HF 0.0 fill of dropped groups never competes when every chosen s+b is > 0
         facts["min_chosen_biased_score"] = float(kth.min())
-        ok = (facts["min_group_gap"] >= MIN_MARGIN and facts["min_topk_gap_in_kept_groups"] >= MIN_MARGIN
+        ok = ((facts["min_group_gap"] is None or facts["min_group_gap"] >= MIN_MARGIN) and facts["min_topk_gap_in_kept_groups"] >= MIN_MARGIN
               and facts["min_chosen_biased_score"] >= MIN_MARGIN)
         # properties that make the case discriminating:
         plain_biased = torch.sort(torch.topk(sb, g.top_k, dim=-1)[1], dim=-1)[0]
@@ -497,7 +509,8 @@ def check_routing(model_type, block, cfg, x, logits, selected):
         chosen = torch.sort(selected, dim=-1)[0]
         facts["tokens_where_group_limit_changes_choice"] = int((plain_biased != chosen).any(-1).sum())
         facts["tokens_where_bias_changes_choice"] = int((unbiased != chosen).any(-1).sum())
-        ok = ok and facts["tokens_where_group_limit_changes_choice"] > 0 \
+        # (with one group, as GLM-4.5 has, the group limit cannot change anything)
+        ok = ok and (facts["tokens_where_group_limit_changes_choice"] > 0 or g.n_group == 1) \
             and facts["tokens_where_bias_changes_choice"] > 0
     if selected is not None:
         facts["unused_experts"] = sorted(set(range(logits.shape[-1])) - set(selected.reshape(-1).tolist()))
@@ -533,6 +546,7 @@ BLOCKS = {
     "qwen3_moe": Qwen3MoeSparseMoeBlock,
     "olmoe": OlmoeSparseMoeBlock,
     "deepseek_v3": DeepseekV3MoE,
+    "glm4_moe": Glm4MoeMoE,
     "switch_transformers": SwitchTransformersSparseMLP,
 }
 
@@ -711,6 +725,33 @@ CASES = [
         },
     },
     {
+        "name": "glm4_moe_ungrouped",
+        "seed": 3200,
+        "input_shape": [3, 4, 8],
+        "prefix": "model.layers.1.mlp.",
+        "description": "GLM-4.5: DeepSeek-V3's sigmoid router with e_score_correction_bias, one group "
+                       "(n_group 1, as the released models), top-3 of 8, renormalised, x2.5, one "
+                       "ungated shared expert; weights under the checkpoint prefix model.layers.1.mlp.",
+        "config": {
+            "architectures": ["Glm4MoeForCausalLM"],
+            "model_type": "glm4_moe",
+            "hidden_size": 8,
+            "intermediate_size": 32,
+            "moe_intermediate_size": 6,
+            "n_routed_experts": 8,
+            "n_shared_experts": 1,
+            "num_experts_per_tok": 3,
+            "n_group": 1,
+            "topk_group": 1,
+            "norm_topk_prob": True,
+            "routed_scaling_factor": 2.5,
+            "hidden_act": "silu",
+            "first_k_dense_replace": 1,
+            "num_hidden_layers": 2,
+            "torch_dtype": "float32",
+        },
+    },
+    {
         "name": "switch_capacity",
         "seed": 4100,
         "input_shape": [2, 8, 8],
@@ -755,7 +796,7 @@ def init_weights(block, gen, model_type):
                 t.copy_(torch.randn(t.shape, generator=gen) * 0.1)
             else:
                 std = 1.0 / math.sqrt(t.shape[1])
-                if name in ("gate.weight", "router.classifier.weight") and model_type != "deepseek_v3":
+                if name in ("gate.weight", "router.classifier.weight") and model_type not in SIGMOID_GROUP_TYPES:
                     std *= 1.5
                 t.copy_(torch.randn(t.shape, generator=gen) * std)
 
