@@ -90,6 +90,7 @@ RouterConfig router_by_name(const std::string& name) {
       {"expert_choice", expert_choice(8, 2.0)},
       {"sinkhorn", sinkhorn(8, 1)},
       {"top_p", top_p(8, 0.4)},
+      {"llama4", llama4(8, 1)},
   };
   return presets.at(name);
 }
@@ -168,7 +169,7 @@ CLI::Option* add_options(CLI::App& app, Options& o) {
   app.add_option("--batch", o.batch, "sequences per step (at most 4096)")->check(CLI::Range(1, 4096));
   app.add_option("--router", o.router, "routing preset")
       ->check(CLI::IsMember({"mixtral", "switch", "deepseek_v3", "qwen2_moe", "gshard", "noisy_topk", "expert_choice",
-                             "sinkhorn", "top_p"}));
+                             "sinkhorn", "top_p", "llama4"}));
   app.add_option("--device", o.device, "cpu, cuda or cuda:N");
   app.add_option("--seed", o.seed, "seed of the weights and the batches");
   auto* parallel = app.add_flag("--expert-parallel", o.expert_parallel,

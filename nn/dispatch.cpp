@@ -58,6 +58,7 @@ DispatchPlan plan_dispatch(const Routing& routing, int64_t num_tokens, int64_t n
   plan.pair_order = argsort(routing.pair_expert);
   plan.sorted_token = index_select(routing.pair_token, plan.pair_order);
   plan.sorted_weight = index_select(routing.pair_weight, plan.pair_order).reshape({-1, 1});
+  plan.weight_on_expert_input = routing.weight_on_expert_input;
   plan.tokens_per_expert = bincount(routing.pair_expert, num_experts);
   plan.offsets = concat({zeros({1}, DType::i64, plan.tokens_per_expert.device()), cumsum(plan.tokens_per_expert, 0)}, 0);
   return plan;
@@ -67,7 +68,11 @@ Tensor dispatch_tokens(const Tensor& x, const DispatchPlan& plan) {
   check_defined(x, "dispatch_tokens", "x");
   TINYMOE_CHECK(x.dim() == 2 && x.size(0) == plan.num_tokens, "dispatch_tokens", "expected x of shape [",
                 plan.num_tokens, ", d] (the plan's tokens), got ", shape_str(x.shape()));
-  return index_select(x, plan.sorted_token);
+  Tensor x_perm = index_select(x, plan.sorted_token);
+  if (!plan.weight_on_expert_input) return x_perm;
+  TINYMOE_CHECK(x.dtype() == plan.sorted_weight.dtype(), "dispatch_tokens", "expected x of the pair weights' dtype ",
+                dtype_name(plan.sorted_weight.dtype()), ", got ", dtype_name(x.dtype()));
+  return mul(x_perm, plan.sorted_weight);  // Llama 4: expert_e(w x), not w expert_e(x)
 }
 
 Tensor combine_outputs(const Tensor& y_perm, const DispatchPlan& plan) {
@@ -78,7 +83,10 @@ Tensor combine_outputs(const Tensor& y_perm, const DispatchPlan& plan) {
                 ", d] (one row per sorted pair), got ", shape_str(y_perm.shape()));
   TINYMOE_CHECK(y_perm.dtype() == plan.sorted_weight.dtype(), op, "expected y_perm of the pair weights' dtype ",
                 dtype_name(plan.sorted_weight.dtype()), ", got ", dtype_name(y_perm.dtype()));
-  return weighted_scatter_add(y_perm, plan.sorted_token, plan.sorted_weight, plan.num_tokens);
+  // The inputs carried the weights: sum the outputs as they are (the same kernel, weight 1, so the
+  // summation order and the deterministic mode are those of the weighted combine).
+  const Tensor weight = plan.weight_on_expert_input ? ones_like(plan.sorted_weight.detach()) : plan.sorted_weight;
+  return weighted_scatter_add(y_perm, plan.sorted_token, weight, plan.num_tokens);
 }
 
 }  // namespace nn

@@ -14,6 +14,11 @@
 //   (experts:        y_perm = expert_e(x_perm rows offsets[e]..offsets[e+1]) [P, d])
 //   combine_outputs: y = scatter_add(zeros [T, d], sorted_token, y_perm * sorted_weight)
 //
+// Llama 4 weighs the expert's input instead (Routing::weight_on_expert_input): dispatch_tokens
+// returns x_perm * sorted_weight and combine_outputs sums y_perm unweighted, so
+// y_t = sum_e expert_e(w_te x_t) rather than sum_e w_te expert_e(x_t); the two differ because the
+// experts are nonlinear.
+//
 // A token no kept pair names gets a zero row (capacity drops contribute nothing). Gradients:
 // x gets them through dispatch_tokens (backward: scatter_add), y_perm and pair_weight through
 // combine_outputs (backward: index_select, and the row dot product y_perm . g for the weights).
@@ -34,6 +39,9 @@ struct DispatchPlan {
   Tensor sorted_weight;      // [P, 1]: combine weight of each sorted pair (pair_weight's history)
   Tensor tokens_per_expert;  // i64 [E]: kept pairs per expert
   Tensor offsets;            // i64 [E+1]: rows offsets[e] .. offsets[e+1] of x_perm belong to expert e
+  // Routing::weight_on_expert_input: the pair weight scales the expert's input at dispatch (Llama 4)
+  // instead of its output at combine.
+  bool weight_on_expert_input = false;
 };
 
 // Checks that routing's pairs are consistent for T = num_tokens tokens and E = num_experts
@@ -47,11 +55,13 @@ void check_routing(const Routing& routing, int64_t num_tokens, int64_t num_exper
 DispatchPlan plan_dispatch(const Routing& routing, int64_t num_tokens, int64_t num_experts, DType weight_dtype,
                            const char* op = "moe_dispatch");
 
-// x [T, d] -> x_perm [P, d], row i = x[sorted_token[i]]. x gets a gradient.
+// x [T, d] -> x_perm [P, d], row i = x[sorted_token[i]] (times sorted_weight[i] when the plan
+// weighs expert inputs). x (and then the pair weights) get gradients.
 Tensor dispatch_tokens(const Tensor& x, const DispatchPlan& plan);
 
 // y_perm [P, d] -> y [T, d], y[t] = sum of sorted_weight[i] * y_perm[i] over the pairs i of
-// token t (zero for a token without pairs). y_perm and the pair weights get gradients.
+// token t (zero for a token without pairs); unweighted when the plan weighs expert inputs. y_perm
+// and the pair weights get gradients.
 Tensor combine_outputs(const Tensor& y_perm, const DispatchPlan& plan);
 
 }  // namespace nn

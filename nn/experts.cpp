@@ -108,7 +108,8 @@ Tensor SwiGLUExperts::forward(const Tensor& x_perm, const Tensor& offsets) const
 }
 
 Tensor SwiGLUExperts::forward_combined(const Tensor& x, const DispatchPlan& plan) const {
-  if (!x.device().is_cpu()) return Experts::forward_combined(x, plan);
+  // The fused CPU kernel weighs outputs; other devices and input weighting (Llama 4) compose ops.
+  if (!x.device().is_cpu() || plan.weight_on_expert_input) return Experts::forward_combined(x, plan);
   check_defined(x, "SwiGLUExperts", "x");
   TINYMOE_CHECK(x.dim() == 2 && x.size(0) == plan.num_tokens, "SwiGLUExperts", "expected x of shape [",
                 plan.num_tokens, ", ", hidden_size(), "] (the plan's tokens), got ", shape_str(x.shape()));

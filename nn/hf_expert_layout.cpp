@@ -1,6 +1,7 @@
 #include "nn/hf_expert_layout.h"
 
 #include <sstream>
+#include <utility>
 #include <vector>
 
 #include "ops/shape.h"
@@ -17,13 +18,24 @@ const std::string kExpertsPrefix = "experts.";
 // Switch's experts are DenseActDense modules, never fused.
 bool can_be_fused(const HFLayerConfig& config) { return config.block.expert_kind == ExpertKind::swiglu; }
 
+// Llama 4's experts exist only fused, applied as x @ W: the v5 tensors transposed in their last two
+// dims, gate_up_proj [E, d, 2f] and down_proj [E, f, d] (Llama4TextExperts).
+bool transposed_layout(const HFLayerConfig& config) { return config.model_type == "llama4_text"; }
+
 bool starts_with(const std::string& text, const std::string& start) { return text.compare(0, start.size(), start) == 0; }
 
-// The fused tensor's expected shape: gate_up [E, 2f, d], down [E, d, f].
+// The fused tensor's expected shape: gate_up [E, 2f, d], down [E, d, f]; transposed for Llama 4.
 Shape fused_shape(const HFLayerConfig& config, const std::string& name) {
   const int64_t experts = config.block.num_experts, hidden = config.block.hidden_size;
   const int64_t intermediate = config.block.intermediate_size;
-  return name == kGateUp ? Shape{experts, 2 * intermediate, hidden} : Shape{experts, hidden, intermediate};
+  Shape shape = name == kGateUp ? Shape{experts, 2 * intermediate, hidden} : Shape{experts, hidden, intermediate};
+  if (transposed_layout(config)) std::swap(shape[1], shape[2]);
+  return shape;
+}
+
+// A fused tensor in the v5 layout ([E, 2f, d] / [E, d, f]) from the file's, and back.
+Tensor to_v5_layout(const HFLayerConfig& config, const Tensor& fused) {
+  return transposed_layout(config) ? transpose(fused, 1, 2) : fused;
 }
 
 // Every problem of the fused pair at once: a missing half, a wrong shape or dtype, per-expert
@@ -75,15 +87,16 @@ std::string hf_expert_weight_name(const std::string& model_type, const std::stri
 }
 
 bool holds_fused_experts(const HFLayerConfig& config, const TensorMap& weights, const std::string& prefix) {
-  return can_be_fused(config) && (weights.count(prefix + kGateUp) || weights.count(prefix + kDown));
+  return can_be_fused(config) &&
+         (transposed_layout(config) || weights.count(prefix + kGateUp) || weights.count(prefix + kDown));
 }
 
 TensorMap split_fused_experts(const HFLayerConfig& config, const TensorMap& weights, const std::string& prefix) {
   check_fused_pair(config, weights, prefix);
-  const Tensor& gate_up = weights.at(prefix + kGateUp);
-  const Tensor& down = weights.at(prefix + kDown);
-  const int64_t intermediate = config.block.intermediate_size;
   NoGradGuard no_grad;
+  const Tensor gate_up = to_v5_layout(config, weights.at(prefix + kGateUp));
+  const Tensor down = to_v5_layout(config, weights.at(prefix + kDown));
+  const int64_t intermediate = config.block.intermediate_size;
   TensorMap split = weights;
   split.erase(prefix + kGateUp);
   split.erase(prefix + kDown);
@@ -110,8 +123,9 @@ TensorMap fuse_expert_gradients(const HFLayerConfig& config, const TensorMap& re
     gate_up.push_back(concat({take("w1"), take("w3")}, 1));
     down.push_back(take("w2"));
   }
-  fused["grad." + kGateUp] = concat(gate_up, 0);
-  fused["grad." + kDown] = concat(down, 0);
+  // The v5 layout's transpose is its own inverse: to_v5_layout maps back to Llama 4's too.
+  fused["grad." + kGateUp] = to_v5_layout(config, concat(gate_up, 0));
+  fused["grad." + kDown] = to_v5_layout(config, concat(down, 0));
   return fused;
 }
 

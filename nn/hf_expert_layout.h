@@ -8,7 +8,9 @@
 //   fused (transformers v5 modules, e.g. MixtralExperts): experts.gate_up_proj [E, 2f, d]
 //                                                          experts.down_proj    [E, d, f]
 //     where forward computes `gate, up = linear(x, gate_up_proj[e]).chunk(2, dim=-1)`, so rows
-//     0..f-1 of gate_up_proj[e] are expert e's gate weight and rows f..2f-1 its up weight.
+//     0..f-1 of gate_up_proj[e] are expert e's gate weight and rows f..2f-1 its up weight;
+//   fused and transposed (Llama 4, its only layout, checkpoints included): experts.gate_up_proj
+//     [E, d, 2f] and experts.down_proj [E, f, d], applied as x @ W (Llama4TextExperts).
 //
 // The layer loads the per-expert names; a fused file is split into them first, and the gradients
 // of a fused file are fused back, so `--out` speaks the layout the weights came in.
@@ -25,8 +27,9 @@ namespace tinymoe::nn {
 // (switch_transformers), experts.<e>.gate_proj.weight (the others).
 std::string hf_expert_weight_name(const std::string& model_type, const std::string& stacked, int64_t expert);
 
-// Whether `weights` holds a fused expert tensor (prefix + experts.gate_up_proj or
-// experts.down_proj) for a model type that can have one (the SwiGLU types).
+// Whether the layer's experts come fused: the model type can have them fused (the SwiGLU types)
+// and `weights` holds prefix + experts.gate_up_proj or experts.down_proj, or it has no other
+// layout (llama4_text).
 bool holds_fused_experts(const HFLayerConfig& config, const TensorMap& weights, const std::string& prefix);
 
 // `weights` with the two fused tensors replaced by every expert's per-expert tensors (same
@@ -35,7 +38,7 @@ bool holds_fused_experts(const HFLayerConfig& config, const TensorMap& weights, 
 TensorMap split_fused_experts(const HFLayerConfig& config, const TensorMap& weights, const std::string& prefix);
 
 // `result` of run_hf_layer with the per-expert gradients grad.experts.<e>.* replaced by
-// grad.experts.gate_up_proj [E, 2f, d] and grad.experts.down_proj [E, d, f].
+// grad.experts.gate_up_proj and grad.experts.down_proj in the weights' fused layout.
 TensorMap fuse_expert_gradients(const HFLayerConfig& config, const TensorMap& result);
 
 }  // namespace tinymoe::nn

@@ -23,7 +23,7 @@ using nlohmann::json;
 
 constexpr const char* kOp = "hf_layer";
 constexpr const char* kModelTypes =
-    "mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3, glm4_moe, switch_transformers";
+    "mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3, glm4_moe, llama4_text (or llama4), switch_transformers";
 
 // ---- config.json ----
 
@@ -82,13 +82,21 @@ void require_silu(const json& config) {
   TINYMOE_CHECK(act == "silu", kOp, "expected hidden_act 'silu' (the SwiGLU experts), got '", act, "'");
 }
 
-// MixtralConfig: num_local_experts (attribute_map alias num_experts), k default 2.
-HFLayerConfig parse_mixtral(const json& config) {
+// The sizes of a SwiGLU type's layer: E (read by the caller, some types have aliases), d from
+// hidden_size and the routed experts' f from intermediate_key; the activation must be silu.
+HFLayerConfig swiglu_layer(const json& config, int64_t num_experts, const char* intermediate_key) {
   require_silu(config);
   HFLayerConfig layer;
-  layer.block.num_experts = get_size_or_alias(config, "num_local_experts", "num_experts");
+  layer.block.num_experts = num_experts;
   layer.block.hidden_size = get_size(config, "hidden_size");
-  layer.block.intermediate_size = get_size(config, "intermediate_size");
+  layer.block.intermediate_size = get_size(config, intermediate_key);
+  return layer;
+}
+
+// MixtralConfig: num_local_experts (attribute_map alias num_experts), k default 2.
+HFLayerConfig parse_mixtral(const json& config) {
+  HFLayerConfig layer =
+      swiglu_layer(config, get_size_or_alias(config, "num_local_experts", "num_experts"), "intermediate_size");
   layer.router = mixtral(layer.block.num_experts, get_size(config, "num_experts_per_tok", 2));
   layer.router.aux_loss.coefficient = get_double(config, "router_aux_loss_coef", 0.001);
   return layer;
@@ -97,11 +105,7 @@ HFLayerConfig parse_mixtral(const json& config) {
 // Qwen2MoeConfig: moe_intermediate_size for the routed experts, a sigmoid-gated shared expert,
 // norm_topk_prob default false, k default 4.
 HFLayerConfig parse_qwen2_moe(const json& config) {
-  require_silu(config);
-  HFLayerConfig layer;
-  layer.block.num_experts = get_size(config, "num_experts");
-  layer.block.hidden_size = get_size(config, "hidden_size");
-  layer.block.intermediate_size = get_size(config, "moe_intermediate_size");
+  HFLayerConfig layer = swiglu_layer(config, get_size(config, "num_experts"), "moe_intermediate_size");
   layer.block.shared = {SharedExpertKind::sigmoid_gated, 1, get_size(config, "shared_expert_intermediate_size")};
   layer.router = qwen2_moe(layer.block.num_experts, get_size(config, "num_experts_per_tok", 4),
                            get_bool(config, "norm_topk_prob", false));
@@ -116,11 +120,8 @@ HFLayerConfig parse_qwen2_moe(const json& config) {
 // attribute_map also calls num_experts num_local_experts.
 HFLayerConfig parse_softmax_topk_without_shared(const json& config, const char* intermediate_key,
                                                 double default_aux_coefficient) {
-  require_silu(config);
-  HFLayerConfig layer;
-  layer.block.num_experts = get_size_or_alias(config, "num_experts", "num_local_experts");
-  layer.block.hidden_size = get_size(config, "hidden_size");
-  layer.block.intermediate_size = get_size(config, intermediate_key);
+  HFLayerConfig layer =
+      swiglu_layer(config, get_size_or_alias(config, "num_experts", "num_local_experts"), intermediate_key);
   layer.router = qwen2_moe(layer.block.num_experts, get_size(config, "num_experts_per_tok", 8),
                            get_bool(config, "norm_topk_prob", false));
   layer.router.aux_loss.coefficient = get_double(config, "router_aux_loss_coef", default_aux_coefficient);
@@ -139,11 +140,7 @@ struct GroupedRouterDefaults {
 // Glm4MoeConfig: HF's Glm4MoeMoE / Glm4MoeTopkRouter are DeepSeek-V3's code line for line; only
 // the defaults differ (n_group 1, topk_group 1, routed_scaling_factor 1.0). No loss either.
 HFLayerConfig parse_sigmoid_grouped(const json& config, GroupedRouterDefaults defaults) {
-  require_silu(config);
-  HFLayerConfig layer;
-  layer.block.num_experts = get_size(config, "n_routed_experts");
-  layer.block.hidden_size = get_size(config, "hidden_size");
-  layer.block.intermediate_size = get_size(config, "moe_intermediate_size");
+  HFLayerConfig layer = swiglu_layer(config, get_size(config, "n_routed_experts"), "moe_intermediate_size");
   layer.block.shared = {SharedExpertKind::ungated, get_size(config, "n_shared_experts", 1),
                         layer.block.intermediate_size};
   layer.router = deepseek_v3(layer.block.num_experts, get_size(config, "num_experts_per_tok", 8),
@@ -176,6 +173,26 @@ HFLayerConfig parse_switch(const json& config) {
   return layer;
 }
 
+// Llama4TextConfig: num_local_experts routed experts and one ungated shared expert, all of
+// intermediate_size (intermediate_size_mlp sizes the dense layers: unused), k default 1. HF's
+// Llama4ForCausalLM computes no loss (router_aux_loss_coef is stored, never used).
+HFLayerConfig parse_llama4_text(const json& config) {
+  HFLayerConfig layer = swiglu_layer(config, get_size(config, "num_local_experts"), "intermediate_size");
+  layer.block.shared = {SharedExpertKind::ungated, 1, layer.block.intermediate_size};
+  layer.router = llama4(layer.block.num_experts, get_size(config, "num_experts_per_tok", 1));
+  return layer;
+}
+
+// A Llama4Config (model_type "llama4", the multimodal checkpoints) holds the language model's
+// settings in text_config: its MoE layers are those of llama4_text.
+const json& text_config_of_llama4(const json& config) {
+  const json* text = find_key(config, "text_config");
+  TINYMOE_CHECK(text && text->is_object(), kOp, "a model_type 'llama4' config.json needs a 'text_config' object");
+  const std::string inner = get_string(*text, "model_type", "llama4_text");
+  TINYMOE_CHECK(inner == "llama4_text", kOp, "expected text_config.model_type 'llama4_text', got '", inner, "'");
+  return *text;
+}
+
 json parse_json_object(const std::string& json_text) {
   json config;
   try {
@@ -203,14 +220,23 @@ struct LoadedLayer {
   std::vector<WeightSlot> slots;
 };
 
+// The HF name of the block's tensor `name` (not a routed expert's): the block calls every router
+// `gate` and an ungated shared MLP `shared_experts` (DeepSeek-V3's name).
+std::string hf_tensor_name(const std::string& model_type, const std::string& name) {
+  if (model_type == "switch_transformers" && name == "gate.weight") return "router.classifier.weight";
+  const std::string shared = "shared_experts.";
+  if (model_type == "llama4_text" && name == "gate.weight") return "router.weight";
+  if (model_type == "llama4_text" && name.compare(0, shared.size(), shared) == 0)
+    return "shared_expert." + name.substr(shared.size());
+  return name;
+}
+
 void add_slots(const std::string& model_type, const NamedTensors& tensors, bool buffer,
                std::vector<WeightSlot>* slots) {
   const std::string experts_prefix = "experts.";
   for (const auto& [name, tensor] : tensors) {
     if (name.compare(0, experts_prefix.size(), experts_prefix) != 0) {
-      // Switch's router is router.classifier; the block calls every router gate.
-      const bool switch_router = model_type == "switch_transformers" && name == "gate.weight";
-      slots->push_back({switch_router ? "router.classifier.weight" : name, tensor.shape(), tensor, -1, buffer});
+      slots->push_back({hf_tensor_name(model_type, name), tensor.shape(), tensor, -1, buffer});
       continue;
     }
     const std::string stacked = name.substr(experts_prefix.size());
@@ -349,7 +375,11 @@ TensorComparison compare_tensors(const std::string& name, const Tensor& actual, 
 
 HFLayerConfig parse_hf_layer_config(const std::string& json_text) {
   json config = parse_json_object(json_text);
-  const std::string model_type = get_string(config, "model_type", "");
+  std::string model_type = get_string(config, "model_type", "");
+  if (model_type == "llama4") {
+    config = json(text_config_of_llama4(config));
+    model_type = "llama4_text";
+  }
   HFLayerConfig layer;
   if (model_type == "mixtral") layer = parse_mixtral(config);
   else if (model_type == "qwen2_moe") layer = parse_qwen2_moe(config);
@@ -357,6 +387,7 @@ HFLayerConfig parse_hf_layer_config(const std::string& json_text) {
   else if (model_type == "olmoe") layer = parse_softmax_topk_without_shared(config, "intermediate_size", 0.01);
   else if (model_type == "deepseek_v3") layer = parse_sigmoid_grouped(config, {8, 4, 2.5});
   else if (model_type == "glm4_moe") layer = parse_sigmoid_grouped(config, {1, 1, 1.0});
+  else if (model_type == "llama4_text") layer = parse_llama4_text(config);
   else if (model_type == "switch_transformers") layer = parse_switch(config);
   else
     fail(kOp, "unknown model_type '", model_type,

@@ -245,6 +245,15 @@ RouterConfig qwen2_moe(int64_t num_experts, int64_t k, bool norm_topk_prob) {
   return c;
 }
 
+RouterConfig llama4(int64_t num_experts, int64_t k) {
+  RouterConfig c;
+  c.name = "llama4";
+  c.num_experts = num_experts, c.top_k = k;
+  c.score_function = ScoreFunction::sigmoid;  // monotone: the top k of sigmoid(l) are the top k of l
+  c.weight_on_expert_input = true;
+  return c;
+}
+
 RouterConfig gshard(int64_t num_experts, double capacity_factor) {
   RouterConfig c;
   c.name = "gshard";
@@ -314,7 +323,9 @@ RoutingRule make_rule(const RouterConfig& config, std::shared_ptr<const RouterSt
                   shape_str(state->selection_bias.shape()));
   }
   return [config, state](const Tensor& logits, const RoutingContext& context) {
-    return route(config, state.get(), logits, context);
+    Routing routing = route(config, state.get(), logits, context);
+    routing.weight_on_expert_input = config.weight_on_expert_input;
+    return routing;
   };
 }
 

@@ -56,6 +56,9 @@ struct RouterConfig {
   // probabilities sum to at least top_p (top_p_active); top_k is then the most a token may get.
   // Softmax scores and a plain top-k; the aux loss counts the kept pairs only.
   double top_p = 0.0;
+  // Llama 4: the block scales each expert's input by the pair weight and sums the outputs
+  // unweighted, y_t = sum_e expert_e(w_te x_t) (Routing::weight_on_expert_input, nn/dispatch.h).
+  bool weight_on_expert_input = false;
 
   LossSwitch aux_loss;             // "aux_loss": load_balancing_loss in aux_loss_form
   LoadBalanceForm aux_loss_form = LoadBalanceForm::switch_megatron;
@@ -129,6 +132,10 @@ RouterConfig top_p(int64_t num_experts, double p = 0.4, int64_t max_k = 0 /* 0: 
 // the top-k of the scores. Weights are the chosen experts' scores, not renormalised: sigmoid for
 // k = 1, softmax otherwise (Megatron's _sinkhorn_activation). No loss: the selection balances.
 RouterConfig sinkhorn(int64_t num_experts, int64_t k = 1);
+// Llama 4 (HF Llama4Router / Llama4TextMoe): top-k of the logits, weight sigmoid(logit) of each
+// chosen expert (no renormalisation), applied to the expert's INPUT: y_t = sum over the chosen e
+// of expert_e(sigmoid(l_te) x_t) (weight_on_expert_input). HF trains it with no balancing loss.
+RouterConfig llama4(int64_t num_experts, int64_t k = 1);
 
 // State a rule reads at every call, shared with its owner (the Router): the selection bias, an
 // f32 [E] tensor updated in place outside autograd.

@@ -37,6 +37,9 @@ struct Routing {
   int64_t capacity = 0;       // pairs per expert and counting group when capacity applies, else 0
   std::map<std::string, Tensor> losses;  // raw scalar losses by name: "aux_loss", "z_loss", "entropy_loss", ...
   std::map<std::string, double> loss_coefficients;  // coefficient for each loss name
+  // Where the block applies pair_weight: false (Mixtral, Megatron, ...): to the expert's output,
+  // y_t = sum w expert(x_t); true (Llama 4): to its input, y_t = sum expert(w x_t) (nn/dispatch.h).
+  bool weight_on_expert_input = false;
   // sum over losses of coefficient * loss (a scalar; zero when there are no losses)
   Tensor weighted_loss() const;
 };

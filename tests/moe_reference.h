@@ -114,15 +114,23 @@ struct ReferencePair {
   double weight = 0;
 };
 
-// For each token, the sum over its pairs of weight * expert(x_t), plus the shared expert.
+// For each token, the sum over its pairs of weight * expert(x_t) (weight_on_input, Llama 4:
+// expert(weight * x_t)), plus the shared expert.
 inline std::vector<double> reference_combine(const ReferenceWeights& w, const std::vector<double>& xs,
-                                             const std::vector<ReferencePair>& pairs) {
+                                             const std::vector<ReferencePair>& pairs, bool weight_on_input = false) {
   const int64_t tokens = static_cast<int64_t>(xs.size()) / w.d;
   std::vector<double> out(tokens * w.d, 0.0);
   for (int64_t t = 0; t < tokens; ++t) {
     const double* row = xs.data() + t * w.d;
     for (const ReferencePair& pair : pairs) {
       if (pair.token != t) continue;
+      if (weight_on_input) {
+        std::vector<double> scaled(row, row + w.d);
+        for (double& value : scaled) value *= pair.weight;
+        std::vector<double> y = expert_output(w, pair.expert, scaled.data());
+        for (int64_t m = 0; m < w.d; ++m) out[t * w.d + m] += y[m];
+        continue;
+      }
       std::vector<double> y = expert_output(w, pair.expert, row);
       for (int64_t m = 0; m < w.d; ++m) out[t * w.d + m] += pair.weight * y[m];
     }

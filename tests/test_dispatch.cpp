@@ -54,6 +54,22 @@ TEST_CASE("dispatch: dispatch gathers token rows, combine adds weighted rows bac
   CHECK(y.to_vector<double>() == std::vector<double>{2.25, 0.75, 5, 1, 4, 1, 18, 3, 0, 0});
 }
 
+TEST_CASE("dispatch: weighing the expert input scales rows at dispatch, combine sums them", "[dispatch]") {
+  Routing routing = pairs(kTokens, kExperts, from_vector(kWeights, {6}));
+  routing.weight_on_expert_input = true;  // Llama 4
+  DispatchPlan plan = nn::plan_dispatch(routing, 5, 4, DType::f64);
+  CHECK(plan.weight_on_expert_input);
+  Tensor x = from_vector(std::vector<double>{0, 1, 10, 11, 20, 21, 30, 31, 40, 41}, {5, 2});
+  // Sorted weights 0.25, -1, 2, 0.5, 1, 3 times the rows of tokens 0, 2, 2, 0, 1, 3.
+  CHECK(nn::dispatch_tokens(x, plan).to_vector<double>() ==
+        std::vector<double>{0, 0.25, -20, -21, 40, 42, 0, 0.5, 10, 11, 90, 93});
+  Tensor y_perm = from_vector(std::vector<double>{1, 1, 2, 1, 3, 1, 4, 1, 5, 1, 6, 1}, {6, 2});
+  // token 0: (1,1) + (4,1); token 1: (5,1); token 2: (2,1) + (3,1); token 3: (6,1); token 4: zero.
+  CHECK(nn::combine_outputs(y_perm, plan).to_vector<double>() == std::vector<double>{5, 2, 5, 1, 5, 2, 6, 1, 0, 0});
+  CHECK_THROWS_WITH(nn::dispatch_tokens(x.to(DType::f32), plan),
+                    Catch::Contains("dispatch_tokens") && Catch::Contains("pair weights' dtype f64"));
+}
+
 TEST_CASE("dispatch: no pairs at all give a zero output", "[dispatch]") {
   Routing empty;
   empty.pair_token = zeros({0}, DType::i64);
@@ -81,6 +97,17 @@ TEST_CASE("dispatch: gradcheck through x, the expert rows and the pair weights",
   GradcheckResult result = gradcheck(layer, {x, weights, scale});
   INFO(result.report);
   CHECK(result.passed());
+  // With the weights on the expert input, behind a nonlinear stand-in (tanh) so that input and
+  // output weighting differ.
+  auto input_weighted = [](const TensorList& in) {
+    Routing routing = pairs(kTokens, kExperts, in[1]);
+    routing.weight_on_expert_input = true;
+    DispatchPlan plan = nn::plan_dispatch(routing, 5, 4, DType::f64);
+    return nn::combine_outputs(tanh(mul(nn::dispatch_tokens(in[0], plan), in[2])), plan);
+  };
+  GradcheckResult on_input = gradcheck(input_weighted, {x, weights, scale});
+  INFO(on_input.report);
+  CHECK(on_input.passed());
 }
 
 TEST_CASE("dispatch: inconsistent routings are errors naming the op", "[dispatch][errors]") {

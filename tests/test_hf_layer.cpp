@@ -106,7 +106,7 @@ TensorMap fused_weights(const FixtureCase& c) {
 
 TEST_CASE("hf_layer: every fixture case matches HuggingFace, forward and backward", "[hf_layer][hf]") {
   nlohmann::json manifest = nlohmann::json::parse(read_text(kHfData + "manifest.json"));
-  REQUIRE(manifest.at("cases").size() == 9);
+  REQUIRE(manifest.at("cases").size() == 10);
   for (const nlohmann::json& entry : manifest.at("cases")) {
     FixtureCase c = load_case(entry.at("name"), entry.at("prefix"));
     INFO(c.name);
@@ -132,6 +132,7 @@ TEST_CASE("hf_layer: the fused expert layout of transformers v5 gives the per-ex
   int fused_cases = 0;
   for (const nlohmann::json& entry : manifest.at("cases")) {
     if (entry.at("model_type") == "switch_transformers") continue;  // DenseActDense experts, never fused
+    if (entry.at("model_type") == "llama4_text") continue;          // fused (transposed) in its fixture
     FixtureCase c = load_case(entry.at("name"), entry.at("prefix"));
     INFO(c.name);
     ++fused_cases;
@@ -178,6 +179,19 @@ TEST_CASE("hf_layer: a fused expert layout that does not match is refused whole"
   // The prefix applies to the fused names too.
   FixtureCase prefixed = load_case("mixtral_prefixed", "model.layers.0.block_sparse_moe.");
   CHECK_NOTHROW(load_hf_layer(prefixed.config, fused_weights(prefixed), prefixed.prefix));
+  // Llama 4 has no other layout, transposed (x @ W): its v5-style transpose is a wrong shape, and
+  // per-expert names are refused.
+  FixtureCase llama = load_case("llama4_text_top1", "model.layers.0.feed_forward.");  // E 4, d 8, f 6
+  CHECK_NOTHROW(load_hf_layer(llama.config, llama.weights, llama.prefix));
+  TensorMap v5_style = llama.weights;
+  v5_style[llama.prefix + "experts.gate_up_proj"] = zeros({4, 12, 8});
+  CHECK_THROWS_WITH(load_hf_layer(llama.config, v5_style, llama.prefix),
+                    Catch::Contains("experts.gate_up_proj expected a floating [4, 8, 12], got f32 [4, 12, 8]"));
+  TensorMap per_expert = without(llama.weights, llama.prefix + "experts.down_proj");
+  per_expert[llama.prefix + "experts.0.down_proj.weight"] = zeros({8, 6});
+  CHECK_THROWS_WITH(load_hf_layer(llama.config, per_expert, llama.prefix),
+                    Catch::Contains("missing model.layers.0.feed_forward.experts.down_proj [4, 6, 8]") &&
+                        Catch::Contains("per-expert tensors beside the fused ones"));
   // Switch's experts are never fused: the names are unknown to it.
   FixtureCase switch_case = load_case("switch_capacity", "");
   TensorMap switch_fused = switch_case.weights;
@@ -262,6 +276,27 @@ TEST_CASE("hf_layer: config.json parsing follows the HF config classes", "[hf_la
   CHECK_FALSE(glm.router.aux_loss.enabled);
   CHECK(glm.block.shared.kind == SharedExpertKind::ungated);
   CHECK(glm.block.shared.count == 1);
+
+  // Llama 4: top-1 by default, weights on the expert input, one ungated shared expert of the
+  // experts' size; the multimodal Llama4Config's text_config gives the same layer.
+  const char* llama4_text = R"({"model_type": "llama4_text", "hidden_size": 8, "intermediate_size": 4,
+                                "intermediate_size_mlp": 16, "num_local_experts": 6})";
+  HFLayerConfig llama = parse_hf_layer_config(llama4_text);
+  CHECK(llama.model_type == "llama4_text");
+  CHECK(llama.router.top_k == 1);
+  CHECK(llama.router.weight_on_expert_input);
+  CHECK(llama.router.score_function == ScoreFunction::sigmoid);
+  CHECK_FALSE(llama.router.weights.renormalize);
+  CHECK_FALSE(llama.router.aux_loss.enabled);
+  CHECK(llama.block.shared.kind == SharedExpertKind::ungated);
+  CHECK(llama.block.shared.intermediate_size == 4);
+  HFLayerConfig multimodal = parse_hf_layer_config(std::string(R"({"model_type": "llama4", "text_config": )") +
+                                                   llama4_text + "}");
+  CHECK(multimodal.model_type == "llama4_text");
+  CHECK(multimodal.block.num_experts == 6);
+  CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "llama4"})"), Catch::Contains("'text_config' object"));
+  CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "llama4", "text_config": {"model_type": "mixtral"}})"),
+                    Catch::Contains("text_config.model_type 'llama4_text'"));
 
   // Mixtral's attribute_map alias num_experts for num_local_experts.
   HFLayerConfig alias = parse_hf_layer_config(

@@ -269,6 +269,8 @@ std::vector<PresetCase> preset_cases() {
       {"top_p 0.9 of all", top_p(4, 0.9), ExpertKind::gelu},
       {"sinkhorn top-1 training", sinkhorn(4, 1), ExpertKind::relu, SharedExpertKind::none, true},
       {"sinkhorn top-2 training", sinkhorn(4, 2), ExpertKind::swiglu, SharedExpertKind::none, true},
+      {"llama4 top-1, weight on the expert input, shared", llama4(4, 1), ExpertKind::swiglu, SharedExpertKind::ungated},
+      {"llama4 top-2, gelu experts", llama4(4, 2), ExpertKind::gelu},
   };
 }
 
@@ -323,13 +325,36 @@ TEST_CASE("moe_presets: every preset in the block matches the per-token referenc
       MoEOutput out = block.forward(x);
       ReferenceRouting expected = reference_routing(block, x, seed * 7);
       REQUIRE(out.output.shape() == shape);
-      check_close(values(out.output), reference_combine(reference_weights(block), values(x), expected.pairs), 1e-12);
+      const bool on_input = c.router.weight_on_expert_input;
+      CHECK(out.routing.weight_on_expert_input == on_input);
+      check_close(values(out.output), reference_combine(reference_weights(block), values(x), expected.pairs, on_input),
+                  1e-12);
       CHECK(out.routing.dropped_pairs == expected.dropped);
       CHECK(out.routing.pair_token.numel() == static_cast<int64_t>(expected.pairs.size()));
       if (c.drops) CHECK(expected.dropped > 0);
       CHECK(out.diagnostics.tokens_per_expert == out.tokens_per_expert.to_vector<int64_t>());
     }
   }
+}
+
+TEST_CASE("moe_presets: Llama 4 weighs the expert input, which is not weighing its output", "[moe_presets]") {
+  Generator generator(404);
+  SparseMoEBlock block(block_config({"llama4", llama4(4, 1)}, 6, 5), &generator);
+  Tensor x = randn({16, 6}, DType::f64, &generator);
+  MoEOutput out = block.forward(x);
+  std::vector<ReferencePair> pairs;
+  std::vector<int64_t> token = out.routing.pair_token.to_vector<int64_t>(), expert = out.routing.pair_expert.to_vector<int64_t>();
+  std::vector<double> weight = values(out.routing.pair_weight);
+  for (size_t i = 0; i < token.size(); ++i) pairs.push_back({token[i], expert[i], weight[i]});
+  const ReferenceWeights w = reference_weights(block);
+  check_close(values(out.output), reference_combine(w, values(x), pairs, true), 1e-12);
+  // A SwiGLU expert is not homogeneous: expert(s x) != s expert(x).
+  std::vector<double> on_output = reference_combine(w, values(x), pairs, false), got = values(out.output);
+  double largest_gap = 0.0;
+  for (size_t i = 0; i < got.size(); ++i) largest_gap = std::max(largest_gap, std::abs(got[i] - on_output[i]));
+  CHECK(largest_gap > 1e-2);
+  // Weights are sigmoid(logit) of the chosen expert, in (0, 1), not renormalised.
+  for (double value : weight) CHECK((value > 0.0 && value < 1.0));
 }
 
 TEST_CASE("moe_presets: training noise and jitter come from the routing generator, eval has none", "[moe_presets]") {

@@ -483,6 +483,7 @@ TEST_CASE("router_presets: matches the HuggingFace fixtures' router logits, loss
       {"olmoe_nonorm", "gate.weight", qwen2_moe(6, 2, false)},
       {"deepseek_v3_grouped", "gate.weight", deepseek_v3(8, 2, 4, 2, 2.5)},
       {"glm4_moe_ungrouped", "model.layers.1.mlp.gate.weight", deepseek_v3(8, 3, 1, 1, 2.5)},  // DeepSeek-V3's router
+      {"llama4_text_top1", "model.layers.0.feed_forward.router.weight", llama4(4, 1)},
       {"switch_capacity", "router.classifier.weight", switch_transformer(4, CapacityConfig::per_sequence_count(2))}};
   for (const Case& c : cases) {
     INFO(c.name);

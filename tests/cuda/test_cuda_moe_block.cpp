@@ -84,6 +84,8 @@ std::vector<BlockCase> preset_cases() {
       {"expert_choice", expert_choice(8, 2.0), ExpertKind::relu},
       {"top_p 0.5 of up to 4", top_p(8, 0.5, 4)},
       {"sinkhorn top-2 eval", sinkhorn(8, 2)},
+      {"llama4 weights on the expert input, shared expert", llama4(8, 1), ExpertKind::swiglu,
+       SharedExpertKind::ungated},
   };
 }
 

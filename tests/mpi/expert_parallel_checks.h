@@ -113,6 +113,8 @@ inline void check_matches_single_process(const std::shared_ptr<Communicator>& co
        {Case{"mixtral swiglu", block_config(mixtral(experts, 2), ExpertKind::swiglu, SharedExpertKind::none)},
         Case{"qwen2 gated shared expert",
              block_config(qwen2_moe(experts, 2), ExpertKind::swiglu, SharedExpertKind::sigmoid_gated)},
+        Case{"llama4 (weights on the expert input) with a shared expert",
+             block_config(llama4(experts, 1), ExpertKind::swiglu, SharedExpertKind::ungated)},
         Case{"top-p (a varying number of experts per token)",
              block_config(top_p(experts, 0.6), ExpertKind::swiglu, SharedExpertKind::none)},
         Case{"switch relu, per-sequence capacity (whole sequences per rank)",

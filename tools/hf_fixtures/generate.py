@@ -23,6 +23,10 @@ below, following the semantics (operation order, dtypes, masking) of the HF sour
   deepseek_v3          src/transformers/models/deepseek_v3/modeling_deepseek_v3.py
                        DeepseekV3MoE, DeepseekV3TopkRouter, DeepseekV3MLP
                        (read at commit 00b676f8f0489b88652a31d70751cc540dd06305)
+  llama4_text          src/transformers/models/llama4/modeling_llama4.py
+                       Llama4TextMoe, Llama4Router, Llama4TextExperts, Llama4TextMLP
+                       (read at commit 63210d0e3b74c2119b7998ff65bc6a2729283626, with the
+                       router_scores transpose that huggingface/transformers#40609 restored)
   switch_transformers  src/transformers/models/switch_transformers/modeling_switch_transformers.py
                        SwitchTransformersSparseMLP, SwitchTransformersTop1Router,
                        SwitchTransformersDenseActDense, router_z_loss_func, load_balancing_loss_func
@@ -341,6 +345,56 @@ class Glm4MoeMoE(DeepseekV3MoE):
 
 
 # ----------------------------------------------------------------------------------------------
+# llama4_text: Llama4TextMoe + Llama4Router + Llama4TextExperts (modeling_llama4.py)
+# ----------------------------------------------------------------------------------------------
+
+class Llama4TextExperts(nn.Module):
+    """Every expert on every row of its own [T, d] block: gate_up_proj [E, d, 2f] and down_proj
+    [E, f, d] applied as x @ W (not nn.Linear's x W^T); gate = first f columns, up = last f."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        E, d, f = cfg["num_local_experts"], cfg["hidden_size"], cfg["intermediate_size"]
+        self.E, self.d = E, d
+        self.gate_up_proj = nn.Parameter(torch.empty(E, d, 2 * f))
+        self.down_proj = nn.Parameter(torch.empty(E, f, d))
+
+    def forward(self, x):  # x: [E * T, d], expert-major
+        h = x.view(self.E, -1, self.d)
+        gate, up = torch.bmm(h, self.gate_up_proj).chunk(2, dim=-1)
+        return torch.bmm(up * F.silu(gate), self.down_proj).view(-1, self.d)
+
+
+class Llama4TextMoe(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        d, E = cfg["hidden_size"], cfg["num_local_experts"]
+        self.num_experts, self.top_k = E, cfg["num_experts_per_tok"]
+        self.experts = Llama4TextExperts(cfg)
+        self.router = nn.Linear(d, E, bias=False)  # Llama4Router(nn.Linear)
+        self.shared_expert = SwiGLUExpertProj(d, cfg["intermediate_size"])  # Llama4TextMLP
+
+    def route(self, logits):
+        # Llama4Router: top-k of the raw logits, scattered into -inf, sigmoid in f32: the chosen
+        # experts get sigmoid(logit), the others exactly 0. No renormalisation.
+        top, selected = torch.topk(logits, self.top_k, dim=1)
+        scores = torch.full_like(logits, float("-inf")).scatter(1, selected, top)
+        return selected, torch.sigmoid(scores.float()).to(scores.dtype)  # [T, k], [T, E]
+
+    def forward(self, h):
+        B, S, d = h.shape
+        x = h.reshape(B * S, d)
+        logits = self.router(x)
+        selected, scores = self.route(logits)
+        # The score scales the expert's INPUT; the expert outputs are summed unweighted. Rows are
+        # expert-major (e * T + t), so the [T, E] scores are transposed first (#40609).
+        routed_in = x.repeat(self.num_experts, 1) * scores.transpose(0, 1).reshape(-1, 1)
+        routed_out = self.experts(routed_in).reshape(self.num_experts, B * S, d).sum(dim=0)
+        out = self.shared_expert(x) + routed_out
+        return out.reshape(B, S, d), logits, selected, scores.gather(1, selected)
+
+
+# ----------------------------------------------------------------------------------------------
 # switch_transformers: SwitchTransformersSparseMLP + SwitchTransformersTop1Router
 # (modeling_switch_transformers.py, v4 layout; see docs/hf_check.md for the v5 refactor)
 # ----------------------------------------------------------------------------------------------
@@ -451,6 +505,20 @@ def dense_forward(model_type, block, cfg, h):
             w = w / w.sum(-1, keepdim=True)
         w = w * g.routed_scaling_factor
         out = dense_mix(x, block.experts, w) + block.shared_experts(x)
+    elif model_type == "llama4_text":
+        # token by token: sum over the chosen e of expert_e(sigmoid(l_te) x_t), plus the shared expert
+        logits = x @ block.router.weight.t()
+        chosen = torch.argsort(logits, dim=-1, descending=True)[:, :block.top_k]
+        f = block.experts.down_proj.shape[1]
+        rows = []
+        for t in range(x.shape[0]):
+            row = block.shared_expert(x[t:t + 1])
+            for e in chosen[t].tolist():
+                xin = torch.sigmoid(logits[t, e]) * x[t:t + 1]
+                gu = xin @ block.experts.gate_up_proj[e]
+                row = row + (F.silu(gu[:, :f]) * gu[:, f:]) @ block.experts.down_proj[e]
+            rows.append(row)
+        out = torch.cat(rows, dim=0)
     elif model_type == "switch_transformers":
         p = torch.softmax(x @ block.router.classifier.weight.t(), dim=-1)
         choice = torch.argmax(p, dim=-1).reshape(B, S)
@@ -478,6 +546,10 @@ def topk_gap(v, k):
 def check_routing(model_type, block, cfg, x, logits, selected):
     """Return (ok, facts). facts records margins and the properties the case must exhibit."""
     facts = {}
+    if model_type == "llama4_text":
+        facts["min_topk_logit_gap"] = topk_gap(logits, block.top_k)
+        facts["experts_used"] = len(set(selected.reshape(-1).tolist()))
+        ok = facts["min_topk_logit_gap"] >= MIN_MARGIN and facts["experts_used"] == block.num_experts
     if model_type in SOFTMAX_TOPK_TYPES:
         p = torch.softmax(logits, dim=-1)
         facts["min_topk_prob_gap"] = topk_gap(p, block.top_k)
@@ -547,6 +619,7 @@ BLOCKS = {
     "olmoe": OlmoeSparseMoeBlock,
     "deepseek_v3": DeepseekV3MoE,
     "glm4_moe": Glm4MoeMoE,
+    "llama4_text": Llama4TextMoe,
     "switch_transformers": SwitchTransformersSparseMLP,
 }
 
@@ -752,6 +825,31 @@ CASES = [
         },
     },
     {
+        "name": "llama4_text_top1",
+        "seed": 5100,
+        "input_shape": [2, 6, 8],
+        "prefix": "model.layers.0.feed_forward.",
+        "description": "Llama 4: top-1 of 4 by logit, the expert's INPUT scaled by sigmoid(logit), "
+                       "outputs summed unweighted, plus an ungated shared expert; fused experts "
+                       "gate_up_proj [E, d, 2f] / down_proj [E, f, d] (x @ W); weights under the "
+                       "checkpoint prefix model.layers.0.feed_forward.",
+        "config": {
+            "architectures": ["Llama4ForCausalLM"],
+            "model_type": "llama4_text",
+            "hidden_size": 8,
+            "intermediate_size": 6,
+            "intermediate_size_mlp": 16,
+            "num_local_experts": 4,
+            "num_experts_per_tok": 1,
+            "hidden_act": "silu",
+            "router_aux_loss_coef": 0.001,
+            "router_jitter_noise": 0.0,
+            "interleave_moe_layer_step": 1,
+            "num_hidden_layers": 1,
+            "torch_dtype": "float32",
+        },
+    },
+    {
         "name": "switch_capacity",
         "seed": 4100,
         "input_shape": [2, 8, 8],
@@ -796,7 +894,8 @@ def init_weights(block, gen, model_type):
                 t.copy_(torch.randn(t.shape, generator=gen) * 0.1)
             else:
                 std = 1.0 / math.sqrt(t.shape[1])
-                if name in ("gate.weight", "router.classifier.weight") and model_type not in SIGMOID_GROUP_TYPES:
+                if name in ("gate.weight", "router.classifier.weight", "router.weight") \
+                        and model_type not in SIGMOID_GROUP_TYPES:
                     std *= 1.5
                 t.copy_(torch.randn(t.shape, generator=gen) * std)
 
