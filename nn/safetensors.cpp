@@ -346,25 +346,69 @@ TensorMap parse_safetensors(const std::vector<uint8_t>& bytes, SafetensorsMetada
   return tensors;
 }
 
-std::vector<SafetensorsTensorInfo> read_safetensors_header(const std::string& path, SafetensorsMetadata* metadata) {
+namespace {
+
+// A file's header, read and validated whole without its data, and where its data buffer starts.
+struct FileHeader {
+  std::vector<Entry> entries;
+  uint64_t buffer_start = 0;
+};
+
+FileHeader read_file_header(std::ifstream& file, uint64_t file_bytes, SafetensorsMetadata* metadata) {
+  uint8_t length[kLengthBytes] = {};
+  file.read(reinterpret_cast<char*>(length), file_bytes >= kLengthBytes ? kLengthBytes : 0);
+  uint64_t header_bytes = checked_header_length(length, file_bytes);
+  std::vector<uint8_t> header(static_cast<size_t>(header_bytes));
+  file.read(reinterpret_cast<char*>(header.data()), static_cast<std::streamsize>(header_bytes));
+  TINYMOE_CHECK(static_cast<uint64_t>(file.gcount()) == header_bytes, kOp, "cannot read the header");
+  return {parse_entries(header.data(), header.data() + header.size(), file_bytes - kLengthBytes - header_bytes,
+                        metadata),
+          kLengthBytes + header_bytes};
+}
+
+// One tensor's bytes, read from the file at its offsets (checked against the file's size).
+Tensor read_tensor(std::ifstream& file, const FileHeader& header, Entry entry) {
+  std::vector<uint8_t> bytes(static_cast<size_t>(entry.end - entry.begin));
+  file.seekg(static_cast<std::streamoff>(header.buffer_start + entry.begin));
+  file.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  TINYMOE_CHECK(static_cast<uint64_t>(file.gcount()) == bytes.size(), kOp, "cannot read tensor '", entry.name, "'");
+  entry.end -= entry.begin, entry.begin = 0;
+  return make_tensor(entry, bytes.data());
+}
+
+// Runs `read` on the opened file; its Errors also name the path.
+template <typename Read>
+auto with_open_file(const std::string& path, Read read) {
   const uint64_t file_bytes = regular_file_size(path);
   std::ifstream file(path, std::ios::binary);
   TINYMOE_CHECK(file.good(), kOp, "cannot open '", path, "' for reading");
   try {
-    uint8_t length[kLengthBytes] = {};
-    file.read(reinterpret_cast<char*>(length), file_bytes >= kLengthBytes ? kLengthBytes : 0);
-    uint64_t header_bytes = checked_header_length(length, file_bytes);
-    std::vector<uint8_t> header(static_cast<size_t>(header_bytes));
-    file.read(reinterpret_cast<char*>(header.data()), static_cast<std::streamsize>(header_bytes));
-    TINYMOE_CHECK(static_cast<uint64_t>(file.gcount()) == header_bytes, kOp, "cannot read the header");
-    std::vector<SafetensorsTensorInfo> infos;
-    for (const Entry& entry : parse_entries(header.data(), header.data() + header.size(),
-                                            file_bytes - kLengthBytes - header_bytes, metadata))
-      infos.push_back({entry.name, entry.dtype->name, entry.shape});
-    return infos;
+    return read(file, file_bytes);
   } catch (const Error& error) {
     throw Error(std::string(error.what()) + " (in '" + path + "')");
   }
+}
+
+}  // namespace
+
+std::vector<SafetensorsTensorInfo> read_safetensors_header(const std::string& path, SafetensorsMetadata* metadata) {
+  return with_open_file(path, [&](std::ifstream& file, uint64_t file_bytes) {
+    std::vector<SafetensorsTensorInfo> infos;
+    for (const Entry& entry : read_file_header(file, file_bytes, metadata).entries)
+      infos.push_back({entry.name, entry.dtype->name, entry.shape});
+    return infos;
+  });
+}
+
+TensorMap load_safetensors_where(const std::string& path, const std::function<bool(const std::string&)>& select,
+                                 SafetensorsMetadata* metadata) {
+  return with_open_file(path, [&](std::ifstream& file, uint64_t file_bytes) {
+    const FileHeader header = read_file_header(file, file_bytes, metadata);
+    TensorMap tensors;
+    for (const Entry& entry : header.entries)
+      if (select(entry.name)) tensors.emplace(entry.name, read_tensor(file, header, entry));
+    return tensors;
+  });
 }
 
 std::vector<uint8_t> serialize_safetensors(const TensorMap& tensors, const SafetensorsMetadata& metadata) {

@@ -28,6 +28,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -55,6 +56,10 @@ struct SafetensorsTensorInfo {
 };
 std::vector<SafetensorsTensorInfo> read_safetensors_header(const std::string& path,
                                                            SafetensorsMetadata* metadata = nullptr);
+// Reads only the tensors whose names `select` accepts, after the same checks of the whole header
+// as load_safetensors: a layer's few tensors out of a checkpoint shard of many gigabytes.
+TensorMap load_safetensors_where(const std::string& path, const std::function<bool(const std::string&)>& select,
+                                 SafetensorsMetadata* metadata = nullptr);
 
 // The bytes of a file holding `tensors` and `metadata` (omitted from the header when empty).
 std::vector<uint8_t> serialize_safetensors(const TensorMap& tensors, const SafetensorsMetadata& metadata = {});

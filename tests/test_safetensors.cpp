@@ -182,6 +182,32 @@ TEST_CASE("safetensors: the header alone names the tensors load_safetensors woul
   std::remove(path.c_str());
 }
 
+TEST_CASE("safetensors: load_safetensors_where reads the chosen tensors, after checking the whole header",
+          "[safetensors]") {
+  std::string path = temp_path("tinymoe_test_where.safetensors");
+  Bytes fixture = hand_made_fixture();
+  auto write = [&path](const Bytes& bytes) {
+    std::ofstream(path, std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  };
+  write(fixture);
+  nn::SafetensorsMetadata metadata;
+  nn::TensorMap chosen =
+      nn::load_safetensors_where(path, [](const std::string& name) { return name == "bf" || name == "i"; }, &metadata);
+  nn::TensorMap all = nn::load_safetensors(path);
+  REQUIRE(chosen.size() == 2);
+  CHECK(chosen.at("bf").to_vector<float>() == all.at("bf").to_vector<float>());
+  CHECK(chosen.at("i").to_vector<int64_t>() == all.at("i").to_vector<int64_t>());
+  CHECK(metadata.at("source") == "by hand");
+  CHECK(nn::load_safetensors_where(path, [](const std::string&) { return false; }).empty());
+  // A tensor the choice skips still makes the file invalid: one byte short of the last tensor.
+  fixture.pop_back();
+  write(fixture);
+  CHECK_THROWS_WITH(nn::load_safetensors_where(path, [](const std::string& name) { return name == "bf"; }),
+                    Catch::StartsWith("safetensors: ") && Catch::Contains(path));
+  std::remove(path.c_str());
+}
+
 TEST_CASE("safetensors: file errors name the path", "[safetensors][errors]") {
   std::string missing = temp_path("tinymoe_no_such_file.safetensors");
   CHECK_THROWS_WITH(nn::load_safetensors(missing), Catch::Contains("safetensors") &&

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 
+#include "nn/hf_checkpoint.h"
 #include "nn/hf_layer.h"
 #include "nn/safetensors.h"
 #include "tinymoe/error.h"
@@ -52,7 +53,8 @@ void run_moe_check(const MoeCheckOptions& options) {
   nn::HFLayerConfig config = nn::parse_hf_layer_config(read_text_file(options.config));
   nn::TensorMap grad_output;
   if (!options.grad_output.empty()) grad_output = nn::load_safetensors(options.grad_output);
-  nn::TensorMap result = nn::run_hf_layer(config, nn::load_safetensors(options.weights),
+  // Only the tensors under the prefix are read: --weights may be a whole (sharded) checkpoint.
+  nn::TensorMap result = nn::run_hf_layer(config, nn::load_hf_weights(options.weights, options.prefix),
                                           nn::load_safetensors(options.input), grad_output, options.prefix);
   nn::save_safetensors(options.out, result, {{"format", "pt"}});
   if (!options.compare.empty()) compare_with_expected(result, options);
@@ -66,9 +68,12 @@ void add_moe_check(CLI::App& app) {
       "moe", "Run one HuggingFace MoE layer (mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3, glm4_moe, llama4_text, switch_transformers) in eval mode "
              "and write output, router_logits, losses and gradients (docs/hf_check.md)");
   command->add_option("--config", options->config, "The HF config.json of the model")->required()->check(CLI::ExistingFile);
-  command->add_option("--weights", options->weights, "The layer's tensors under their HF names (safetensors)")
+  command->add_option("--weights", options->weights,
+                      "The layer's tensors under their HF names: a safetensors file, a sharded checkpoint's "
+                      "model.safetensors.index.json, or a directory holding either; only the tensors under "
+                      "--prefix are read")
       ->required()
-      ->check(CLI::ExistingFile);
+      ->check(CLI::ExistingPath);
   command->add_option("--input", options->input, "safetensors with hidden_states [B, S, d] or [T, d]")
       ->required()
       ->check(CLI::ExistingFile);
