@@ -61,7 +61,8 @@ Tensor dispatch_tokens(const Tensor& x, const DispatchPlan& plan);
 
 // y_perm [P, d] -> y [T, d], y[t] = sum of sorted_weight[i] * y_perm[i] over the pairs i of
 // token t (zero for a token without pairs); unweighted when the plan weighs expert inputs. y_perm
-// and the pair weights get gradients.
+// gets a gradient, and so do the pair weights unless the plan weighs expert inputs (then they get
+// theirs through dispatch_tokens).
 Tensor combine_outputs(const Tensor& y_perm, const DispatchPlan& plan);
 
 }  // namespace nn

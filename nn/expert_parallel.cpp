@@ -49,13 +49,14 @@ void check_same_block_on_every_rank(const SparseMoEConfig& config, Communicator&
                                      static_cast<int64_t>(config.shared.kind),
                                      config.router.aux_loss_global_batch ? 1 : 0,
                                      static_cast<int64_t>(config.router.top_p * 1e9),
-                                     config.router.weight_on_expert_input ? 1 : 0};
+                                     config.router.weight_on_expert_input ? 1 : 0,
+                                     config.router.select_on_logits ? 1 : 0};
   const std::vector<int64_t> all = comm.all_gather(mine);
   for (int r = 0; r < comm.size(); ++r)
     TINYMOE_CHECK(std::equal(mine.begin(), mine.end(), all.begin() + static_cast<std::ptrdiff_t>(r * mine.size())),
                   kOp, "rank ", r, " built another block than rank ", comm.rank(),
                   " (num_experts, hidden_size, intermediate_size, top_k, dtype, expert or shared-expert kind, "
-                  "global-batch balancing, top_p or where the weights apply differ): every rank must build it from the same config");
+                  "global-batch balancing, top_p, where the weights apply or what selects differ): every rank must build it from the same config");
 }
 
 int64_t checked_experts(const SparseMoEConfig& config, const std::shared_ptr<Communicator>& comm) {

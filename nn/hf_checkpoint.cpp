@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "nn/hf_layer.h"
+
 namespace tinymoe::nn {
 namespace {
 
@@ -30,14 +32,9 @@ std::string checkpoint_file(const std::string& path) {
   fail(kOp, "the directory '", path, "' holds neither ", kIndexName, " nor ", kSingleFileName);
 }
 
-// What a user could pass as --prefix: the distinct name parts before "experts." (a MoE layer's
-// prefix), or else the first names.
+// What a user could pass as --prefix: the MoE layers' prefixes, or else the first names.
 std::string prefix_suggestions(const std::vector<std::string>& names) {
-  std::set<std::string> layers;
-  for (const std::string& name : names) {
-    const size_t at = name.find("experts.");
-    if (at != std::string::npos) layers.insert(name.substr(0, at));
-  }
+  const std::set<std::string> layers = hf_layer_prefixes(names);
   std::ostringstream text;
   size_t shown = 0;
   if (!layers.empty()) {

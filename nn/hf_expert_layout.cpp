@@ -38,9 +38,18 @@ Tensor to_v5_layout(const HFLayerConfig& config, const Tensor& fused) {
   return transposed_layout(config) ? transpose(fused, 1, 2) : fused;
 }
 
-// Every problem of the fused pair at once: a missing half, a wrong shape or dtype, per-expert
-// names beside it (two copies of the same experts).
-void check_fused_pair(const HFLayerConfig& config, const TensorMap& weights, const std::string& prefix) {
+// Expert e's rows [start, end) of a fused tensor [E, rows, cols], as an HF Linear weight [rows', cols].
+Tensor expert_rows(const Tensor& fused, int64_t expert, int64_t start, int64_t end) {
+  Tensor one_expert = slice(fused, 0, expert, expert + 1);
+  return slice(one_expert, 1, start, end).reshape({end - start, fused.size(2)});
+}
+
+// A gradient [rows, cols] as one expert's slab [1, rows, cols] of a fused gradient.
+Tensor as_slab(const Tensor& gradient) { return gradient.reshape({1, gradient.size(0), gradient.size(1)}); }
+
+}  // namespace
+
+std::string fused_expert_problems(const HFLayerConfig& config, const TensorMap& weights, const std::string& prefix) {
   std::ostringstream problems;
   for (const std::string& name : {kGateUp, kDown}) {
     auto found = weights.find(prefix + name);
@@ -62,20 +71,9 @@ void check_fused_pair(const HFLayerConfig& config, const TensorMap& weights, con
     for (const std::string& name : per_expert) problems << " " << name;
     problems << ";";
   }
-  TINYMOE_CHECK(problems.str().empty(), kOp, "the fused expert layout (", prefix, kGateUp, " [E, 2f, d], ", prefix,
-                kDown, " [E, d, f]) does not match the layer:", problems.str());
+  return problems.str();
 }
 
-// Expert e's rows [start, end) of a fused tensor [E, rows, cols], as an HF Linear weight [rows', cols].
-Tensor expert_rows(const Tensor& fused, int64_t expert, int64_t start, int64_t end) {
-  Tensor one_expert = slice(fused, 0, expert, expert + 1);
-  return slice(one_expert, 1, start, end).reshape({end - start, fused.size(2)});
-}
-
-// A gradient [rows, cols] as one expert's slab [1, rows, cols] of a fused gradient.
-Tensor as_slab(const Tensor& gradient) { return gradient.reshape({1, gradient.size(0), gradient.size(1)}); }
-
-}  // namespace
 
 std::string hf_expert_weight_name(const std::string& model_type, const std::string& stacked, int64_t expert) {
   const std::string index = std::to_string(expert);
@@ -92,7 +90,8 @@ bool holds_fused_experts(const HFLayerConfig& config, const TensorMap& weights, 
 }
 
 TensorMap split_fused_experts(const HFLayerConfig& config, const TensorMap& weights, const std::string& prefix) {
-  check_fused_pair(config, weights, prefix);
+  const std::string problems = fused_expert_problems(config, weights, prefix);
+  TINYMOE_CHECK(problems.empty(), kOp, "the fused experts do not match the layer:", problems);
   NoGradGuard no_grad;
   const Tensor gate_up = to_v5_layout(config, weights.at(prefix + kGateUp));
   const Tensor down = to_v5_layout(config, weights.at(prefix + kDown));

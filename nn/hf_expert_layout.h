@@ -32,9 +32,13 @@ std::string hf_expert_weight_name(const std::string& model_type, const std::stri
 // layout (llama4_text).
 bool holds_fused_experts(const HFLayerConfig& config, const TensorMap& weights, const std::string& prefix);
 
+// What is wrong with the fused experts of `weights` (empty when nothing), every problem at once,
+// each as " <problem>;": one of the two missing, a wrong shape or a non-floating dtype (with the
+// expected shape), per-expert names beside them (two copies of the same experts).
+std::string fused_expert_problems(const HFLayerConfig& config, const TensorMap& weights, const std::string& prefix);
+
 // `weights` with the two fused tensors replaced by every expert's per-expert tensors (same
-// prefix, same dtype). Errors ("hf_layer") name the fused tensor: one of the two missing, a wrong
-// shape or a non-floating dtype, or per-expert names mixed in.
+// prefix, same dtype). An Error ("hf_layer") lists the fused_expert_problems, if any.
 TensorMap split_fused_experts(const HFLayerConfig& config, const TensorMap& weights, const std::string& prefix);
 
 // `result` of run_hf_layer with the per-expert gradients grad.experts.<e>.* replaced by

@@ -264,25 +264,24 @@ std::string join(const std::vector<std::string>& names) {
   return text.str();
 }
 
-// When no name matched: the dotted prefix every name of the file shares, if it is not the one
-// given, is most likely the --prefix the user meant (model.layers.3.mlp. of a checkpoint).
+// When no name matched: the layer prefix the file's names carry, if it is not the one given, is
+// most likely the --prefix the user meant (model.layers.3.mlp. of a checkpoint).
 std::string prefix_hint(const TensorMap& weights, const std::string& prefix) {
-  std::string common = weights.begin()->first;
-  for (const auto& entry : weights)
-    common.resize(std::mismatch(common.begin(), common.end(), entry.first.begin(), entry.first.end()).first -
-                  common.begin());
-  common.resize(common.rfind('.') == std::string::npos ? 0 : common.rfind('.') + 1);
-  if (common.empty() || common == prefix) return "";
-  return " every name starts with '" + common + "': is that the prefix?";
+  std::vector<std::string> names;
+  for (const auto& entry : weights) names.push_back(entry.first);
+  const std::set<std::string> layers = hf_layer_prefixes(names);
+  if (layers.size() == 1 && *layers.begin() != prefix && !layers.begin()->empty())
+    return " every name starts with '" + *layers.begin() + "': is that the prefix?";
+  if (layers.size() > 1) return " the names hold " + std::to_string(layers.size()) + " layers: pass one's prefix";
+  return "";
 }
 
-// The file's tensors by stripped name, after checking every name, shape and dtype; one Error
-// lists every problem.
-std::map<std::string, Tensor> match_weights(const std::vector<WeightSlot>& slots, const TensorMap& weights,
-                                            const std::string& prefix) {
+// What is wrong with `weights` against `slots` (empty when nothing), every problem at once; the
+// tensors that fit go to `matched`, by stripped name.
+std::string weight_problems(const std::vector<WeightSlot>& slots, const TensorMap& weights, const std::string& prefix,
+                            std::map<std::string, Tensor>* matched) {
   std::map<std::string, const WeightSlot*> by_name;
   for (const WeightSlot& slot : slots) by_name[slot.hf_name] = &slot;
-  std::map<std::string, Tensor> matched;
   std::vector<std::string> unexpected, mis_shaped, missing;
   for (const auto& [full_name, tensor] : weights) {
     const bool has_prefix = full_name.compare(0, prefix.size(), prefix) == 0;
@@ -293,7 +292,7 @@ std::map<std::string, Tensor> match_weights(const std::vector<WeightSlot>& slots
       mis_shaped.push_back(full_name + " (expected a floating " + shape_str(slot->second->hf_shape) + ", got " +
                            dtype_name(tensor.dtype()) + " " + shape_str(tensor.shape()) + ")");
     } else {
-      matched[slot->first] = tensor;
+      (*matched)[slot->first] = tensor;
     }
   }
   for (const WeightSlot& slot : slots)
@@ -303,9 +302,40 @@ std::map<std::string, Tensor> match_weights(const std::vector<WeightSlot>& slots
   if (!unexpected.empty()) problems << " unexpected (unknown to this model type or without the prefix '" << prefix
                                     << "'): " << join(unexpected) << ";";
   if (!mis_shaped.empty()) problems << " wrong shape or dtype: " << join(mis_shaped) << ";";
-  if (matched.empty() && !weights.empty()) problems << prefix_hint(weights, prefix);
-  TINYMOE_CHECK(problems.str().empty(), kOp, "the weights do not match the layer's HF names and shapes:",
-                problems.str());
+  return problems.str();
+}
+
+// `weights` without the layer's expert tensors (prefix + experts.*), and the slots without the
+// routed experts': what is left to check when the fused experts are already known to be wrong.
+TensorMap without_experts(const TensorMap& weights, const std::string& prefix) {
+  TensorMap rest;
+  for (const auto& [name, tensor] : weights)
+    if (name.compare(0, prefix.size() + 8, prefix + "experts.") != 0) rest[name] = tensor;
+  return rest;
+}
+std::vector<WeightSlot> non_expert_slots(const std::vector<WeightSlot>& slots) {
+  std::vector<WeightSlot> rest;
+  for (const WeightSlot& slot : slots)
+    if (slot.expert < 0) rest.push_back(slot);
+  return rest;
+}
+
+// The file's tensors by stripped name, after checking every name, shape and dtype (the fused
+// experts' too); one Error lists every problem.
+std::map<std::string, Tensor> match_weights(const HFLayerConfig& config, const std::vector<WeightSlot>& slots,
+                                            const TensorMap& weights, const std::string& prefix) {
+  std::string problems;
+  TensorMap usable = weights;
+  std::vector<WeightSlot> checked = slots;
+  if (holds_fused_experts(config, weights, prefix)) {
+    problems = fused_expert_problems(config, weights, prefix);
+    usable = problems.empty() ? split_fused_experts(config, weights, prefix) : without_experts(weights, prefix);
+    if (!problems.empty()) checked = non_expert_slots(slots);
+  }
+  std::map<std::string, Tensor> matched;
+  problems += weight_problems(checked, usable, prefix, &matched);
+  if (matched.empty() && !weights.empty()) problems += prefix_hint(weights, prefix);
+  TINYMOE_CHECK(problems.empty(), kOp, "the weights do not match the layer's HF names and shapes:", problems);
   return matched;
 }
 
@@ -317,9 +347,7 @@ void copy_into(const Tensor& destination, const Tensor& source) {
 
 LoadedLayer load_layer(const HFLayerConfig& config, const TensorMap& weights, const std::string& prefix) {
   LoadedLayer layer = build_block(config);
-  const bool fused = holds_fused_experts(config, weights, prefix);
-  std::map<std::string, Tensor> matched =
-      match_weights(layer.slots, fused ? split_fused_experts(config, weights, prefix) : weights, prefix);
+  std::map<std::string, Tensor> matched = match_weights(config, layer.slots, weights, prefix);
   NoGradGuard no_grad;
   for (const WeightSlot& slot : layer.slots) {
     const Tensor& source = matched.at(slot.hf_name);
@@ -372,6 +400,24 @@ TensorComparison compare_tensors(const std::string& name, const Tensor& actual, 
 }
 
 }  // namespace
+
+std::set<std::string> hf_layer_prefixes(const std::vector<std::string>& names) {
+  // The first name segment that belongs to the MoE layer itself (its router, experts, shared MLP).
+  static const char* const kLayerParts[] = {"experts.", "gate.", "router.", "shared_expert.", "shared_experts.",
+                                            "shared_expert_gate."};
+  std::set<std::string> prefixes;
+  for (const std::string& name : names) {
+    size_t best = std::string::npos;
+    for (const char* part : kLayerParts)
+      for (size_t at = name.find(part); at != std::string::npos; at = name.find(part, at + 1))
+        if (at == 0 || name[at - 1] == '.') {
+          best = std::min(best, at);
+          break;
+        }
+    if (best != std::string::npos) prefixes.insert(name.substr(0, best));
+  }
+  return prefixes;
+}
 
 HFLayerConfig parse_hf_layer_config(const std::string& json_text) {
   json config = parse_json_object(json_text);

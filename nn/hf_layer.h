@@ -14,6 +14,7 @@
 #pragma once
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,12 @@ std::shared_ptr<SparseMoEBlock> load_hf_layer(const HFLayerConfig& config, const
 //   no token reached get zeros.
 TensorMap run_hf_layer(const HFLayerConfig& config, const TensorMap& weights, const TensorMap& input,
                        const TensorMap& grad_output = {}, const std::string& prefix = "");
+
+// The distinct prefixes of HF MoE layers among tensor names: each name's part before its first
+// segment that a MoE layer's own names start with (experts., gate., router., shared_expert.,
+// shared_experts., shared_expert_gate.); names with none are left out. What `--prefix` can be:
+// {"model.layers.0.mlp.", "model.layers.1.mlp."} for a two-layer checkpoint, {""} for a bare layer.
+std::set<std::string> hf_layer_prefixes(const std::vector<std::string>& names);
 
 // One tensor of a comparison: relative error ||actual - expected||_2 / max(1, ||expected||_2)
 // (computed in double), and a problem text when a tensor is missing, extra or mis-shaped.

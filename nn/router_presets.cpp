@@ -93,7 +93,7 @@ Tensor select_token_choice(const RouterConfig& c, const Tensor& bias, const Tens
       // Megatron's sinkhorn_load_balancing: the balanced plan chooses in training only.
       return context.training ? select_topk(sinkhorn_plan(logits), c.top_k) : select_topk(scores, c.top_k);
     default:
-      return select_topk(scores, c.top_k, bias);
+      return select_topk(c.select_on_logits ? logits : scores, c.top_k, bias);
   }
 }
 
@@ -178,6 +178,8 @@ void RouterConfig::validate() const {
   if (selection == SelectionKind::expert_choice) validate_expert_choice(*this);
   TINYMOE_CHECK(selection != SelectionKind::sinkhorn_topk || (!selection_bias && !noisy_gating), kConfig,
                 "Sinkhorn selection balances the logits themselves: a selection bias or noisy gating does not apply");
+  TINYMOE_CHECK(!select_on_logits || (selection == SelectionKind::topk && !selection_bias && !noisy_gating), kConfig,
+                "selecting on the logits needs a plain top-k, without a selection bias or noisy gating");
   validate_capacity(capacity);
   validate_top_p(*this);
   TINYMOE_CHECK(weights.epsilon >= 0.0 && weights.scaling_factor > 0.0 && std::isfinite(weights.scaling_factor),
@@ -249,7 +251,8 @@ RouterConfig llama4(int64_t num_experts, int64_t k) {
   RouterConfig c;
   c.name = "llama4";
   c.num_experts = num_experts, c.top_k = k;
-  c.score_function = ScoreFunction::sigmoid;  // monotone: the top k of sigmoid(l) are the top k of l
+  c.score_function = ScoreFunction::sigmoid;
+  c.select_on_logits = true;  // HF's top-k of the logits: f32 sigmoids of large logits tie at 1
   c.weight_on_expert_input = true;
   return c;
 }

@@ -59,6 +59,11 @@ struct RouterConfig {
   // Llama 4: the block scales each expert's input by the pair weight and sums the outputs
   // unweighted, y_t = sum_e expert_e(w_te x_t) (Routing::weight_on_expert_input, nn/dispatch.h).
   bool weight_on_expert_input = false;
+  // A plain top-k of the logits rather than of the scores (Llama 4, as HF's Llama4Router). The same
+  // choice in exact arithmetic, but an f32 sigmoid rounds every logit above about 16.6 to 1, and
+  // the tied scores would go to the lowest expert index. Needs a plain top-k without a selection
+  // bias or noisy gating.
+  bool select_on_logits = false;
 
   LossSwitch aux_loss;             // "aux_loss": load_balancing_loss in aux_loss_form
   LoadBalanceForm aux_loss_form = LoadBalanceForm::switch_megatron;
@@ -132,7 +137,7 @@ RouterConfig top_p(int64_t num_experts, double p = 0.4, int64_t max_k = 0 /* 0: 
 // the top-k of the scores. Weights are the chosen experts' scores, not renormalised: sigmoid for
 // k = 1, softmax otherwise (Megatron's _sinkhorn_activation). No loss: the selection balances.
 RouterConfig sinkhorn(int64_t num_experts, int64_t k = 1);
-// Llama 4 (HF Llama4Router / Llama4TextMoe): top-k of the logits, weight sigmoid(logit) of each
+// Llama 4 (HF Llama4Router / Llama4TextMoe): top-k of the logits (select_on_logits), weight sigmoid(logit) of each
 // chosen expert (no renormalisation), applied to the expert's INPUT: y_t = sum over the chosen e
 // of expert_e(sigmoid(l_te) x_t) (weight_on_expert_input). HF trains it with no balancing loss.
 RouterConfig llama4(int64_t num_experts, int64_t k = 1);

@@ -192,6 +192,15 @@ TEST_CASE("hf_layer: a fused expert layout that does not match is refused whole"
   CHECK_THROWS_WITH(load_hf_layer(llama.config, per_expert, llama.prefix),
                     Catch::Contains("missing model.layers.0.feed_forward.experts.down_proj [4, 6, 8]") &&
                         Catch::Contains("per-expert tensors beside the fused ones"));
+  // Without its prefix the Llama 4 file gets the hint, and the fused shapes are Llama 4's.
+  CHECK_THROWS_WITH(load_hf_layer(llama.config, llama.weights),
+                    Catch::Contains("missing experts.gate_up_proj [4, 8, 12]") &&
+                        Catch::Contains("every name starts with 'model.layers.0.feed_forward.': is that the prefix?"));
+  // A fused problem does not hide the others: one Error lists them all.
+  TensorMap two_problems = without(transposed, "gate.weight");
+  CHECK_THROWS_WITH(load_hf_layer(c.config, two_problems),
+                    Catch::Contains("experts.gate_up_proj expected a floating [4, 32, 8]") &&
+                        Catch::Contains("missing: gate.weight"));
   // Switch's experts are never fused: the names are unknown to it.
   FixtureCase switch_case = load_case("switch_capacity", "");
   TensorMap switch_fused = switch_case.weights;
@@ -381,6 +390,19 @@ TEST_CASE("hf_layer: bad inputs name what was expected", "[hf_layer][errors]") {
                     Catch::Contains("hf_layer") && Catch::Contains("f32"));
   CHECK_THROWS_WITH(run_hf_layer(c.config, c.weights, TensorMap{{"hidden_states", zeros({2, 6, 5})}}),
                     Catch::Contains("SparseMoEBlock"));
+}
+
+TEST_CASE("hf_layer: hf_layer_prefixes finds the MoE layers among a checkpoint's names", "[hf_layer]") {
+  CHECK(hf_layer_prefixes({"model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
+                           "model.layers.0.mlp.gate_proj.weight",  // a dense MLP: no layer part
+                           "model.layers.1.mlp.gate.weight", "model.layers.1.mlp.experts.0.gate_proj.weight",
+                           "model.layers.2.mlp.experts.gate_up_proj", "model.layers.2.mlp.shared_expert_gate.weight",
+                           "model.layers.3.feed_forward.router.weight"}) ==
+        std::set<std::string>{"model.layers.1.mlp.", "model.layers.2.mlp.", "model.layers.3.feed_forward."});
+  CHECK(hf_layer_prefixes({"gate.weight", "experts.0.w1.weight"}) == std::set<std::string>{""});
+  CHECK(hf_layer_prefixes({"encoder.block.1.layer.1.mlp.router.classifier.weight"}) ==
+        std::set<std::string>{"encoder.block.1.layer.1.mlp."});
+  CHECK(hf_layer_prefixes({"lm_head.weight"}).empty());
 }
 
 TEST_CASE("hf_layer: compare_tensor_maps reports relative errors and mismatched names", "[hf_layer]") {

@@ -180,6 +180,23 @@ Tensor checked_outputs(const Routing& routing) {
 
 }  // namespace
 
+TEST_CASE("router_presets: Llama 4 chooses by logit where f32 sigmoids tie", "[router_presets]") {
+  // Logits of a confident top-1 router: every sigmoid above ~16.6 rounds to 1.0f.
+  Tensor logits = from_vector(std::vector<float>{18.72f, 21.54f, -11.9f, 13.52f, 20.25f, 9.4f, -2.93f, 24.3f}, {2, 4});
+  Routing routing = make_rule(llama4(4, 1))(logits, eval_context(4));
+  CHECK(routing.expert_index.to_vector<int64_t>() == std::vector<int64_t>{1, 3});  // HF: topk of the logits
+  CHECK(routing.weight_on_expert_input);
+  CHECK(routing.pair_weight.to_vector<float>() == std::vector<float>{1.0f, 1.0f});  // sigmoid(l), saturated
+  // Top-k of those scores instead would tie, and ties go to the lower index: expert 0 both times.
+  RouterConfig on_scores = llama4(4, 1);
+  on_scores.select_on_logits = false;
+  CHECK(make_rule(on_scores)(logits, eval_context(4)).expert_index.to_vector<int64_t>() ==
+        std::vector<int64_t>{0, 0});
+  RouterConfig biased = deepseek_v3(4, 1, 1, 1);
+  biased.select_on_logits = true;
+  CHECK_THROWS_WITH(biased.validate(), Catch::Contains("RouterConfig") && Catch::Contains("selecting on the logits"));
+}
+
 TEST_CASE("router_presets: Mixtral and Qwen2-MoE against the slow loop", "[router_presets]") {
   const int64_t tokens = 10, experts = 8;
   Tensor logits = random_logits(tokens, experts, 1);
