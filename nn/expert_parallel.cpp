@@ -7,6 +7,7 @@
 
 #include "nn/balance_losses.h"
 #include "nn/dispatch.h"
+#include "nn/gpt_oss_experts.h"
 #include "nn/router_presets.h"
 #include "ops/all_to_all.h"
 #include "ops/elementwise.h"
@@ -19,7 +20,7 @@ namespace {
 
 constexpr const char* kOp = "ExpertParallelMoEBlock";
 
-// Experts first .. first+count-1 of a stacked weight [E, in, out], as a new leaf.
+// Experts first .. first+count-1 of a stacked weight [E, in, out] (or bias [E, n]), as a new leaf.
 Tensor expert_slice(const Tensor& stacked, int64_t first, int64_t count) {
   return slice(stacked.detach(), 0, first, first + count);
 }
@@ -30,6 +31,12 @@ std::shared_ptr<Experts> local_slice(const Experts& full, int64_t first, int64_t
     return std::make_shared<SwiGLUExperts>(expert_slice(swiglu->w1(), first, count),
                                            expert_slice(swiglu->w3(), first, count),
                                            expert_slice(swiglu->w2(), first, count));
+  if (auto gpt_oss = dynamic_cast<const GptOssExperts*>(&full))
+    return std::make_shared<GptOssExperts>(
+        expert_slice(gpt_oss->w1(), first, count), expert_slice(gpt_oss->w3(), first, count),
+        expert_slice(gpt_oss->w2(), first, count), expert_slice(gpt_oss->b1(), first, count),
+        expert_slice(gpt_oss->b3(), first, count), expert_slice(gpt_oss->b2(), first, count), gpt_oss->limit(),
+        gpt_oss->alpha());
   const auto& mlp = dynamic_cast<const MLPExperts&>(full);
   return std::make_shared<MLPExperts>(expert_slice(mlp.wi(), first, count), expert_slice(mlp.wo(), first, count),
                                       mlp.activation());
@@ -50,13 +57,14 @@ void check_same_block_on_every_rank(const SparseMoEConfig& config, Communicator&
                                      config.router.aux_loss_global_batch ? 1 : 0,
                                      static_cast<int64_t>(config.router.top_p * 1e9),
                                      config.router.weight_on_expert_input ? 1 : 0,
-                                     config.router.select_on_logits ? 1 : 0};
+                                     config.router.select_on_logits ? 1 : 0,
+                                     config.router.gate_bias ? 1 : 0};
   const std::vector<int64_t> all = comm.all_gather(mine);
   for (int r = 0; r < comm.size(); ++r)
     TINYMOE_CHECK(std::equal(mine.begin(), mine.end(), all.begin() + static_cast<std::ptrdiff_t>(r * mine.size())),
                   kOp, "rank ", r, " built another block than rank ", comm.rank(),
                   " (num_experts, hidden_size, intermediate_size, top_k, dtype, expert or shared-expert kind, "
-                  "global-batch balancing, top_p, where the weights apply or what selects differ): every rank must build it from the same config");
+                  "global-batch balancing, top_p, where the weights apply, what selects or the gate's bias differ): every rank must build it from the same config");
 }
 
 int64_t checked_experts(const SparseMoEConfig& config, const std::shared_ptr<Communicator>& comm) {

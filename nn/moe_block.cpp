@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "nn/dispatch.h"
+#include "nn/gpt_oss_experts.h"
 #include "ops/elementwise.h"
 
 namespace tinymoe {
@@ -30,6 +31,7 @@ std::shared_ptr<Experts> make_experts(const SparseMoEConfig& config, Generator* 
   switch (config.expert_kind) {
     case ExpertKind::swiglu: return std::make_shared<SwiGLUExperts>(experts, d, f, generator, config.dtype);
     case ExpertKind::relu: return std::make_shared<MLPExperts>(experts, d, f, Activation::relu, generator, config.dtype);
+    case ExpertKind::gpt_oss: return std::make_shared<GptOssExperts>(experts, d, f, generator, config.dtype);
     default: return std::make_shared<MLPExperts>(experts, d, f, Activation::gelu, generator, config.dtype);
   }
 }

@@ -25,6 +25,7 @@
 // Parameter names (HF's, so a later loader maps checkpoints one to one where it can):
 //   gate.weight                      [E, d]   router (nn::Router; a bias-free Linear's layout)
 //   gate.noise_weight                [E, d]   noisy top-k only (Shazeer 2017)
+//   gate.bias                        [E]      with RouterConfig::gate_bias only (GPT-OSS)
 //   gate.e_score_correction_bias     [E] f32 buffer, DeepSeek-V3 only (update_bias moves it)
 //   experts.w1, experts.w3 [E, d, f], experts.w2 [E, f, d]   (swiglu; nn/experts.h)
 //   experts.wi [E, d, f], experts.wo [E, f, d]               (relu / gelu)
@@ -46,7 +47,9 @@
 namespace tinymoe {
 namespace nn {
 
-enum class ExpertKind { swiglu, relu, gelu };
+// swiglu: Mixtral's SwiGLUExperts; relu, gelu: Switch's MLPExperts; gpt_oss: GPT-OSS's clamped
+// SwiGLU with biases (nn/gpt_oss_experts.h).
+enum class ExpertKind { swiglu, relu, gelu, gpt_oss };
 
 enum class SharedExpertKind {
   none,

@@ -23,6 +23,12 @@ Tensor linear_init(int64_t num_experts, int64_t hidden_size, Generator* generato
   return rand({num_experts, hidden_size}, dtype, generator, -bound, bound);
 }
 
+// torch.nn.Linear's bias init: uniform(-1/sqrt(in), 1/sqrt(in)) as well.
+Tensor linear_bias_init(int64_t num_experts, int64_t hidden_size, Generator* generator, DType dtype) {
+  double bound = 1.0 / std::sqrt(static_cast<double>(hidden_size));
+  return rand({num_experts}, dtype, generator, -bound, bound);
+}
+
 RouterConfig user_rule_config(int64_t num_experts) {
   RouterConfig config;
   config.num_experts = num_experts;
@@ -35,30 +41,32 @@ Router::Router(const RouterConfig& config, int64_t hidden_size, Generator* gener
     : config_(config) {
   config_.validate();
   Tensor weight = linear_init(config_.num_experts, hidden_size, generator, dtype);
+  Tensor bias = config_.gate_bias ? linear_bias_init(config_.num_experts, hidden_size, generator, dtype) : Tensor();
   // Zero-initialised as in Shazeer et al. 2017, sec. 2.1: no signal, some noise.
-  set_weights(weight, config_.noisy_gating ? zeros(weight.shape(), dtype) : Tensor());
+  set_weights(weight, config_.noisy_gating ? zeros(weight.shape(), dtype) : Tensor(), bias);
 }
 
 Router::Router(RoutingRule rule, int64_t num_experts, int64_t hidden_size, Generator* generator, DType dtype)
     : config_(user_rule_config(num_experts)) {
-  set_weights(linear_init(num_experts, hidden_size, generator, dtype), Tensor());
+  set_weights(linear_init(num_experts, hidden_size, generator, dtype), Tensor(), Tensor());
   set_user_rule(std::move(rule));
 }
 
-Router::Router(const RouterConfig& config, const Tensor& weight, const Tensor& noise_weight) : config_(config) {
+Router::Router(const RouterConfig& config, const Tensor& weight, const Tensor& noise_weight, const Tensor& bias)
+    : config_(config) {
   config_.validate();
-  set_weights(weight, noise_weight);
+  set_weights(weight, noise_weight, bias);
 }
 
 Router::Router(RoutingRule rule, const Tensor& weight) {
   check_floating(weight, kOp, "weight");
   check_dim(weight, 2, kOp, "weight");
   config_ = user_rule_config(weight.size(0));
-  set_weights(weight, Tensor());
+  set_weights(weight, Tensor(), Tensor());
   set_user_rule(std::move(rule));
 }
 
-void Router::set_weights(const Tensor& weight, const Tensor& noise_weight) {
+void Router::set_weights(const Tensor& weight, const Tensor& noise_weight, const Tensor& bias) {
   check_floating(weight, kOp, "weight");
   TINYMOE_CHECK(weight.dim() == 2 && weight.size(0) == config_.num_experts && weight.size(1) >= 1, kOp,
                 "expected a weight of shape [", config_.num_experts, ", d], got ", shape_str(weight.shape()));
@@ -69,8 +77,15 @@ void Router::set_weights(const Tensor& weight, const Tensor& noise_weight) {
     TINYMOE_CHECK(noise_weight.dtype() == weight.dtype() && noise_weight.shape() == weight.shape(), kOp,
                   "expected a ", dtype_name(weight.dtype()), " noise_weight of shape ", shape_str(weight.shape()),
                   ", got ", dtype_name(noise_weight.dtype()), " ", shape_str(noise_weight.shape()));
+  TINYMOE_CHECK(bias.defined() == config_.gate_bias, kOp, "the rule '", config_.name, "' ",
+                config_.gate_bias ? "needs a bias (gate_bias)" : "has no gate_bias: no bias");
+  if (bias.defined())
+    TINYMOE_CHECK(bias.dtype() == weight.dtype() && bias.shape() == Shape{config_.num_experts}, kOp, "expected a ",
+                  dtype_name(weight.dtype()), " bias of shape [", config_.num_experts, "], got ",
+                  dtype_name(bias.dtype()), " ", shape_str(bias.shape()));
   weight_ = register_parameter("weight", weight);
   if (noise_weight.defined()) noise_weight_ = register_parameter("noise_weight", noise_weight);
+  if (bias.defined()) bias_ = register_parameter("bias", bias);
   state_ = make_router_state(config_);
   if (config_.selection_bias) register_buffer("e_score_correction_bias", state_->selection_bias);
   rule_ = make_rule(config_, state_);
@@ -99,7 +114,7 @@ Routing Router::forward(const Tensor& x, int64_t sequence_length) const {
   context.training = is_training();
   context.generator = noise_generator_;
   if (config_.noisy_gating && is_training()) context.noise_logits = linear(input, noise_weight_);
-  Tensor logits = linear(input, weight_);
+  Tensor logits = linear(input, weight_, bias_);
   Routing routing = rule_(logits, context);
   if (!routing.router_logits.defined()) routing.router_logits = logits;
   return routing;

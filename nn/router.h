@@ -5,6 +5,8 @@
 //   "weight"                   [E, d] parameter          -> "gate.weight"
 //   "noise_weight"             [E, d] parameter, only with config.noisy_gating (Shazeer 2017),
 //                              zero-initialised as in the paper (sec. 2.1: no signal, some noise)
+//   "bias"                     [E] parameter, only with config.gate_bias: logits = x W^T + b
+//                              (GPT-OSS), drawn as torch.nn.Linear's bias
 //   "e_score_correction_bias"  [E] f32 buffer, only with config.selection_bias (DeepSeek-V3),
 //                              never trained by autograd: update_bias moves it.
 //
@@ -12,8 +14,8 @@
 // whatever the model dtype); x of another dtype is cast first (differentiably). An f64 router is
 // for gradient checks.
 //
-// Gradients: x, weight and noise_weight get them through the pair weights and the losses; the
-// bias never does.
+// Gradients: x, weight, noise_weight and bias get them through the pair weights and the losses;
+// the selection bias never does.
 //
 // A Router can also run a user's RoutingRule (nn/routing.h): it then owns only "weight", and its
 // config() is a plain one (name "custom", E, no jitter, noise or bias); the rule still sees
@@ -41,8 +43,10 @@ class Router : public Module {
          DType dtype = DType::f32);
   // From existing tensors, registered by handle (loaded weights; gradient checks, where autograd
   // must reach the very tensors): weight floating [E, d]; noise_weight [E, d] of weight's dtype,
-  // given exactly when config.noisy_gating. The selection bias starts at zero.
-  Router(const RouterConfig& config, const Tensor& weight, const Tensor& noise_weight = Tensor());
+  // given exactly when config.noisy_gating; bias [E] of weight's dtype, given exactly when
+  // config.gate_bias. The selection bias starts at zero.
+  Router(const RouterConfig& config, const Tensor& weight, const Tensor& noise_weight = Tensor(),
+         const Tensor& bias = Tensor());
   Router(RoutingRule rule, const Tensor& weight);
 
   // x [T, d] -> Routing. T must be a multiple of sequence_length (0: one sequence). In training
@@ -64,6 +68,7 @@ class Router : public Module {
 
   const Tensor& weight() const { return weight_; }
   const Tensor& noise_weight() const { return noise_weight_; }  // undefined without noisy gating
+  const Tensor& bias() const { return bias_; }                  // undefined without gate_bias
   const Tensor& e_score_correction_bias() const { return state_->selection_bias; }  // undefined without a bias
   const RouterConfig& config() const { return config_; }
   const RoutingRule& rule() const { return rule_; }
@@ -72,12 +77,12 @@ class Router : public Module {
   DType dtype() const { return weight_.dtype(); }
 
  private:
-  void set_weights(const Tensor& weight, const Tensor& noise_weight);
+  void set_weights(const Tensor& weight, const Tensor& noise_weight, const Tensor& bias);
   void set_user_rule(RoutingRule rule);
 
   RouterConfig config_;
   int64_t hidden_size_ = 0;
-  Tensor weight_, noise_weight_;
+  Tensor weight_, noise_weight_, bias_;
   std::shared_ptr<RouterState> state_;
   RoutingRule rule_;
   Generator* noise_generator_ = nullptr;

@@ -257,6 +257,15 @@ RouterConfig llama4(int64_t num_experts, int64_t k) {
   return c;
 }
 
+RouterConfig gpt_oss(int64_t num_experts, int64_t k) {
+  RouterConfig c = mixtral(num_experts, k);
+  c.name = "gpt_oss";
+  c.gate_bias = true;
+  c.select_on_logits = true;  // HF's topk(router_logits): a softmax underflows to tied zeros far below the top
+  c.aux_loss.coefficient = 0.9;
+  return c;
+}
+
 RouterConfig gshard(int64_t num_experts, double capacity_factor) {
   RouterConfig c;
   c.name = "gshard";

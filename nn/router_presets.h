@@ -64,6 +64,9 @@ struct RouterConfig {
   // the tied scores would go to the lowest expert index. Needs a plain top-k without a selection
   // bias or noisy gating.
   bool select_on_logits = false;
+  // A trained bias on the logits, x W^T + b: the Router owns "bias" [E] (GPT-OSS's router, Switch
+  // with router_bias). Unlike selection_bias it is a parameter and reaches the weights.
+  bool gate_bias = false;
 
   LossSwitch aux_loss;             // "aux_loss": load_balancing_loss in aux_loss_form
   LoadBalanceForm aux_loss_form = LoadBalanceForm::switch_megatron;
@@ -141,6 +144,10 @@ RouterConfig sinkhorn(int64_t num_experts, int64_t k = 1);
 // chosen expert (no renormalisation), applied to the expert's INPUT: y_t = sum over the chosen e
 // of expert_e(sigmoid(l_te) x_t) (weight_on_expert_input). HF trains it with no balancing loss.
 RouterConfig llama4(int64_t num_experts, int64_t k = 1);
+// GPT-OSS (HF GptOssTopKRouter): logits x W^T + b with a trained bias (gate_bias), top-k of the
+// logits, weights softmax over the k chosen logits (= the renormalised top-k of the softmax);
+// hf_mixtral aux loss with GptOssConfig's coefficient 0.9. Its experts are ExpertKind::gpt_oss.
+RouterConfig gpt_oss(int64_t num_experts, int64_t k = 4);
 
 // State a rule reads at every call, shared with its owner (the Router): the selection bias, an
 // f32 [E] tensor updated in place outside autograd.

@@ -86,6 +86,7 @@ std::vector<BlockCase> preset_cases() {
       {"sinkhorn top-2 eval", sinkhorn(8, 2)},
       {"llama4 weights on the expert input, shared expert", llama4(8, 1), ExpertKind::swiglu,
        SharedExpertKind::ungated},
+      {"gpt_oss router bias, clamped SwiGLU experts with biases", gpt_oss(8, 2), ExpertKind::gpt_oss},
   };
 }
 

@@ -115,6 +115,8 @@ inline void check_matches_single_process(const std::shared_ptr<Communicator>& co
              block_config(qwen2_moe(experts, 2), ExpertKind::swiglu, SharedExpertKind::sigmoid_gated)},
         Case{"llama4 (weights on the expert input) with a shared expert",
              block_config(llama4(experts, 1), ExpertKind::swiglu, SharedExpertKind::ungated)},
+        Case{"gpt_oss (router bias, clamped SwiGLU experts with biases)",
+             block_config(gpt_oss(experts, 2), ExpertKind::gpt_oss, SharedExpertKind::none)},
         Case{"top-p (a varying number of experts per token)",
              block_config(top_p(experts, 0.6), ExpertKind::swiglu, SharedExpertKind::none)},
         Case{"switch relu, per-sequence capacity (whole sequences per rank)",
