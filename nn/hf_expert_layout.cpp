@@ -1,5 +1,6 @@
 #include "nn/hf_expert_layout.h"
 
+#include <set>
 #include <sstream>
 #include <utility>
 #include <vector>
@@ -13,25 +14,48 @@ namespace {
 constexpr const char* kOp = "hf_layer";
 const std::string kGateUp = "experts.gate_up_proj";
 const std::string kDown = "experts.down_proj";
+const std::string kGateUpBias = "experts.gate_up_proj_bias";
+const std::string kDownBias = "experts.down_proj_bias";
 const std::string kExpertsPrefix = "experts.";
 
 // Switch's experts are DenseActDense modules, never fused.
-bool can_be_fused(const HFLayerConfig& config) { return config.block.expert_kind == ExpertKind::swiglu; }
+bool can_be_fused(const HFLayerConfig& config) {
+  return config.block.expert_kind == ExpertKind::swiglu || config.block.expert_kind == ExpertKind::gpt_oss;
+}
+
+// GPT-OSS: x @ W layout, gate and up interleaved, with biases (GptOssExperts).
+bool gpt_oss_layout(const HFLayerConfig& config) { return config.block.expert_kind == ExpertKind::gpt_oss; }
 
 // Llama 4's experts exist only fused, applied as x @ W: the v5 tensors transposed in their last two
 // dims, gate_up_proj [E, d, 2f] and down_proj [E, f, d] (Llama4TextExperts).
 bool transposed_layout(const HFLayerConfig& config) { return config.model_type == "llama4_text"; }
 
-bool starts_with(const std::string& text, const std::string& start) { return text.compare(0, start.size(), start) == 0; }
-
-// The fused tensor's expected shape: gate_up [E, 2f, d], down [E, d, f]; transposed for Llama 4.
-Shape fused_shape(const HFLayerConfig& config, const std::string& name) {
-  const int64_t experts = config.block.num_experts, hidden = config.block.hidden_size;
-  const int64_t intermediate = config.block.intermediate_size;
-  Shape shape = name == kGateUp ? Shape{experts, 2 * intermediate, hidden} : Shape{experts, hidden, intermediate};
-  if (transposed_layout(config)) std::swap(shape[1], shape[2]);
-  return shape;
+// The fused tensors of the layer's layout and their shapes.
+std::vector<std::pair<std::string, Shape>> fused_tensors(const HFLayerConfig& config) {
+  const int64_t experts = config.block.num_experts, d = config.block.hidden_size, f = config.block.intermediate_size;
+  if (gpt_oss_layout(config))
+    return {{kGateUp, {experts, d, 2 * f}}, {kGateUpBias, {experts, 2 * f}}, {kDown, {experts, f, d}},
+            {kDownBias, {experts, d}}};
+  if (transposed_layout(config)) return {{kGateUp, {experts, d, 2 * f}}, {kDown, {experts, f, d}}};
+  return {{kGateUp, {experts, 2 * f, d}}, {kDown, {experts, d, f}}};
 }
+
+// GPT-OSS keeps gate and up interleaved along the last dim (gate_up[..., ::2] is the gate): the
+// pairs are adjacent, so a [..., 2f] tensor viewed as [..., f, 2] holds gate at 0 and up at 1.
+Tensor interleaved_half(const Tensor& fused, int64_t which) {
+  Shape pairs = fused.shape();
+  pairs.back() /= 2;
+  Shape half = pairs;
+  pairs.push_back(2);
+  return slice(fused.reshape(pairs), static_cast<int64_t>(pairs.size()) - 1, which, which + 1).reshape(half);
+}
+Tensor interleave(const Tensor& gate, const Tensor& up) {
+  Shape fused = gate.shape();
+  fused.back() *= 2;
+  return stack({gate, up}, gate.dim()).reshape(fused);
+}
+
+bool starts_with(const std::string& text, const std::string& start) { return text.compare(0, start.size(), start) == 0; }
 
 // A fused tensor in the v5 layout ([E, 2f, d] / [E, d, f]) from the file's, and back.
 Tensor to_v5_layout(const HFLayerConfig& config, const Tensor& fused) {
@@ -47,13 +71,49 @@ Tensor expert_rows(const Tensor& fused, int64_t expert, int64_t start, int64_t e
 // A gradient [rows, cols] as one expert's slab [1, rows, cols] of a fused gradient.
 Tensor as_slab(const Tensor& gradient) { return gradient.reshape({1, gradient.size(0), gradient.size(1)}); }
 
+// GPT-OSS's four tensors as the GptOssExperts parameters, under the block's names (whole-tensor
+// slots: the stacked layout is already x @ W).
+TensorMap split_gpt_oss(const TensorMap& weights, const std::string& prefix) {
+  TensorMap split = weights;
+  const auto take = [&](const std::string& name) {
+    Tensor tensor = weights.at(prefix + name);
+    split.erase(prefix + name);
+    return tensor;
+  };
+  const Tensor gate_up = take(kGateUp), gate_up_bias = take(kGateUpBias);
+  split[prefix + "experts.w1"] = interleaved_half(gate_up, 0);
+  split[prefix + "experts.w3"] = interleaved_half(gate_up, 1);
+  split[prefix + "experts.b1"] = interleaved_half(gate_up_bias, 0);
+  split[prefix + "experts.b3"] = interleaved_half(gate_up_bias, 1);
+  split[prefix + "experts.w2"] = take(kDown);
+  split[prefix + "experts.b2"] = take(kDownBias);
+  return split;
+}
+
+TensorMap fuse_gpt_oss_gradients(const TensorMap& result) {
+  TensorMap fused = result;
+  const auto take = [&](const char* name) {
+    const std::string key = std::string("grad.experts.") + name;
+    Tensor gradient = result.at(key);
+    fused.erase(key);
+    return gradient;
+  };
+  fused["grad." + kGateUp] = interleave(take("w1"), take("w3"));
+  fused["grad." + kGateUpBias] = interleave(take("b1"), take("b3"));
+  fused["grad." + kDown] = take("w2");
+  fused["grad." + kDownBias] = take("b2");
+  return fused;
+}
+
 }  // namespace
 
 std::string fused_expert_problems(const HFLayerConfig& config, const TensorMap& weights, const std::string& prefix) {
   std::ostringstream problems;
-  for (const std::string& name : {kGateUp, kDown}) {
+  const auto tensors = fused_tensors(config);
+  std::set<std::string> fused_names;
+  for (const auto& [name, expected] : tensors) {
+    fused_names.insert(prefix + name);
     auto found = weights.find(prefix + name);
-    const Shape expected = fused_shape(config, name);
     if (found == weights.end())
       problems << " missing " << prefix << name << " " << shape_str(expected) << ";";
     else if (found->second.shape() != expected || !is_floating(found->second.dtype()))
@@ -63,8 +123,7 @@ std::string fused_expert_problems(const HFLayerConfig& config, const TensorMap& 
   std::vector<std::string> per_expert;
   for (const auto& entry : weights) {
     const std::string& name = entry.first;
-    if (starts_with(name, prefix + kExpertsPrefix) && name != prefix + kGateUp && name != prefix + kDown)
-      per_expert.push_back(name);
+    if (starts_with(name, prefix + kExpertsPrefix) && !fused_names.count(name)) per_expert.push_back(name);
   }
   if (!per_expert.empty()) {
     problems << " per-expert tensors beside the fused ones:";
@@ -85,14 +144,15 @@ std::string hf_expert_weight_name(const std::string& model_type, const std::stri
 }
 
 bool holds_fused_experts(const HFLayerConfig& config, const TensorMap& weights, const std::string& prefix) {
-  return can_be_fused(config) &&
-         (transposed_layout(config) || weights.count(prefix + kGateUp) || weights.count(prefix + kDown));
+  return can_be_fused(config) && (transposed_layout(config) || gpt_oss_layout(config) ||
+                                  weights.count(prefix + kGateUp) || weights.count(prefix + kDown));
 }
 
 TensorMap split_fused_experts(const HFLayerConfig& config, const TensorMap& weights, const std::string& prefix) {
   const std::string problems = fused_expert_problems(config, weights, prefix);
   TINYMOE_CHECK(problems.empty(), kOp, "the fused experts do not match the layer:", problems);
   NoGradGuard no_grad;
+  if (gpt_oss_layout(config)) return split_gpt_oss(weights, prefix);
   const Tensor gate_up = to_v5_layout(config, weights.at(prefix + kGateUp));
   const Tensor down = to_v5_layout(config, weights.at(prefix + kDown));
   const int64_t intermediate = config.block.intermediate_size;
@@ -109,9 +169,10 @@ TensorMap split_fused_experts(const HFLayerConfig& config, const TensorMap& weig
 }
 
 TensorMap fuse_expert_gradients(const HFLayerConfig& config, const TensorMap& result) {
+  NoGradGuard no_grad;
+  if (gpt_oss_layout(config)) return fuse_gpt_oss_gradients(result);
   TensorMap fused = result;
   TensorList gate_up, down;
-  NoGradGuard no_grad;
   for (int64_t expert = 0; expert < config.block.num_experts; ++expert) {
     const auto take = [&](const char* stacked) {
       const std::string name = "grad." + hf_expert_weight_name(config.model_type, stacked, expert);

@@ -10,7 +10,10 @@
 //     where forward computes `gate, up = linear(x, gate_up_proj[e]).chunk(2, dim=-1)`, so rows
 //     0..f-1 of gate_up_proj[e] are expert e's gate weight and rows f..2f-1 its up weight;
 //   fused and transposed (Llama 4, its only layout, checkpoints included): experts.gate_up_proj
-//     [E, d, 2f] and experts.down_proj [E, f, d], applied as x @ W (Llama4TextExperts).
+//     [E, d, 2f] and experts.down_proj [E, f, d], applied as x @ W (Llama4TextExperts);
+//   GPT-OSS's (its only layout): gate_up_proj [E, d, 2f] with gate and up interleaved (even and
+//     odd columns), gate_up_proj_bias [E, 2f] likewise, down_proj [E, f, d], down_proj_bias [E, d];
+//     split into the GptOssExperts parameters under the block's names (experts.w1, ..., b2).
 //
 // The layer loads the per-expert names; a fused file is split into them first, and the gradients
 // of a fused file are fused back, so `--out` speaks the layout the weights came in.

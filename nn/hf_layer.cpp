@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "nn/gpt_oss_experts.h"
 #include "nn/hf_expert_layout.h"
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
@@ -23,7 +24,8 @@ using nlohmann::json;
 
 constexpr const char* kOp = "hf_layer";
 constexpr const char* kModelTypes =
-    "mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3, glm4_moe, llama4_text (or llama4), switch_transformers";
+    "mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3, glm4_moe, llama4_text (or llama4), gpt_oss, "
+    "switch_transformers";
 
 // ---- config.json ----
 
@@ -183,6 +185,24 @@ HFLayerConfig parse_llama4_text(const json& config) {
   return layer;
 }
 
+// GptOssConfig: num_local_experts GptOssExperts of intermediate_size, k default 4, a router with
+// a bias, aux coefficient 0.9. HF's bf16 experts hard-code limit 7.0 and alpha 1.702 (only its
+// MXFP4 kernel reads swiglu_limit), so a config asking for another limit is refused rather than
+// silently run with 7.0. hidden_act is not read by these experts.
+HFLayerConfig parse_gpt_oss(const json& config) {
+  HFLayerConfig layer;
+  layer.block.num_experts = get_size(config, "num_local_experts");
+  layer.block.hidden_size = get_size(config, "hidden_size");
+  layer.block.intermediate_size = get_size(config, "intermediate_size");
+  layer.block.expert_kind = ExpertKind::gpt_oss;
+  const double limit = get_double(config, "swiglu_limit", GptOssExperts::kDefaultLimit);
+  TINYMOE_CHECK(limit == GptOssExperts::kDefaultLimit, kOp, "expected swiglu_limit 7.0 (HF's GptOssExperts hard-codes it), got ",
+                limit);
+  layer.router = gpt_oss(layer.block.num_experts, get_size(config, "num_experts_per_tok", 4));
+  layer.router.aux_loss.coefficient = get_double(config, "router_aux_loss_coef", 0.9);
+  return layer;
+}
+
 // A Llama4Config (model_type "llama4", the multimodal checkpoints) holds the language model's
 // settings in text_config: its MoE layers are those of llama4_text.
 const json& text_config_of_llama4(const json& config) {
@@ -226,6 +246,7 @@ std::string hf_tensor_name(const std::string& model_type, const std::string& nam
   if (model_type == "switch_transformers" && name == "gate.weight") return "router.classifier.weight";
   const std::string shared = "shared_experts.";
   if (model_type == "llama4_text" && name == "gate.weight") return "router.weight";
+  if (model_type == "gpt_oss" && name.compare(0, 5, "gate.") == 0) return "router." + name.substr(5);  // weight, bias
   if (model_type == "llama4_text" && name.compare(0, shared.size(), shared) == 0)
     return "shared_expert." + name.substr(shared.size());
   return name;
@@ -235,7 +256,8 @@ void add_slots(const std::string& model_type, const NamedTensors& tensors, bool 
                std::vector<WeightSlot>* slots) {
   const std::string experts_prefix = "experts.";
   for (const auto& [name, tensor] : tensors) {
-    if (name.compare(0, experts_prefix.size(), experts_prefix) != 0) {
+    // GPT-OSS's experts arrive whole, already in the stacked x @ W layout (split_fused_experts).
+    if (name.compare(0, experts_prefix.size(), experts_prefix) != 0 || model_type == "gpt_oss") {
       slots->push_back({hf_tensor_name(model_type, name), tensor.shape(), tensor, -1, buffer});
       continue;
     }
@@ -434,6 +456,7 @@ HFLayerConfig parse_hf_layer_config(const std::string& json_text) {
   else if (model_type == "deepseek_v3") layer = parse_sigmoid_grouped(config, {8, 4, 2.5});
   else if (model_type == "glm4_moe") layer = parse_sigmoid_grouped(config, {1, 1, 1.0});
   else if (model_type == "llama4_text") layer = parse_llama4_text(config);
+  else if (model_type == "gpt_oss") layer = parse_gpt_oss(config);
   else if (model_type == "switch_transformers") layer = parse_switch(config);
   else
     fail(kOp, "unknown model_type '", model_type,

@@ -106,7 +106,7 @@ TensorMap fused_weights(const FixtureCase& c) {
 
 TEST_CASE("hf_layer: every fixture case matches HuggingFace, forward and backward", "[hf_layer][hf]") {
   nlohmann::json manifest = nlohmann::json::parse(read_text(kHfData + "manifest.json"));
-  REQUIRE(manifest.at("cases").size() == 10);
+  REQUIRE(manifest.at("cases").size() == 11);
   for (const nlohmann::json& entry : manifest.at("cases")) {
     FixtureCase c = load_case(entry.at("name"), entry.at("prefix"));
     INFO(c.name);
@@ -133,6 +133,7 @@ TEST_CASE("hf_layer: the fused expert layout of transformers v5 gives the per-ex
   for (const nlohmann::json& entry : manifest.at("cases")) {
     if (entry.at("model_type") == "switch_transformers") continue;  // DenseActDense experts, never fused
     if (entry.at("model_type") == "llama4_text") continue;          // fused (transposed) in its fixture
+    if (entry.at("model_type") == "gpt_oss") continue;              // fused (interleaved) in its fixture
     FixtureCase c = load_case(entry.at("name"), entry.at("prefix"));
     INFO(c.name);
     ++fused_cases;
@@ -201,6 +202,14 @@ TEST_CASE("hf_layer: a fused expert layout that does not match is refused whole"
   CHECK_THROWS_WITH(load_hf_layer(c.config, two_problems),
                     Catch::Contains("experts.gate_up_proj expected a floating [4, 32, 8]") &&
                         Catch::Contains("missing: gate.weight"));
+  // GPT-OSS's four fused tensors are checked together: a missing bias and a transposed down_proj.
+  FixtureCase gpt = load_case("gpt_oss_clamped", "model.layers.0.mlp.");  // E 4, d 8, f 6
+  CHECK_NOTHROW(load_hf_layer(gpt.config, gpt.weights, gpt.prefix));
+  TensorMap gpt_broken = without(gpt.weights, gpt.prefix + "experts.gate_up_proj_bias");
+  gpt_broken[gpt.prefix + "experts.down_proj"] = zeros({4, 8, 6});
+  CHECK_THROWS_WITH(load_hf_layer(gpt.config, gpt_broken, gpt.prefix),
+                    Catch::Contains("missing model.layers.0.mlp.experts.gate_up_proj_bias [4, 12]") &&
+                        Catch::Contains("experts.down_proj expected a floating [4, 6, 8], got f32 [4, 8, 6]"));
   // Switch's experts are never fused: the names are unknown to it.
   FixtureCase switch_case = load_case("switch_capacity", "");
   TensorMap switch_fused = switch_case.weights;
@@ -306,6 +315,20 @@ TEST_CASE("hf_layer: config.json parsing follows the HF config classes", "[hf_la
   CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "llama4"})"), Catch::Contains("'text_config' object"));
   CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "llama4", "text_config": {"model_type": "mixtral"}})"),
                     Catch::Contains("text_config.model_type 'llama4_text'"));
+
+  // GPT-OSS: k 4, a router bias, its experts, coefficient 0.9; a limit other than HF's 7 is refused.
+  HFLayerConfig gpt = parse_hf_layer_config(
+      R"({"model_type": "gpt_oss", "hidden_size": 8, "intermediate_size": 4, "num_local_experts": 6})");
+  CHECK(gpt.router.top_k == 4);
+  CHECK(gpt.router.gate_bias);
+  CHECK(gpt.router.select_on_logits);
+  CHECK(gpt.router.weights.renormalize);
+  CHECK(gpt.router.aux_loss.coefficient == 0.9);
+  CHECK(gpt.block.expert_kind == ExpertKind::gpt_oss);
+  CHECK(gpt.block.shared.kind == SharedExpertKind::none);
+  CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "gpt_oss", "hidden_size": 8, "intermediate_size": 4,
+                                             "num_local_experts": 6, "swiglu_limit": 10.0})"),
+                    Catch::Contains("swiglu_limit 7.0"));
 
   // Mixtral's attribute_map alias num_experts for num_local_experts.
   HFLayerConfig alias = parse_hf_layer_config(

@@ -501,6 +501,7 @@ TEST_CASE("router_presets: matches the HuggingFace fixtures' router logits, loss
       {"deepseek_v3_grouped", "gate.weight", deepseek_v3(8, 2, 4, 2, 2.5)},
       {"glm4_moe_ungrouped", "model.layers.1.mlp.gate.weight", deepseek_v3(8, 3, 1, 1, 2.5)},  // DeepSeek-V3's router
       {"llama4_text_top1", "model.layers.0.feed_forward.router.weight", llama4(4, 1)},
+      {"gpt_oss_clamped", "model.layers.0.mlp.router.weight", gpt_oss(4, 2)},
       {"switch_capacity", "router.classifier.weight", switch_transformer(4, CapacityConfig::per_sequence_count(2))}};
   for (const Case& c : cases) {
     INFO(c.name);
@@ -512,6 +513,7 @@ TEST_CASE("router_presets: matches the HuggingFace fixtures' router logits, loss
     Router router(c.config, d);
     router.eval();
     StateDict state = {{"weight", layer.at(c.gate)}};
+    if (c.config.gate_bias) state["bias"] = layer.at(c.gate.substr(0, c.gate.size() - 6) + "bias");
     if (c.config.selection_bias)  // beside the gate's weight: <prefix>gate.e_score_correction_bias
       state["e_score_correction_bias"] = layer.at(c.gate.substr(0, c.gate.size() - 6) + "e_score_correction_bias");
     router.load_state_dict(state);

@@ -27,6 +27,9 @@ below, following the semantics (operation order, dtypes, masking) of the HF sour
                        Llama4TextMoe, Llama4Router, Llama4TextExperts, Llama4TextMLP
                        (read at commit 63210d0e3b74c2119b7998ff65bc6a2729283626, with the
                        router_scores transpose that huggingface/transformers#40609 restored)
+  gpt_oss              src/transformers/models/gpt_oss/modeling_gpt_oss.py
+                       GptOssMLP, GptOssTopKRouter, GptOssExperts (the loop path)
+                       (read at commit 6edf5b311854175ff83c59179b3360beca1ceffc)
   switch_transformers  src/transformers/models/switch_transformers/modeling_switch_transformers.py
                        SwitchTransformersSparseMLP, SwitchTransformersTop1Router,
                        SwitchTransformersDenseActDense, router_z_loss_func, load_balancing_loss_func
@@ -395,6 +398,65 @@ class Llama4TextMoe(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
+# gpt_oss: GptOssMLP + GptOssTopKRouter + GptOssExperts (modeling_gpt_oss.py)
+# ----------------------------------------------------------------------------------------------
+
+GPT_OSS_LIMIT, GPT_OSS_ALPHA = 7.0, 1.702
+
+
+class GptOssExperts(nn.Module):
+    """x @ W layout: gate_up_proj [E, d, 2f] with gate in the even columns and up in the odd ones,
+    biases, the clamps and OpenAI's (up + 1) * gate * sigmoid(1.702 gate)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        E, d, f = cfg["num_local_experts"], cfg["hidden_size"], cfg["intermediate_size"]
+        self.gate_up_proj = nn.Parameter(torch.empty(E, d, 2 * f))
+        self.gate_up_proj_bias = nn.Parameter(torch.empty(E, 2 * f))
+        self.down_proj = nn.Parameter(torch.empty(E, f, d))
+        self.down_proj_bias = nn.Parameter(torch.empty(E, d))
+
+    def pre_activations(self, x, e):
+        gate_up = x @ self.gate_up_proj[e] + self.gate_up_proj_bias[e]
+        return gate_up[..., ::2], gate_up[..., 1::2]
+
+    def expert(self, x, e):
+        gate, up = self.pre_activations(x, e)
+        gate = gate.clamp(min=None, max=GPT_OSS_LIMIT)
+        up = up.clamp(min=-GPT_OSS_LIMIT, max=GPT_OSS_LIMIT)
+        glu = gate * torch.sigmoid(gate * GPT_OSS_ALPHA)
+        return ((up + 1) * glu) @ self.down_proj[e] + self.down_proj_bias[e]
+
+
+class GptOssMLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        d, E = cfg["hidden_size"], cfg["num_local_experts"]
+        self.num_experts, self.top_k = E, cfg["num_experts_per_tok"]
+        self.router = nn.Linear(d, E, bias=True)  # GptOssTopKRouter: weight [E, d], bias [E]
+        self.experts = GptOssExperts(cfg)
+
+    def route(self, logits):
+        # top-k of the logits, softmax over the k chosen values only
+        top, selected = torch.topk(logits, self.top_k, dim=-1)
+        return selected, F.softmax(top, dim=1, dtype=top.dtype)
+
+    def forward(self, h):
+        B, S, d = h.shape
+        x = h.reshape(B * S, d)
+        logits = self.router(x)
+        selected, weights = self.route(logits)
+        out = torch.zeros_like(x)
+        for e in range(self.num_experts):  # the loop path (CPU / training), index_add per expert
+            tok, slot = torch.where(selected == e)
+            if tok.numel() == 0:
+                continue
+            y = self.experts.expert(x[tok], e) * weights[tok, slot, None]
+            out = out.index_add(0, tok, y)
+        return out.reshape(B, S, d), logits, selected, weights
+
+
+# ----------------------------------------------------------------------------------------------
 # switch_transformers: SwitchTransformersSparseMLP + SwitchTransformersTop1Router
 # (modeling_switch_transformers.py, v4 layout; see docs/hf_check.md for the v5 refactor)
 # ----------------------------------------------------------------------------------------------
@@ -519,6 +581,12 @@ def dense_forward(model_type, block, cfg, h):
                 row = row + (F.silu(gu[:, :f]) * gu[:, f:]) @ block.experts.down_proj[e]
             rows.append(row)
         out = torch.cat(rows, dim=0)
+    elif model_type == "gpt_oss":
+        # every expert on every token, weighted by a dense [T, E] softmax over each token's top k
+        logits = x @ block.router.weight.t() + block.router.bias
+        keep = torch.zeros_like(logits).scatter(1, torch.argsort(logits, dim=-1, descending=True)[:, :block.top_k], 1.0)
+        w = torch.softmax(torch.where(keep > 0, logits, torch.full_like(logits, -math.inf)), dim=-1)
+        out = dense_mix(x, [lambda z, e=e: block.experts.expert(z, e) for e in range(block.num_experts)], w)
     elif model_type == "switch_transformers":
         p = torch.softmax(x @ block.router.classifier.weight.t(), dim=-1)
         choice = torch.argmax(p, dim=-1).reshape(B, S)
@@ -546,6 +614,24 @@ def topk_gap(v, k):
 def check_routing(model_type, block, cfg, x, logits, selected):
     """Return (ok, facts). facts records margins and the properties the case must exhibit."""
     facts = {}
+    if model_type == "gpt_oss":
+        facts["min_topk_logit_gap"] = topk_gap(logits, block.top_k)
+        facts["experts_used"] = len(set(selected.reshape(-1).tolist()))
+        # every pre-activation of a chosen expert clear of the clamps (their gradient jumps there),
+        # and some of each clamp cutting
+        gaps, cuts = [], {"gate_above": 0, "up_above": 0, "up_below": 0}
+        flat = x.reshape(-1, x.shape[-1])
+        for t in range(flat.shape[0]):
+            for e in selected[t].tolist():
+                gate, up = block.experts.pre_activations(flat[t], e)
+                gaps += [float((gate - GPT_OSS_LIMIT).abs().min()), float((up.abs() - GPT_OSS_LIMIT).abs().min())]
+                cuts["gate_above"] += int((gate > GPT_OSS_LIMIT).sum())
+                cuts["up_above"] += int((up > GPT_OSS_LIMIT).sum())
+                cuts["up_below"] += int((up < -GPT_OSS_LIMIT).sum())
+        facts["min_clamp_gap"] = min(gaps)
+        facts["clamped_values"] = cuts
+        ok = (facts["min_topk_logit_gap"] >= MIN_MARGIN and facts["experts_used"] == block.num_experts
+              and facts["min_clamp_gap"] >= MIN_MARGIN and all(n > 0 for n in cuts.values()))
     if model_type == "llama4_text":
         facts["min_topk_logit_gap"] = topk_gap(logits, block.top_k)
         facts["experts_used"] = len(set(selected.reshape(-1).tolist()))
@@ -620,6 +706,7 @@ BLOCKS = {
     "deepseek_v3": DeepseekV3MoE,
     "glm4_moe": Glm4MoeMoE,
     "llama4_text": Llama4TextMoe,
+    "gpt_oss": GptOssMLP,
     "switch_transformers": SwitchTransformersSparseMLP,
 }
 
@@ -850,6 +937,30 @@ CASES = [
         },
     },
     {
+        "name": "gpt_oss_clamped",
+        "seed": 6100,
+        "input_shape": [2, 6, 8],
+        "prefix": "model.layers.0.mlp.",
+        "description": "GPT-OSS: router with a bias, top-2 of 4 logits, softmax over the two; experts "
+                       "with biases, gate and up interleaved in gate_up_proj [E, d, 2f], both clamps "
+                       "at 7 cutting, (up + 1) * gate * sigmoid(1.702 gate); weights under the "
+                       "checkpoint prefix model.layers.0.mlp.",
+        "config": {
+            "architectures": ["GptOssForCausalLM"],
+            "model_type": "gpt_oss",
+            "hidden_size": 8,
+            "intermediate_size": 6,
+            "num_local_experts": 4,
+            "num_experts_per_tok": 2,
+            "swiglu_limit": 7.0,
+            "hidden_act": "silu",
+            "router_aux_loss_coef": 0.9,
+            "output_router_logits": True,
+            "num_hidden_layers": 1,
+            "torch_dtype": "float32",
+        },
+    },
+    {
         "name": "switch_capacity",
         "seed": 4100,
         "input_shape": [2, 8, 8],
@@ -892,6 +1003,11 @@ def init_weights(block, gen, model_type):
             t = state[name]
             if name.endswith("e_score_correction_bias"):
                 t.copy_(torch.randn(t.shape, generator=gen) * 0.1)
+            elif t.dim() == 1 or name.endswith("_bias"):  # GPT-OSS's router and expert biases
+                t.copy_(torch.randn(t.shape, generator=gen) * 0.5)
+            elif name == "experts.gate_up_proj" and model_type == "gpt_oss":
+                # pre-activations of a few units past +-7, so that both clamps cut
+                t.copy_(torch.randn(t.shape, generator=gen) * 3.0)
             else:
                 std = 1.0 / math.sqrt(t.shape[1])
                 if name in ("gate.weight", "router.classifier.weight", "router.weight") \
@@ -907,6 +1023,10 @@ def run_block(model_type, block, cfg, h3):
     out, logits, selected, weights = block(h3)
     losses = {}
     if model_type == "mixtral":
+        losses["aux_loss"] = hf_topk_load_balancing_loss(logits.detach(), cfg["num_local_experts"],
+                                                         cfg["num_experts_per_tok"])
+    elif model_type == "gpt_oss":
+        # Mixtral's load_balancing_loss_func on the true router logits (docs/hf_check.md 4.7)
         losses["aux_loss"] = hf_topk_load_balancing_loss(logits.detach(), cfg["num_local_experts"],
                                                          cfg["num_experts_per_tok"])
     elif model_type in ("qwen2_moe", "qwen3_moe", "olmoe"):
