@@ -155,10 +155,8 @@ HFLayerConfig parse_sigmoid_grouped(const json& config, GroupedRouterDefaults de
 
 // SwitchTransformersConfig: d_model / d_ff, top-1 with expert_capacity tokens per expert and per
 // sequence (default 64), DenseActDense experts (dense_act_fn relu or exact gelu), the router in
-// float32 without bias; z-loss and the hf_switch aux loss.
+// float32, with a bias when router_bias (default false); z-loss and the hf_switch aux loss.
 HFLayerConfig parse_switch(const json& config) {
-  TINYMOE_CHECK(!get_bool(config, "router_bias", false), kOp,
-                "router_bias true (a router.classifier.bias) is not supported; expected false");
   const std::string router_dtype = get_string(config, "router_dtype", "float32");
   TINYMOE_CHECK(router_dtype == "float32", kOp, "expected router_dtype 'float32', got '", router_dtype, "'");
   const std::string act = get_string(config, "dense_act_fn", "relu");
@@ -172,6 +170,7 @@ HFLayerConfig parse_switch(const json& config) {
                                     CapacityConfig::per_sequence_count(get_size(config, "expert_capacity", 64)));
   layer.router.aux_loss.coefficient = get_double(config, "router_aux_loss_coef", 0.001);
   layer.router.z_loss.coefficient = get_double(config, "router_z_loss_coef", 0.001);
+  layer.router.gate_bias = get_bool(config, "router_bias", false);  // router.classifier.bias
   return layer;
 }
 
@@ -243,7 +242,8 @@ struct LoadedLayer {
 // The HF name of the block's tensor `name` (not a routed expert's): the block calls every router
 // `gate` and an ungated shared MLP `shared_experts` (DeepSeek-V3's name).
 std::string hf_tensor_name(const std::string& model_type, const std::string& name) {
-  if (model_type == "switch_transformers" && name == "gate.weight") return "router.classifier.weight";
+  if (model_type == "switch_transformers" && name.compare(0, 5, "gate.") == 0)
+    return "router.classifier." + name.substr(5);  // weight, and bias with router_bias
   const std::string shared = "shared_experts.";
   if (model_type == "llama4_text" && name == "gate.weight") return "router.weight";
   if (model_type == "gpt_oss" && name.compare(0, 5, "gate.") == 0) return "router." + name.substr(5);  // weight, bias

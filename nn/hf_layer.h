@@ -37,8 +37,8 @@ struct HFLayerConfig {
 // Parses the text of an HF config.json. Keys the layer does not use are ignored; size keys are
 // required; flags and coefficients take the HF config class defaults when absent. Rejects bad
 // JSON, an unknown model_type, a missing or ill-typed key, an activation other than the model's
-// (silu for the SwiGLU types, relu or gelu for Switch), router_bias true and a router_dtype
-// other than float32.
+// (silu for the SwiGLU types, relu or gelu for Switch), a router_dtype other than float32 and a
+// GPT-OSS swiglu_limit other than 7.
 HFLayerConfig parse_hf_layer_config(const std::string& json_text);
 
 // Builds the layer of `config` in eval mode and copies `weights` in. Every weight name must start

@@ -106,7 +106,7 @@ TensorMap fused_weights(const FixtureCase& c) {
 
 TEST_CASE("hf_layer: every fixture case matches HuggingFace, forward and backward", "[hf_layer][hf]") {
   nlohmann::json manifest = nlohmann::json::parse(read_text(kHfData + "manifest.json"));
-  REQUIRE(manifest.at("cases").size() == 11);
+  REQUIRE(manifest.at("cases").size() == 12);
   for (const nlohmann::json& entry : manifest.at("cases")) {
     FixtureCase c = load_case(entry.at("name"), entry.at("prefix"));
     INFO(c.name);
@@ -235,6 +235,8 @@ TEST_CASE("hf_layer: config.json parsing follows the HF config classes", "[hf_la
   CHECK(switch_layer.router.capacity.per_sequence);
   CHECK(switch_layer.router.aux_loss_form == LoadBalanceForm::hf_switch);
   CHECK(switch_layer.router.z_loss.enabled);
+  CHECK_FALSE(switch_layer.router.gate_bias);
+  CHECK(parse_hf_layer_config(read_text(kHfData + "switch_router_bias/config.json")).router.gate_bias);
 
   // Absent flags take the HF defaults: Qwen2-MoE does not renormalise, k = 4, coefficient 0.001.
   HFLayerConfig qwen = parse_hf_layer_config(
@@ -355,9 +357,6 @@ TEST_CASE("hf_layer: bad configs are rejected with the reason", "[hf_layer][erro
   CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "mixtral", "hidden_size": 8, "intermediate_size": 4,
                                              "num_local_experts": 4, "hidden_act": "gelu"})"),
                     Catch::Contains("hidden_act 'silu'"));
-  CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "switch_transformers", "d_model": 8, "d_ff": 4,
-                                             "router_bias": true})"),
-                    Catch::Contains("router_bias"));
   CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "switch_transformers", "d_model": 8, "d_ff": 4,
                                              "router_dtype": "bfloat16"})"),
                     Catch::Contains("router_dtype 'float32'"));

@@ -491,6 +491,8 @@ TEST_CASE("router_presets: matches the HuggingFace fixtures' router logits, loss
     std::string name, gate;
     RouterConfig config;
   };
+  RouterConfig switch_with_bias = switch_transformer(4, CapacityConfig::per_sequence_count(3));
+  switch_with_bias.gate_bias = true;  // HF router_bias
   std::vector<Case> cases = {
       {"mixtral_basic", "gate.weight", mixtral(4, 2)},
       {"mixtral_prefixed", "model.layers.0.block_sparse_moe.gate.weight", mixtral(4, 2)},
@@ -502,7 +504,8 @@ TEST_CASE("router_presets: matches the HuggingFace fixtures' router logits, loss
       {"glm4_moe_ungrouped", "model.layers.1.mlp.gate.weight", deepseek_v3(8, 3, 1, 1, 2.5)},  // DeepSeek-V3's router
       {"llama4_text_top1", "model.layers.0.feed_forward.router.weight", llama4(4, 1)},
       {"gpt_oss_clamped", "model.layers.0.mlp.router.weight", gpt_oss(4, 2)},
-      {"switch_capacity", "router.classifier.weight", switch_transformer(4, CapacityConfig::per_sequence_count(2))}};
+      {"switch_capacity", "router.classifier.weight", switch_transformer(4, CapacityConfig::per_sequence_count(2))},
+      {"switch_router_bias", "encoder.block.1.layer.1.mlp.router.classifier.weight", switch_with_bias}};
   for (const Case& c : cases) {
     INFO(c.name);
     std::string dir = std::string(TINYMOE_TEST_DATA_DIR) + "/hf/" + c.name + "/";

@@ -588,7 +588,8 @@ def dense_forward(model_type, block, cfg, h):
         w = torch.softmax(torch.where(keep > 0, logits, torch.full_like(logits, -math.inf)), dim=-1)
         out = dense_mix(x, [lambda z, e=e: block.experts.expert(z, e) for e in range(block.num_experts)], w)
     elif model_type == "switch_transformers":
-        p = torch.softmax(x @ block.router.classifier.weight.t(), dim=-1)
+        classifier = block.router.classifier
+        p = torch.softmax(x @ classifier.weight.t() + (0 if classifier.bias is None else classifier.bias), dim=-1)
         choice = torch.argmax(p, dim=-1).reshape(B, S)
         keep = torch.zeros(B, S)
         for b in range(B):
@@ -976,6 +977,37 @@ CASES = [
             "num_experts": 4,
             "expert_capacity": 2,
             "router_bias": False,
+            "router_jitter_noise": 0.01,
+            "router_dtype": "float32",
+            "router_ignore_padding_tokens": False,
+            "dense_act_fn": "relu",
+            "dropout_rate": 0.1,
+            "router_z_loss_coef": 0.001,
+            "router_aux_loss_coef": 0.001,
+            "is_encoder_decoder": True,
+            "num_layers": 2,
+            "num_sparse_encoder_layers": 1,
+            "num_decoder_layers": 2,
+            "num_sparse_decoder_layers": 1,
+            "torch_dtype": "float32",
+        },
+    },
+    {
+        "name": "switch_router_bias",
+        "seed": 4200,
+        "input_shape": [2, 8, 8],
+        "prefix": "encoder.block.1.layer.1.mlp.",
+        "description": "Switch Transformers with router_bias true (router.classifier.bias), "
+                       "expert_capacity 3 per sequence; weights under the checkpoint prefix "
+                       "encoder.block.1.layer.1.mlp.",
+        "config": {
+            "architectures": ["SwitchTransformersForConditionalGeneration"],
+            "model_type": "switch_transformers",
+            "d_model": 8,
+            "d_ff": 12,
+            "num_experts": 4,
+            "expert_capacity": 3,
+            "router_bias": True,
             "router_jitter_noise": 0.01,
             "router_dtype": "float32",
             "router_ignore_padding_tokens": False,
