@@ -24,7 +24,7 @@ using nlohmann::json;
 
 constexpr const char* kOp = "hf_layer";
 constexpr const char* kModelTypes =
-    "mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3, glm4_moe, llama4_text (or llama4), gpt_oss, "
+    "mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3, glm4_moe, llama4_text (or llama4), gpt_oss, "
     "switch_transformers";
 
 // ---- config.json ----
@@ -171,6 +171,24 @@ HFLayerConfig parse_switch(const json& config) {
   layer.router.aux_loss.coefficient = get_double(config, "router_aux_loss_coef", 0.001);
   layer.router.z_loss.coefficient = get_double(config, "router_z_loss_coef", 0.001);
   layer.router.gate_bias = get_bool(config, "router_bias", false);  // router.classifier.bias
+  return layer;
+}
+
+// DeepseekV2Config: softmax scores; topk_method "greedy" (top-k) or "group_limited_greedy"
+// (n_group groups scored by their max, topk_group kept); weights times routed_scaling_factor
+// (default 1.0), never renormalised (HF's gate stores norm_topk_prob and never reads it);
+// n_shared_experts (default 2) ungated shared experts of moe_intermediate_size each. No loss.
+HFLayerConfig parse_deepseek_v2(const json& config) {
+  HFLayerConfig layer = swiglu_layer(config, get_size(config, "n_routed_experts"), "moe_intermediate_size");
+  layer.block.shared = {SharedExpertKind::ungated, get_size(config, "n_shared_experts", 2),
+                        layer.block.intermediate_size};
+  const std::string method = get_string(config, "topk_method", "greedy");
+  TINYMOE_CHECK(method == "greedy" || method == "group_limited_greedy", kOp,
+                "expected topk_method 'greedy' or 'group_limited_greedy', got '", method, "'");
+  const bool grouped = method == "group_limited_greedy";
+  layer.router = deepseek_v2(layer.block.num_experts, get_size(config, "num_experts_per_tok"),
+                             grouped ? get_size(config, "n_group") : 1, grouped ? get_size(config, "topk_group") : 1,
+                             get_double(config, "routed_scaling_factor", 1.0));
   return layer;
 }
 
@@ -453,6 +471,7 @@ HFLayerConfig parse_hf_layer_config(const std::string& json_text) {
   else if (model_type == "qwen2_moe") layer = parse_qwen2_moe(config);
   else if (model_type == "qwen3_moe") layer = parse_softmax_topk_without_shared(config, "moe_intermediate_size", 0.001);
   else if (model_type == "olmoe") layer = parse_softmax_topk_without_shared(config, "intermediate_size", 0.01);
+  else if (model_type == "deepseek_v2") layer = parse_deepseek_v2(config);
   else if (model_type == "deepseek_v3") layer = parse_sigmoid_grouped(config, {8, 4, 2.5});
   else if (model_type == "glm4_moe") layer = parse_sigmoid_grouped(config, {1, 1, 1.0});
   else if (model_type == "llama4_text") layer = parse_llama4_text(config);

@@ -5,10 +5,10 @@
 //   HF weights  --load_hf_layer----------> SparseMoEBlock in eval mode, HF tensors copied in
 //   hidden_states [, grad_output] --run_hf_layer--> output, router_logits, losses, gradients
 //
-// Supported model_type values: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3, glm4_moe,
-// llama4_text (or llama4, through its text_config), gpt_oss, switch_transformers. The SwiGLU types
-// accept their experts per expert (hub checkpoints) or fused as transformers v5 holds them; Llama
-// 4's and GPT-OSS's are fused only (nn/hf_expert_layout.h). Every problem is a tinymoe::Error naming
+// Supported model_type values: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3,
+// glm4_moe, llama4_text (or llama4, through its text_config), gpt_oss, switch_transformers. The
+// SwiGLU types accept their experts per expert (hub checkpoints) or fused as transformers v5 holds
+// them; Llama 4's and GPT-OSS's are fused only (nn/hf_expert_layout.h). Every problem is a tinymoe::Error naming
 // "hf_layer" (or "hf_compare") that says what was expected and what came, listing every offending
 // tensor name at once.
 #pragma once

@@ -20,8 +20,8 @@ void validate_group_selection(const RouterConfig& c) {
   TINYMOE_CHECK(c.n_group >= 1 && c.num_experts % c.n_group == 0, kConfig, "E = ", c.num_experts,
                 " experts are not divisible into n_group = ", c.n_group, " groups");
   const int64_t group_size = c.num_experts / c.n_group;
-  TINYMOE_CHECK(group_size >= 2, kConfig, "a group score sums the top 2 experts of a group: expected E / n_group >= 2, got ",
-                group_size);
+  TINYMOE_CHECK(c.group_score_experts >= 1 && c.group_score_experts <= group_size, kConfig, "a group score sums the top ",
+                c.group_score_experts, " experts of a group: expected 1 <= that <= E / n_group = ", group_size);
   TINYMOE_CHECK(c.topk_group >= 1 && c.topk_group <= c.n_group, kConfig, "expected 1 <= topk_group <= n_group = ",
                 c.n_group, ", got topk_group = ", c.topk_group);
   TINYMOE_CHECK(c.top_k <= c.topk_group * group_size, kConfig, "k = ", c.top_k, " experts do not fit in the ",
@@ -88,7 +88,8 @@ Tensor select_token_choice(const RouterConfig& c, const Tensor& bias, const Tens
                            const RoutingContext& context) {
   switch (c.selection) {
     case SelectionKind::group_limited_topk:
-      return select_group_limited_topk(scores, c.top_k, c.n_group, c.topk_group, bias, c.masked_group_score);
+      return select_group_limited_topk(scores, c.top_k, c.n_group, c.topk_group, bias, c.masked_group_score,
+                                       c.group_score_experts);
     case SelectionKind::sinkhorn_topk:
       // Megatron's sinkhorn_load_balancing: the balanced plan chooses in training only.
       return context.training ? select_topk(sinkhorn_plan(logits), c.top_k) : select_topk(scores, c.top_k);
@@ -237,6 +238,20 @@ RouterConfig deepseek_v3(int64_t num_experts, int64_t k, int64_t n_group, int64_
   c.selection_bias = true;
   c.weights = {norm_topk_prob, norm_topk_prob ? 1e-20 : 0.0, routed_scaling_factor};
   c.seq_aux_loss = {seq_aux_loss_coef > 0.0, seq_aux_loss_coef};
+  return c;
+}
+
+RouterConfig deepseek_v2(int64_t num_experts, int64_t k, int64_t n_group, int64_t topk_group,
+                         double routed_scaling_factor) {
+  RouterConfig c;
+  c.name = "deepseek_v2";
+  c.num_experts = num_experts, c.top_k = k;
+  if (n_group > 1) {  // group_limited_greedy; greedy otherwise
+    c.selection = SelectionKind::group_limited_topk;
+    c.n_group = n_group, c.topk_group = topk_group;
+    c.group_score_experts = 1;  // the group's max score
+  }
+  c.weights.scaling_factor = routed_scaling_factor;
   return c;
 }
 

@@ -40,6 +40,7 @@ struct RouterConfig {
   int64_t n_group = 1;
   int64_t topk_group = 1;
   double masked_group_score = 0.0;  // HF: 0.0; DeepSeek's reference code: -inf
+  int64_t group_score_experts = 2;  // a group's score sums its best m: DeepSeek-V3 2, DeepSeek-V2 1 (max)
   // A per-expert bias added to the scores for selection only (DeepSeek-V3 e_score_correction_bias);
   // the Router keeps it as the f32 buffer "e_score_correction_bias" and updates it outside autograd.
   bool selection_bias = false;
@@ -116,6 +117,13 @@ RouterConfig deepseek_v3(int64_t num_experts, int64_t k = 8, int64_t n_group = 8
 // Qwen2-MoE (HF Qwen2MoeSparseMoeBlock): Mixtral's routing, renormalised only with
 // norm_topk_prob (HF default false); hf_mixtral aux loss, coefficient 0.001.
 RouterConfig qwen2_moe(int64_t num_experts, int64_t k, bool norm_topk_prob = false);
+// DeepSeek-V2 (HF DeepseekV2MoE / DeepseekV2MoEGate, as HF runs it): softmax scores, top-k, or
+// with n_group > 1 group-limited top-k whose group score is the group's max score
+// (topk_method "group_limited_greedy", the paper's device-limited routing); weights the chosen
+// scores times routed_scaling_factor, not renormalised (HF ignores norm_topk_prob). HF computes
+// no loss; the paper's expert-, device- and communication-balance losses are training-only.
+RouterConfig deepseek_v2(int64_t num_experts, int64_t k = 6, int64_t n_group = 1, int64_t topk_group = 1,
+                         double routed_scaling_factor = 1.0);
 // GShard (Lepikhin et al. 2020, Algorithm 1): softmax top-2 renormalised over the two, capacity
 // ceil(2T/E * cf) per expert with first choices served first (DropPolicy::position), aux loss
 // E * sum_i f1_i P_i over first choices. The random second-choice dispatch is off by default

@@ -172,15 +172,16 @@ Tensor select_topk(const Tensor& scores, int64_t k, const Tensor& selection_bias
 }
 
 Tensor select_group_limited_topk(const Tensor& scores, int64_t k, int64_t n_group, int64_t topk_group,
-                                 const Tensor& selection_bias, double masked_score) {
+                                 const Tensor& selection_bias, double masked_score, int64_t group_score_experts) {
   const char* op = "select_group_limited_topk";
   check_scores(scores, op);
   const int64_t tokens = scores.size(0), experts = scores.size(1);
   TINYMOE_CHECK(n_group >= 1 && experts % n_group == 0, op, "expected n_group >= 1 dividing E = ", experts,
                 ", got n_group = ", n_group);
   const int64_t group_size = experts / n_group;
-  TINYMOE_CHECK(group_size >= 2, op, "a group score sums the top 2 experts of a group: expected E / n_group >= 2, got ",
-                experts, " / ", n_group, " = ", group_size);
+  TINYMOE_CHECK(group_score_experts >= 1 && group_score_experts <= group_size, op, "a group score sums the top ",
+                group_score_experts, " experts of a group: expected 1 <= that <= E / n_group = ", experts, " / ",
+                n_group, " = ", group_size);
   TINYMOE_CHECK(topk_group >= 1 && topk_group <= n_group, op, "expected 1 <= topk_group <= n_group = ", n_group,
                 ", got topk_group = ", topk_group);
   check_k(k, experts, op);
@@ -192,10 +193,10 @@ Tensor select_group_limited_topk(const Tensor& scores, int64_t k, int64_t n_grou
   Tensor groups = keys.reshape({tokens, n_group, group_size});
   Tensor group_scores;
   {
-    // Group score: sum of the two largest keys of the group (HF: topk(2).sum). Which two is no
-    // choice worth reporting: the sum is continuous across it.
+    // Group score: sum of the m largest keys of the group (V3, HF: topk(2).sum; V2: max). Which m
+    // is no choice worth reporting: the sum is continuous across it.
     HiddenChoices hidden;
-    group_scores = sum(gather(groups, 2, largest_indices(groups, 2)), 2);  // [T, n_group]
+    group_scores = sum(gather(groups, 2, largest_indices(groups, group_score_experts)), 2);  // [T, n_group]
   }
   Tensor kept_groups = largest_indices(group_scores, topk_group);  // [T, topk_group]
   return largest_indices(mask_unkept_groups(groups, kept_groups, masked_score), k);

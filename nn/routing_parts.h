@@ -55,12 +55,15 @@ Tensor largest_indices(const Tensor& keys, int64_t k);
 Tensor select_topk(const Tensor& scores, int64_t k, const Tensor& selection_bias = Tensor());
 
 // Group-limited top-k (DeepSeek-V3; HF DeepseekV3TopkRouter.get_topk_indices): c = scores + bias,
-// experts split into n_group contiguous groups of E / n_group (>= 2); group score = sum of the 2
-// largest c in the group; the topk_group best groups are kept; experts of the other groups get
-// c = masked_score (HF: 0.0; DeepSeek's reference inference code: -inf); then top-k of c.
-// Requires E % n_group == 0, 1 <= topk_group <= n_group, k <= topk_group * E / n_group.
+// experts split into n_group contiguous groups of E / n_group; group score = sum of the
+// `group_score_experts` largest c in the group (DeepSeek-V3: 2; DeepSeek-V2's
+// group_limited_greedy: 1, the group's max); the topk_group best groups are kept; experts of the
+// other groups get c = masked_score (HF: 0.0; DeepSeek's reference inference code: -inf); then
+// top-k of c. Requires E % n_group == 0, 1 <= group_score_experts <= E / n_group,
+// 1 <= topk_group <= n_group, k <= topk_group * E / n_group.
 Tensor select_group_limited_topk(const Tensor& scores, int64_t k, int64_t n_group, int64_t topk_group,
-                                 const Tensor& selection_bias = Tensor(), double masked_score = 0.0);
+                                 const Tensor& selection_bias = Tensor(), double masked_score = 0.0,
+                                 int64_t group_score_experts = 2);
 
 // Expert choice (Zhou et al. 2022, "Mixture-of-Experts with Expert Choice Routing", eq. 1):
 // each expert takes its top-`capacity` tokens by score; returns token ids i64 [E, capacity],

@@ -36,6 +36,7 @@ struct ReferenceWeights {
   bool swiglu = true;
   Activation activation = Activation::silu;
   std::vector<double> gate;                   // [E, d]
+  std::vector<double> gate_bias;              // [E], empty without RouterConfig::gate_bias
   std::vector<double> w_in, w_up, w_out;      // [E, d, f], [E, d, f] (SwiGLU only), [E, f, d]
   std::vector<double> shared_gate_proj, shared_up_proj, shared_down_proj;  // [sf, d], [sf, d], [d, sf]
   std::vector<double> shared_expert_gate;     // [1, d], empty when ungated
@@ -47,6 +48,7 @@ inline ReferenceWeights reference_weights(const SparseMoEBlock& block) {
   w.d = block.hidden_size();
   w.f = block.experts()->intermediate_size();
   w.gate = values(block.gate()->weight());
+  if (block.gate()->bias().defined()) w.gate_bias = values(block.gate()->bias());
   if (auto swiglu = std::dynamic_pointer_cast<SwiGLUExperts>(block.experts())) {
     w.w_in = values(swiglu->w1()), w.w_up = values(swiglu->w3()), w.w_out = values(swiglu->w2());
   } else {
@@ -99,13 +101,15 @@ inline std::vector<double> shared_output(const ReferenceWeights& w, const double
   return out;
 }
 
-// logits[t, e] = sum_i x[t, i] gate[e, i], the router's x W^T; [T, E] row-major.
+// logits[t, e] = sum_i x[t, i] gate[e, i] (+ gate_bias[e]), the router's x W^T + b; [T, E] row-major.
 inline std::vector<double> reference_logits(const ReferenceWeights& w, const std::vector<double>& xs) {
   const int64_t tokens = static_cast<int64_t>(xs.size()) / w.d;
   std::vector<double> logits(tokens * w.experts, 0.0);
   for (int64_t t = 0; t < tokens; ++t)
-    for (int64_t e = 0; e < w.experts; ++e)
+    for (int64_t e = 0; e < w.experts; ++e) {
+      if (!w.gate_bias.empty()) logits[t * w.experts + e] = w.gate_bias[e];
       for (int64_t i = 0; i < w.d; ++i) logits[t * w.experts + e] += xs[t * w.d + i] * w.gate[e * w.d + i];
+    }
   return logits;
 }
 

@@ -106,7 +106,7 @@ TensorMap fused_weights(const FixtureCase& c) {
 
 TEST_CASE("hf_layer: every fixture case matches HuggingFace, forward and backward", "[hf_layer][hf]") {
   nlohmann::json manifest = nlohmann::json::parse(read_text(kHfData + "manifest.json"));
-  REQUIRE(manifest.at("cases").size() == 12);
+  REQUIRE(manifest.at("cases").size() == 13);
   for (const nlohmann::json& entry : manifest.at("cases")) {
     FixtureCase c = load_case(entry.at("name"), entry.at("prefix"));
     INFO(c.name);
@@ -156,7 +156,7 @@ TEST_CASE("hf_layer: the fused expert layout of transformers v5 gives the per-ex
       CHECK(relative_error(result.at(name), tensor) <= 1e-5);
     }
   }
-  CHECK(fused_cases == 8);
+  CHECK(fused_cases == 9);
 }
 
 TEST_CASE("hf_layer: a fused expert layout that does not match is refused whole", "[hf_layer][errors]") {
@@ -282,6 +282,26 @@ TEST_CASE("hf_layer: config.json parsing follows the HF config classes", "[hf_la
   CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "qwen3_moe", "hidden_size": 8, "num_experts": 4,
                                              "intermediate_size": 8})"),
                     Catch::Contains("lacks the key 'moe_intermediate_size'"));
+
+  // DeepSeek-V2: greedy top-k by default; group_limited_greedy scores a group by its max; never
+  // renormalised; two shared experts by default; k is required (HF's default is None).
+  HFLayerConfig v2 = parse_hf_layer_config(R"({"model_type": "deepseek_v2", "hidden_size": 8,
+      "moe_intermediate_size": 4, "n_routed_experts": 8, "num_experts_per_tok": 2, "norm_topk_prob": true})");
+  CHECK(v2.router.selection == SelectionKind::topk);
+  CHECK(v2.router.score_function == ScoreFunction::softmax);
+  CHECK_FALSE(v2.router.weights.renormalize);  // HF ignores norm_topk_prob
+  CHECK(v2.router.weights.scaling_factor == 1.0);
+  CHECK(v2.block.shared.count == 2);
+  HFLayerConfig v2_grouped = parse_hf_layer_config(read_text(kHfData + "deepseek_v2_grouped/config.json"));
+  CHECK(v2_grouped.router.selection == SelectionKind::group_limited_topk);
+  CHECK(v2_grouped.router.group_score_experts == 1);
+  CHECK(v2_grouped.router.weights.scaling_factor == 2.0);
+  CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "deepseek_v2", "hidden_size": 8,
+      "moe_intermediate_size": 4, "n_routed_experts": 8, "num_experts_per_tok": 2, "topk_method": "noaux_tc"})"),
+                    Catch::Contains("topk_method 'greedy' or 'group_limited_greedy'"));
+  CHECK_THROWS_WITH(parse_hf_layer_config(R"({"model_type": "deepseek_v2", "hidden_size": 8,
+      "moe_intermediate_size": 4, "n_routed_experts": 8})"),
+                    Catch::Contains("lacks the key 'num_experts_per_tok'"));
 
   // GLM-4.5: DeepSeek-V3's router with one group and no scaling by default.
   HFLayerConfig glm = parse_hf_layer_config(

@@ -49,15 +49,16 @@ std::vector<double> score_row(ScoreFunction function, const double* logits, int6
   return scores;
 }
 
-// DeepSeek-V3 group-limited keys: c = s + b; groups of E / n_group scored by their 2 largest c;
-// experts outside the topk_group best groups get masked_group_score.
+// DeepSeek group-limited keys: c = s + b; groups of E / n_group scored by the sum of their
+// group_score_experts largest c (V3: 2, V2: 1); experts outside the topk_group best groups get
+// masked_group_score.
 void mask_groups(const RouterConfig& c, std::vector<double>& keys) {
   const int64_t group_size = c.num_experts / c.n_group;
   std::vector<double> group_score(c.n_group);
   for (int64_t g = 0; g < c.n_group; ++g) {
     std::vector<double> members(keys.begin() + g * group_size, keys.begin() + (g + 1) * group_size);
-    std::vector<int64_t> best = top_indices(members, 2);
-    group_score[g] = members[best[0]] + members[best[1]];
+    // DeepSeek-V3 sums a group's best 2, DeepSeek-V2 takes its best 1 (the max).
+    for (int64_t best : top_indices(members, c.group_score_experts)) group_score[g] += members[best];
   }
   std::vector<int64_t> kept = top_indices(group_score, c.topk_group);
   for (int64_t e = 0; e < c.num_experts; ++e)
@@ -182,6 +183,7 @@ std::vector<double> router_logits(const ReferenceWeights& w, const std::vector<d
   // Shazeer et al. 2017 eq. 4: H = logits + N(0, 1) softplus(x W_noise).
   ReferenceWeights noise = w;
   noise.gate = noise_weight;
+  noise.gate_bias.clear();
   std::vector<double> noise_logits = reference_logits(noise, router_x);
   for (size_t i = 0; i < logits.size(); ++i) logits[i] += draws.noise[i] * std::log1p(std::exp(noise_logits[i]));
   return logits;
@@ -270,6 +272,10 @@ std::vector<PresetCase> preset_cases() {
       {"sinkhorn top-1 training", sinkhorn(4, 1), ExpertKind::relu, SharedExpertKind::none, true},
       {"sinkhorn top-2 training", sinkhorn(4, 2), ExpertKind::swiglu, SharedExpertKind::none, true},
       {"llama4 top-1, weight on the expert input, shared", llama4(4, 1), ExpertKind::swiglu, SharedExpertKind::ungated},
+      {"deepseek_v2 groups by max, scaled, shared", deepseek_v2(8, 3, 4, 2, 2.0), ExpertKind::swiglu,
+       SharedExpertKind::ungated},
+      {"deepseek_v2 greedy", deepseek_v2(4, 2), ExpertKind::swiglu},
+      {"gpt_oss (router bias)", gpt_oss(4, 2), ExpertKind::swiglu},
       {"llama4 top-2, gelu experts", llama4(4, 2), ExpertKind::gelu},
   };
 }
@@ -377,13 +383,16 @@ TEST_CASE("moe_presets: training noise and jitter come from the routing generato
 namespace {
 
 // A block assembled from `params` in named_parameters() order (gate.weight, [gate.noise_weight],
-// experts, shared expert, its gate), so autograd reaches the very tensors gradcheck perturbs; the
-// selection bias is copied from `bias` (a buffer, not an input).
+// [gate.bias], experts, shared expert, its gate), so autograd reaches the very tensors gradcheck
+// perturbs; the selection bias is copied from `bias` (a buffer, not an input).
 SparseMoEBlock block_from(const SparseMoEConfig& config, const TensorList& params, const Tensor& bias) {
   MoEParts parts;
-  parts.gate = std::make_shared<Router>(config.router, params[0], config.router.noisy_gating ? params[1] : Tensor());
+  size_t next = 1;
+  Tensor noise_weight = config.router.noisy_gating ? params[next++] : Tensor();
+  Tensor gate_bias = config.router.gate_bias ? params[next++] : Tensor();
+  parts.gate = std::make_shared<Router>(config.router, params[0], noise_weight, gate_bias);
   if (bias.defined()) parts.gate->load_state_dict({{"e_score_correction_bias", bias}}, /*strict=*/false);
-  add_expert_parts(parts, config, params, config.router.noisy_gating ? 2 : 1);
+  add_expert_parts(parts, config, params, next);
   return SparseMoEBlock(parts);
 }
 

@@ -65,7 +65,7 @@ void run_moe_check(const MoeCheckOptions& options) {
 void add_moe_check(CLI::App& app) {
   auto options = std::make_shared<MoeCheckOptions>();
   CLI::App* command = app.add_subcommand(
-      "moe", "Run one HuggingFace MoE layer (mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3, glm4_moe, llama4_text, gpt_oss, switch_transformers) in eval mode "
+      "moe", "Run one HuggingFace MoE layer (mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3, glm4_moe, llama4_text, gpt_oss, switch_transformers) in eval mode "
              "and write output, router_logits, losses and gradients (docs/hf_check.md)");
   command->add_option("--config", options->config, "The HF config.json of the model")->required()->check(CLI::ExistingFile);
   command->add_option("--weights", options->weights,

@@ -20,6 +20,9 @@ below, following the semantics (operation order, dtypes, masking) of the HF sour
   glm4_moe             src/transformers/models/glm4_moe/modeling_glm4_moe.py
                        Glm4MoeMoE, Glm4MoeTopkRouter, Glm4MoeMLP: DeepSeek-V3's block line for line
                        (read at commit a0699c971daff96403489086fcfd07469d20b17f)
+  deepseek_v2          src/transformers/models/deepseek_v2/modeling_deepseek_v2.py
+                       DeepseekV2MoE, DeepseekV2MoEGate, DeepseekV2MLP
+                       (read at commit 03eac6f6d2af7e8562113f0b78d3d2d59a7d843d)
   deepseek_v3          src/transformers/models/deepseek_v3/modeling_deepseek_v3.py
                        DeepseekV3MoE, DeepseekV3TopkRouter, DeepseekV3MLP
                        (read at commit 00b676f8f0489b88652a31d70751cc540dd06305)
@@ -278,6 +281,47 @@ class Qwen3MoeSparseMoeBlock(SoftmaxTopkSparseMoeBlock):
 
 class OlmoeSparseMoeBlock(SoftmaxTopkSparseMoeBlock):
     intermediate_key = "intermediate_size"
+
+
+# ----------------------------------------------------------------------------------------------
+# deepseek_v2: DeepseekV2MoE + DeepseekV2MoEGate (modeling_deepseek_v2.py)
+# ----------------------------------------------------------------------------------------------
+
+class DeepseekV2MoE(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        d, f = cfg["hidden_size"], cfg["moe_intermediate_size"]
+        self.E, self.top_k = cfg["n_routed_experts"], cfg["num_experts_per_tok"]
+        self.grouped = cfg["topk_method"] == "group_limited_greedy"
+        self.n_group, self.topk_group = cfg["n_group"], cfg["topk_group"]
+        self.routed_scaling_factor = cfg["routed_scaling_factor"]
+        self.gate = nn.Linear(d, self.E, bias=False)  # DeepseekV2MoEGate.weight [E, d]
+        self.experts = nn.ModuleList([SwiGLUExpertProj(d, f) for _ in range(self.E)])
+        self.shared_experts = SwiGLUExpertProj(d, f * cfg["n_shared_experts"])
+
+    def route(self, logits):
+        scores = logits.softmax(dim=-1, dtype=torch.float32)
+        if not self.grouped:  # greedy
+            weights, selected = torch.topk(scores, k=self.top_k, dim=-1, sorted=False)
+        else:  # group_limited_greedy: a group's score is its max
+            T = scores.shape[0]
+            group_scores = scores.view(T, self.n_group, -1).max(dim=-1).values
+            group_idx = torch.topk(group_scores, k=self.topk_group, dim=-1, sorted=False)[1]
+            group_mask = torch.zeros_like(group_scores).scatter(1, group_idx, 1)
+            score_mask = group_mask.unsqueeze(-1).expand(T, self.n_group, self.E // self.n_group).reshape(T, -1)
+            weights, selected = torch.topk(scores.masked_fill(~score_mask.bool(), 0.0), k=self.top_k, dim=-1,
+                                           sorted=False)
+        # no renormalisation: HF's gate keeps norm_topk_prob without reading it
+        return selected, weights * self.routed_scaling_factor
+
+    def forward(self, h):
+        B, S, d = h.shape
+        x = h.reshape(B * S, d)
+        logits = F.linear(x.to(torch.float32), self.gate.weight.to(torch.float32))
+        selected, weights = self.route(logits)
+        routed = combine_topk(x, self.experts, selected, weights, self.E).to(x.dtype)
+        out = routed.reshape(B, S, d) + self.shared_experts(h)
+        return out, logits, selected, weights
 
 
 # ----------------------------------------------------------------------------------------------
@@ -581,6 +625,16 @@ def dense_forward(model_type, block, cfg, h):
                 row = row + (F.silu(gu[:, :f]) * gu[:, f:]) @ block.experts.down_proj[e]
             rows.append(row)
         out = torch.cat(rows, dim=0)
+    elif model_type == "deepseek_v2":
+        p = torch.softmax(x @ block.gate.weight.t(), dim=-1)
+        gsz = block.E // block.n_group
+        gmax = torch.stack([p[:, i * gsz:(i + 1) * gsz].max(dim=-1).values for i in range(block.n_group)], dim=-1)
+        keep = torch.argsort(gmax, dim=-1, descending=True)[:, :block.topk_group]
+        gmask = torch.zeros_like(gmax).scatter(1, keep, 1.0).repeat_interleave(gsz, dim=-1)
+        cand = torch.where(gmask > 0, p, torch.zeros_like(p))
+        chosen = torch.argsort(cand, dim=-1, descending=True)[:, :block.top_k]
+        w = p * torch.zeros_like(p).scatter(1, chosen, 1.0) * block.routed_scaling_factor
+        out = dense_mix(x, block.experts, w) + block.shared_experts(x)
     elif model_type == "gpt_oss":
         # every expert on every token, weighted by a dense [T, E] softmax over each token's top k
         logits = x @ block.router.weight.t() + block.router.bias
@@ -615,6 +669,19 @@ def topk_gap(v, k):
 def check_routing(model_type, block, cfg, x, logits, selected):
     """Return (ok, facts). facts records margins and the properties the case must exhibit."""
     facts = {}
+    if model_type == "deepseek_v2":
+        p = torch.softmax(logits, dim=-1)
+        T, gsz = p.shape[0], block.E // block.n_group
+        gmax = p.view(T, block.n_group, gsz).max(dim=-1).values
+        facts["min_group_gap"] = topk_gap(gmax, block.topk_group)
+        kept = torch.topk(gmax, block.topk_group, dim=-1)[1]
+        gmask = torch.zeros_like(gmax).scatter(1, kept, 1.0).repeat_interleave(gsz, dim=-1)
+        cand = torch.where(gmask > 0, p, torch.zeros_like(p))
+        facts["min_topk_prob_gap_in_kept_groups"] = topk_gap(cand, block.top_k)
+        plain = torch.sort(torch.topk(p, block.top_k, dim=-1)[1], dim=-1)[0]
+        facts["tokens_where_group_limit_changes_choice"] = int((plain != torch.sort(selected, dim=-1)[0]).any(-1).sum())
+        ok = (facts["min_group_gap"] >= MIN_MARGIN and facts["min_topk_prob_gap_in_kept_groups"] >= MIN_MARGIN
+              and facts["tokens_where_group_limit_changes_choice"] > 0)
     if model_type == "gpt_oss":
         facts["min_topk_logit_gap"] = topk_gap(logits, block.top_k)
         facts["experts_used"] = len(set(selected.reshape(-1).tolist()))
@@ -704,6 +771,7 @@ BLOCKS = {
     "qwen2_moe": Qwen2MoeSparseMoeBlock,
     "qwen3_moe": Qwen3MoeSparseMoeBlock,
     "olmoe": OlmoeSparseMoeBlock,
+    "deepseek_v2": DeepseekV2MoE,
     "deepseek_v3": DeepseekV3MoE,
     "glm4_moe": Glm4MoeMoE,
     "llama4_text": Llama4TextMoe,
@@ -876,6 +944,34 @@ CASES = [
             "router_aux_loss_coef": 0.01,
             "output_router_logits": True,
             "num_hidden_layers": 1,
+            "torch_dtype": "float32",
+        },
+    },
+    {
+        "name": "deepseek_v2_grouped",
+        "seed": 3300,
+        "input_shape": [2, 6, 8],
+        "prefix": "model.layers.1.mlp.",
+        "description": "DeepSeek-V2: softmax scores, group_limited_greedy top-3 of 8 (4 groups scored by "
+                       "their max, keep 2), weights x2.0 not renormalised, two shared experts; weights "
+                       "under the checkpoint prefix model.layers.1.mlp.",
+        "config": {
+            "architectures": ["DeepseekV2ForCausalLM"],
+            "model_type": "deepseek_v2",
+            "hidden_size": 8,
+            "intermediate_size": 32,
+            "moe_intermediate_size": 6,
+            "n_routed_experts": 8,
+            "n_shared_experts": 2,
+            "num_experts_per_tok": 3,
+            "topk_method": "group_limited_greedy",
+            "n_group": 4,
+            "topk_group": 2,
+            "routed_scaling_factor": 2.0,
+            "norm_topk_prob": False,
+            "hidden_act": "silu",
+            "first_k_dense_replace": 1,
+            "num_hidden_layers": 2,
             "torch_dtype": "float32",
         },
     },
