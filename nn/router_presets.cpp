@@ -20,8 +20,9 @@ void validate_group_selection(const RouterConfig& c) {
   TINYMOE_CHECK(c.n_group >= 1 && c.num_experts % c.n_group == 0, kConfig, "E = ", c.num_experts,
                 " experts are not divisible into n_group = ", c.n_group, " groups");
   const int64_t group_size = c.num_experts / c.n_group;
-  TINYMOE_CHECK(c.group_score_experts >= 1 && c.group_score_experts <= group_size, kConfig, "a group score sums the top ",
-                c.group_score_experts, " experts of a group: expected 1 <= that <= E / n_group = ", group_size);
+  TINYMOE_CHECK(c.group_score_experts >= 1, kConfig, "expected group_score_experts >= 1, got ", c.group_score_experts);
+  TINYMOE_CHECK(c.group_score_experts <= group_size, kConfig, "a group score sums the top ", c.group_score_experts,
+                " experts of a group: expected E / n_group >= ", c.group_score_experts, ", got ", group_size);
   TINYMOE_CHECK(c.topk_group >= 1 && c.topk_group <= c.n_group, kConfig, "expected 1 <= topk_group <= n_group = ",
                 c.n_group, ", got topk_group = ", c.topk_group);
   TINYMOE_CHECK(c.top_k <= c.topk_group * group_size, kConfig, "k = ", c.top_k, " experts do not fit in the ",

@@ -179,9 +179,10 @@ Tensor select_group_limited_topk(const Tensor& scores, int64_t k, int64_t n_grou
   TINYMOE_CHECK(n_group >= 1 && experts % n_group == 0, op, "expected n_group >= 1 dividing E = ", experts,
                 ", got n_group = ", n_group);
   const int64_t group_size = experts / n_group;
-  TINYMOE_CHECK(group_score_experts >= 1 && group_score_experts <= group_size, op, "a group score sums the top ",
-                group_score_experts, " experts of a group: expected 1 <= that <= E / n_group = ", experts, " / ",
-                n_group, " = ", group_size);
+  TINYMOE_CHECK(group_score_experts >= 1, op, "expected group_score_experts >= 1, got ", group_score_experts);
+  TINYMOE_CHECK(group_score_experts <= group_size, op, "a group score sums the top ", group_score_experts,
+                " experts of a group: expected E / n_group >= ", group_score_experts, ", got ", experts, " / ", n_group,
+                " = ", group_size);
   TINYMOE_CHECK(topk_group >= 1 && topk_group <= n_group, op, "expected 1 <= topk_group <= n_group = ", n_group,
                 ", got topk_group = ", topk_group);
   check_k(k, experts, op);

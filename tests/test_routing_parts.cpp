@@ -9,6 +9,7 @@
 #include <limits>
 #include <vector>
 
+#include "nn/router_presets.h"
 #include "nn/routing_parts.h"
 #include "tinymoe/tinymoe.h"
 
@@ -94,6 +95,23 @@ TEST_CASE("routing_parts: group-limited top-k against a slow loop", "[routing_pa
       CHECK(std::vector<int64_t>(got.begin() + t * k, got.begin() + (t + 1) * k) == want);
     }
   }
+}
+
+TEST_CASE("routing_parts: a group's score sums its best m experts (V3: 2, V2: the max)", "[routing_parts]") {
+  // Groups {0, 1, 2} and {3, 4, 5}; one kept; k = 1. Top-2 sums: 0.5 + 0.45 = 0.95 vs 0.6 + 0.1 =
+  // 0.7, so V3 keeps group 0; maxima: 0.5 vs 0.6, so V2 keeps group 1.
+  Tensor scores = from_vector(std::vector<double>{0.5, 0.45, 0.0, 0.6, 0.1, 0.0}, {1, 6});
+  CHECK(select_group_limited_topk(scores, 1, 2, 1).to_vector<int64_t>() == std::vector<int64_t>{0});
+  CHECK(select_group_limited_topk(scores, 1, 2, 1, Tensor(), 0.0, 1).to_vector<int64_t>() == std::vector<int64_t>{3});
+  CHECK(select_group_limited_topk(scores, 1, 2, 1, Tensor(), 0.0, 3).to_vector<int64_t>() == std::vector<int64_t>{0});
+  CHECK_THROWS_WITH(select_group_limited_topk(scores, 1, 2, 1, Tensor(), 0.0, 4),
+                    Catch::Contains("select_group_limited_topk") && Catch::Contains("E / n_group >= 4"));
+  CHECK_THROWS_WITH(select_group_limited_topk(scores, 1, 2, 1, Tensor(), 0.0, 0),
+                    Catch::Contains("group_score_experts >= 1"));
+  RouterConfig v2 = deepseek_v2(6, 1, 2, 1);
+  CHECK(v2.group_score_experts == 1);
+  v2.group_score_experts = 4;
+  CHECK_THROWS_WITH(v2.validate(), Catch::Contains("RouterConfig") && Catch::Contains("E / n_group >= 4"));
 }
 
 TEST_CASE("routing_parts: group-limited top-k fills dropped groups with 0.0 as HF does", "[routing_parts]") {
