@@ -25,29 +25,33 @@ constexpr uint64_t kMaxHeaderBytes = 100000000;
 constexpr size_t kLengthBytes = 8;
 
 // ---- dtypes ----
-enum class FileDType { f32, f64, i64, bf16, f16 };
+// `unsupported`: a valid safetensors dtype tinymoe has no tensor type for. Such a tensor's bytes
+// are still checked (offsets, size, coverage), so a file holding one is valid, and the other
+// tensors can be read (load_safetensors_where); reading it is an Error.
+enum class FileDType { f32, f64, i64, bf16, f16, unsupported };
 
 struct FileDTypeInfo {
   const char* name;
   FileDType file_dtype;
-  uint64_t bytes;
+  uint64_t bits;       // per element; sub-byte types (F4, F6) pack
   DType tensor_dtype;  // what the tensor becomes in tinymoe
 };
 
-const FileDTypeInfo kReadable[] = {
-    {"F32", FileDType::f32, 4, DType::f32}, {"F64", FileDType::f64, 8, DType::f64},
-    {"I64", FileDType::i64, 8, DType::i64}, {"BF16", FileDType::bf16, 2, DType::f32},
-    {"F16", FileDType::f16, 2, DType::f32}};
-// Valid safetensors dtypes tinymoe has no tensor type for: named as unsupported, not unknown.
-const char* const kUnsupported[] = {"BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "U64", "C64",
-                                    "F8_E5M2", "F8_E4M3", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2"};
+const FileDTypeInfo kFileDTypes[] = {
+    {"F32", FileDType::f32, 32, DType::f32},        {"F64", FileDType::f64, 64, DType::f64},
+    {"I64", FileDType::i64, 64, DType::i64},        {"BF16", FileDType::bf16, 16, DType::f32},
+    {"F16", FileDType::f16, 16, DType::f32},        {"BOOL", FileDType::unsupported, 8, DType::f32},
+    {"U8", FileDType::unsupported, 8, DType::f32},  {"I8", FileDType::unsupported, 8, DType::f32},
+    {"I16", FileDType::unsupported, 16, DType::f32}, {"U16", FileDType::unsupported, 16, DType::f32},
+    {"I32", FileDType::unsupported, 32, DType::f32}, {"U32", FileDType::unsupported, 32, DType::f32},
+    {"U64", FileDType::unsupported, 64, DType::f32}, {"C64", FileDType::unsupported, 64, DType::f32},
+    {"F8_E5M2", FileDType::unsupported, 8, DType::f32}, {"F8_E4M3", FileDType::unsupported, 8, DType::f32},
+    {"F8_E8M0", FileDType::unsupported, 8, DType::f32}, {"F4", FileDType::unsupported, 4, DType::f32},
+    {"F6_E2M3", FileDType::unsupported, 6, DType::f32}, {"F6_E3M2", FileDType::unsupported, 6, DType::f32}};
 
-const FileDTypeInfo& readable_dtype(const std::string& name, const std::string& tensor) {
-  for (const FileDTypeInfo& info : kReadable)
+const FileDTypeInfo& file_dtype(const std::string& name, const std::string& tensor) {
+  for (const FileDTypeInfo& info : kFileDTypes)
     if (name == info.name) return info;
-  for (const char* unsupported : kUnsupported)
-    TINYMOE_CHECK(name != unsupported, kOp, "tensor '", tensor, "' has dtype ", name,
-                  ", which tinymoe does not read (it reads F32, F64, I64, BF16, F16)");
   fail(kOp, "tensor '", tensor, "' has unknown dtype '", name, "'");
 }
 
@@ -181,7 +185,7 @@ Entry parse_entry(const std::string& name, const json& info, uint64_t buffer_byt
   entry.name = name;
   const json& dtype = required_field(info, "dtype", name);
   TINYMOE_CHECK(dtype.is_string(), kOp, "tensor '", name, "': dtype must be a string, got ", dtype.dump());
-  entry.dtype = &readable_dtype(dtype.get<std::string>(), name);
+  entry.dtype = &file_dtype(dtype.get<std::string>(), name);
   entry.shape = parse_shape(required_field(info, "shape", name), name);
 
   const json& offsets = required_field(info, "data_offsets", name);
@@ -194,8 +198,11 @@ Entry parse_entry(const std::string& name, const json& info, uint64_t buffer_byt
                 entry.end, "] begin after they end");
   TINYMOE_CHECK(entry.end <= buffer_bytes, kOp, "tensor '", name, "': data_offsets [", entry.begin, ", ",
                 entry.end, "] run past the data buffer of ", buffer_bytes, " bytes");
-  uint64_t expected = checked_product(static_cast<uint64_t>(shape_numel(entry.shape)), entry.dtype->bytes,
-                                      std::numeric_limits<uint64_t>::max(), name, "the byte size");
+  const uint64_t bits = checked_product(static_cast<uint64_t>(shape_numel(entry.shape)), entry.dtype->bits,
+                                        std::numeric_limits<uint64_t>::max(), name, "the byte size");
+  TINYMOE_CHECK(bits % 8 == 0, kOp, "tensor '", name, "': ", entry.dtype->name, " ", shape_str(entry.shape),
+                " does not fill whole bytes");
+  const uint64_t expected = bits / 8;
   TINYMOE_CHECK(entry.end - entry.begin == expected, kOp, "tensor '", name, "': data_offsets [", entry.begin,
                 ", ", entry.end, "] hold ", entry.end - entry.begin, " bytes but ", entry.dtype->name, " ",
                 shape_str(entry.shape), " needs ", expected);
@@ -229,6 +236,12 @@ void check_coverage(std::vector<Entry> entries, uint64_t buffer_bytes) {
 }
 
 // ---- tensors ----
+// A tensor of a dtype tinymoe has no type for is an Error when it is read (before any is created).
+void require_readable(const Entry& entry) {
+  TINYMOE_CHECK(entry.dtype->file_dtype != FileDType::unsupported, kOp, "tensor '", entry.name, "' has dtype ",
+                entry.dtype->name, ", which tinymoe does not read (it reads F32, F64, I64, BF16, F16)");
+}
+
 template <typename Bits, typename T, typename Decode>
 void decode_into(const uint8_t* bytes, int64_t count, T* out, Decode decode) {
   for (int64_t i = 0; i < count; ++i) out[i] = decode(load_le<Bits>(bytes + i * sizeof(Bits)));
@@ -250,6 +263,7 @@ Tensor make_tensor(const Entry& entry, const uint8_t* buffer) {
       break;
     case FileDType::bf16: decode_into<uint16_t>(bytes, count, tensor.data<float>(), bf16_to_float); break;
     case FileDType::f16: decode_into<uint16_t>(bytes, count, tensor.data<float>(), f16_to_float); break;
+    case FileDType::unsupported: require_readable(entry);
   }
   return tensor;
 }
@@ -340,6 +354,7 @@ TensorMap parse_safetensors(const std::vector<uint8_t>& bytes, SafetensorsMetada
   SafetensorsMetadata parsed_metadata;
   std::vector<Entry> entries = parse_entries(header_begin, buffer, bytes.size() - kLengthBytes - header_bytes,
                                              &parsed_metadata);
+  for (const Entry& entry : entries) require_readable(entry);
   TensorMap tensors;
   for (const Entry& entry : entries) tensors.emplace(entry.name, make_tensor(entry, buffer));
   if (metadata) *metadata = std::move(parsed_metadata);
@@ -404,9 +419,12 @@ TensorMap load_safetensors_where(const std::string& path, const std::function<bo
                                  SafetensorsMetadata* metadata) {
   return with_open_file(path, [&](std::ifstream& file, uint64_t file_bytes) {
     const FileHeader header = read_file_header(file, file_bytes, metadata);
-    TensorMap tensors;
+    std::vector<const Entry*> chosen;
     for (const Entry& entry : header.entries)
-      if (select(entry.name)) tensors.emplace(entry.name, read_tensor(file, header, entry));
+      if (select(entry.name)) chosen.push_back(&entry);
+    for (const Entry* entry : chosen) require_readable(*entry);  // the others may be of any dtype
+    TensorMap tensors;
+    for (const Entry* entry : chosen) tensors.emplace(entry->name, read_tensor(file, header, *entry));
     return tensors;
   });
 }

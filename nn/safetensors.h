@@ -6,16 +6,20 @@
 // (offsets relative to the data buffer); then the data buffer, little-endian, row-major.
 //
 // Reading accepts F32, F64 and I64 (kept as f32, f64, i64) and BF16 and F16 (widened to f32,
-// exactly). A malformed file is rejected whole with a tinymoe::Error naming "safetensors" and
-// the problem; the header is parsed and validated completely before any tensor is created:
+// exactly). The other valid dtypes (U8, I32, BOOL, F8_*, F4, ...) are checked like any tensor but
+// cannot be read: loading such a tensor is an Error, while read_safetensors_header lists it and
+// load_safetensors_where reads the file's other tensors. A malformed file is rejected whole with
+// a tinymoe::Error naming "safetensors" and the problem; the header is parsed and validated
+// completely before any tensor is created:
 //   - the path is not a regular file (missing, a directory, a device);
 //   - the file is shorter than 8 bytes, or N runs past its end or exceeds 100,000,000 bytes
 //     (the reference implementation's limit);
 //   - the header is not valid JSON, not an object, nests deeper than 8 levels (a valid header
 //     nests 3; deeper input could overflow the stack), or repeats a key (a duplicate tensor name);
 //   - "__metadata__" is not an object of strings;
-//   - an entry lacks dtype/shape/data_offsets, has an unknown or unsupported dtype, a shape that
-//     is not an array of non-negative integers, or offsets that are not two non-negative integers;
+//   - an entry lacks dtype/shape/data_offsets, has an unknown dtype (or, when read, an unsupported
+//     one), a shape that is not an array of non-negative integers, or offsets that are not two
+//     non-negative integers;
 //   - the element count or byte size overflows, begin > end, end is past the buffer, or
 //     end - begin disagrees with shape x dtype size;
 //   - the tensors overlap, or leave a hole, or leave bytes at the end of the buffer (the spec

@@ -208,6 +208,32 @@ TEST_CASE("safetensors: load_safetensors_where reads the chosen tensors, after c
   std::remove(path.c_str());
 }
 
+TEST_CASE("safetensors: a tensor of a dtype tinymoe does not read blocks only its own read", "[safetensors]") {
+  // An MXFP4-style checkpoint: U8 blocks beside an F32 bias, and a packed F4 pair.
+  const std::string header =
+      "{\"blocks\":{\"dtype\":\"U8\",\"shape\":[2,2],\"data_offsets\":[0,4]},"
+      "\"bias\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]},"
+      "\"packed\":{\"dtype\":\"F4\",\"shape\":[2],\"data_offsets\":[8,9]}}";
+  Bytes buffer = {1, 2, 3, 4, 0x00, 0x00, 0xC0, 0x3F, 0x21};
+  std::string path = temp_path("tinymoe_test_mxfp4.safetensors");
+  Bytes bytes = file_from(header, buffer);
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  nn::TensorMap bias = nn::load_safetensors_where(path, [](const std::string& name) { return name == "bias"; });
+  CHECK(bias.at("bias").to_vector<float>() == std::vector<float>{1.5f});
+  CHECK_THROWS_WITH(nn::load_safetensors_where(path, [](const std::string& name) { return name != "bias"; }),
+                    Catch::Contains("tensor 'blocks' has dtype U8, which tinymoe does not read"));
+  CHECK_THROWS_WITH(nn::load_safetensors(path), Catch::Contains("does not read"));  // the whole file: refused
+  std::vector<std::string> dtypes;
+  for (const nn::SafetensorsTensorInfo& info : nn::read_safetensors_header(path)) dtypes.push_back(info.dtype);
+  CHECK(dtypes == std::vector<std::string>{"F32", "U8", "F4"});  // name order: bias, blocks, packed
+  // Their bytes are checked all the same: three F4 values do not fill whole bytes.
+  CHECK(rejection(file_from(one_entry("\"F4\"", "[3]", "[0,2]"), Bytes(2))).find("does not fill whole bytes") !=
+        std::string::npos);
+  CHECK(rejection(file_from(one_entry("\"U8\"", "[3]", "[0,4]"), Bytes(4))).find("needs 3") != std::string::npos);
+  std::remove(path.c_str());
+}
+
 TEST_CASE("safetensors: file errors name the path", "[safetensors][errors]") {
   std::string missing = temp_path("tinymoe_no_such_file.safetensors");
   CHECK_THROWS_WITH(nn::load_safetensors(missing), Catch::Contains("safetensors") &&
