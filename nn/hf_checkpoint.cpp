@@ -49,10 +49,15 @@ std::string prefix_suggestions(const std::vector<std::string>& names) {
   return text.str();
 }
 
-void require_some(const TensorMap& tensors, const std::string& path, const std::string& prefix,
-                  const std::vector<std::string>& all_names) {
-  TINYMOE_CHECK(!tensors.empty(), kOp, "no tensor of '", path, "' starts with the prefix '", prefix, "'; ",
+// Before any data is read: the prefix must select something, and one MoE layer at most (an empty
+// or cut-short prefix of a whole checkpoint would read every layer, gigabytes, only to fail).
+void check_selection(const std::vector<std::string>& selected, const std::vector<std::string>& all_names,
+                     const std::string& path, const std::string& prefix) {
+  TINYMOE_CHECK(!selected.empty(), kOp, "no tensor of '", path, "' starts with the prefix '", prefix, "'; ",
                 prefix_suggestions(all_names));
+  const std::set<std::string> layers = hf_layer_prefixes(selected);
+  TINYMOE_CHECK(layers.size() <= 1, kOp, "the prefix '", prefix, "' selects tensors of ", layers.size(),
+                " MoE layers of '", path, "': pass one layer's whole prefix; ", prefix_suggestions(selected));
 }
 
 json read_index(const std::string& path) {
@@ -70,11 +75,14 @@ json read_index(const std::string& path) {
 }
 
 // A shard must be a plain file name: the index's directory is where shards are, and a name with a
-// directory part could point anywhere.
+// directory part could point anywhere. And a safetensors one: a pytorch_model.bin.index.json maps
+// to pickles, which tinymoe does not read.
 void check_shard_name(const std::string& shard, const std::string& tensor, const std::string& path) {
   const fs::path as_path(shard);
   TINYMOE_CHECK(!shard.empty() && as_path.filename() == as_path && shard != "." && shard != "..", kOp, "'", path,
                 "' maps '", tensor, "' to '", shard, "', which is not a file name beside the index");
+  TINYMOE_CHECK(as_path.extension() == ".safetensors", kOp, "'", path, "' maps '", tensor, "' to '", shard,
+                "', which is not a .safetensors shard (tinymoe reads safetensors checkpoints only)");
 }
 
 // The index's tensors under the prefix, grouped by shard, after checking the whole weight map.
@@ -94,8 +102,10 @@ std::map<std::string, std::set<std::string>> shards_for_prefix(const json& weigh
 }
 
 TensorMap load_from_index(const std::string& path, const std::string& prefix) {
-  std::vector<std::string> all_names;
+  std::vector<std::string> all_names, selected;
   const auto shards = shards_for_prefix(read_index(path)["weight_map"], prefix, path, &all_names);
+  for (const auto& shard : shards) selected.insert(selected.end(), shard.second.begin(), shard.second.end());
+  check_selection(selected, all_names, path, prefix);
   const fs::path directory = fs::path(path).parent_path();
   TensorMap tensors;
   for (const auto& [shard, wanted] : shards) {
@@ -105,18 +115,17 @@ TensorMap load_from_index(const std::string& path, const std::string& prefix) {
       TINYMOE_CHECK(found.count(name), kOp, "'", path, "' maps '", name, "' to '", shard, "', which has no such tensor");
     tensors.insert(found.begin(), found.end());
   }
-  require_some(tensors, path, prefix, all_names);
   return tensors;
 }
 
 TensorMap load_from_file(const std::string& path, const std::string& prefix) {
-  TensorMap tensors = load_safetensors_where(path, [&prefix](const std::string& name) { return starts_with(name, prefix); });
-  if (tensors.empty()) {
-    std::vector<std::string> all_names;
-    for (const SafetensorsTensorInfo& info : read_safetensors_header(path)) all_names.push_back(info.name);
-    require_some(tensors, path, prefix, all_names);
+  std::vector<std::string> all_names, selected;
+  for (const SafetensorsTensorInfo& info : read_safetensors_header(path)) {
+    all_names.push_back(info.name);
+    if (starts_with(info.name, prefix)) selected.push_back(info.name);
   }
-  return tensors;
+  check_selection(selected, all_names, path, prefix);
+  return load_safetensors_where(path, [&prefix](const std::string& name) { return starts_with(name, prefix); });
 }
 
 }  // namespace

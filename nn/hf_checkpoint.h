@@ -10,10 +10,11 @@
 //   - a directory holding `model.safetensors.index.json` or else `model.safetensors` (a hub
 //     snapshot).
 // Errors name "hf_checkpoint" (or "safetensors" for a shard that does not parse) and the path:
-// an index that is not such an object, a shard name that is not a plain file name (no directory
-// part: shards sit beside their index), a shard missing a tensor its index maps to it, a
-// directory with neither file, and no tensor under the prefix (with a few names the checkpoint
-// has, to fix the prefix by).
+// an index that is not such an object, a shard name that is not a plain .safetensors file name
+// (no directory part: shards sit beside their index), a shard missing a tensor its index maps to
+// it, a directory with neither file, no tensor under the prefix, or tensors of several MoE layers
+// under it (an empty or cut-short prefix of a whole checkpoint). The last two are found from the
+// index or headers before any data is read, and list the checkpoint's MoE layer prefixes.
 #pragma once
 
 #include <string>

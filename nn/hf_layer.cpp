@@ -355,8 +355,8 @@ TensorMap without_experts(const TensorMap& weights, const std::string& prefix) {
 }
 std::vector<WeightSlot> non_expert_slots(const std::vector<WeightSlot>& slots) {
   std::vector<WeightSlot> rest;
-  for (const WeightSlot& slot : slots)
-    if (slot.expert < 0) rest.push_back(slot);
+  for (const WeightSlot& slot : slots)  // GPT-OSS's whole-tensor expert slots are experts too
+    if (slot.expert < 0 && slot.hf_name.compare(0, 8, "experts.") != 0) rest.push_back(slot);
   return rest;
 }
 

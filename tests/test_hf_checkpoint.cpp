@@ -89,6 +89,11 @@ TEST_CASE("hf_checkpoint: a sharded checkpoint gives exactly the layer under the
   CHECK(compare_tensor_maps({{"output", result.at("output")}}, {{"output", expected.at("output")}})[0].passed);
   // The other layer is there too, under its own prefix.
   CHECK(load_hf_weights(checkpoint.index(), "model.layers.1.block_sparse_moe.").size() == checkpoint.layer.size());
+  // A prefix that selects both layers is refused before anything is read, naming them.
+  for (const char* loose : {"", "model.layers."})
+    CHECK_THROWS_WITH(load_hf_weights(checkpoint.index(), loose),
+                      Catch::Contains("selects tensors of 2 MoE layers") &&
+                          Catch::Contains("'model.layers.0.block_sparse_moe.' 'model.layers.1.block_sparse_moe.'"));
 }
 
 TEST_CASE("hf_checkpoint: a single file gives only the tensors under the prefix", "[hf_checkpoint]") {
@@ -137,6 +142,10 @@ TEST_CASE("hf_checkpoint: bad indexes, shards and directories are Errors naming 
     checkpoint.write_index(map);
     CHECK_THROWS_WITH(load(), Catch::Contains("not a file name beside the index"));
   }
+  map = checkpoint.weight_map;
+  map["model.embed_tokens.weight"] = "pytorch_model-00001-of-00002.bin";
+  checkpoint.write_index(map);
+  CHECK_THROWS_WITH(load(), Catch::Contains("not a .safetensors shard"));
   map = checkpoint.weight_map;
   map[kPrefix + "gate.weight"] = "model-00009-of-00002.safetensors";
   checkpoint.write_index(map);
