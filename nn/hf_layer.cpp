@@ -491,7 +491,7 @@ std::shared_ptr<SparseMoEBlock> load_hf_layer(const HFLayerConfig& config, const
 }
 
 TensorMap run_hf_layer(const HFLayerConfig& config, const TensorMap& weights, const TensorMap& input,
-                       const TensorMap& grad_output, const std::string& prefix) {
+                       const TensorMap& grad_output, const std::string& prefix, RoutingDiagnostics* diagnostics) {
   const Tensor& hidden_states = required_tensor(input, "hidden_states", "input");
   check_dtype(hidden_states, DType::f32, kOp, "hidden_states");
   const bool with_grad = !grad_output.empty();
@@ -506,6 +506,7 @@ TensorMap run_hf_layer(const HFLayerConfig& config, const TensorMap& weights, co
   std::optional<NoGradGuard> forward_only;
   if (!with_grad) forward_only.emplace();
   MoEOutput result = layer.block->forward(x);
+  if (diagnostics) *diagnostics = result.diagnostics;
 
   TensorMap out{{"output", result.output.detach()}, {"router_logits", result.routing.router_logits.detach()}};
   for (const auto& [name, loss] : result.routing.losses) out[name] = loss.detach();

@@ -61,8 +61,11 @@ std::shared_ptr<SparseMoEBlock> load_hf_layer(const HFLayerConfig& config, const
 //   "grad.hidden_states" and "grad.<name>" for every weight name (without the prefix) in its HF
 //   layout (fused weights get fused gradients); buffers (gate.e_score_correction_bias) and experts
 //   no token reached get zeros.
+// `diagnostics`, when given, receives the routing's load-balance diagnostics on this input (tokens
+// per expert, CV, entropy, dead experts; nn/diagnostics.h), which `tinymoe moe` prints.
 TensorMap run_hf_layer(const HFLayerConfig& config, const TensorMap& weights, const TensorMap& input,
-                       const TensorMap& grad_output = {}, const std::string& prefix = "");
+                       const TensorMap& grad_output = {}, const std::string& prefix = "",
+                       RoutingDiagnostics* diagnostics = nullptr);
 
 // The distinct prefixes of HF MoE layers among tensor names: each name's part before its first
 // segment that a MoE layer's own names start with (experts., gate., router., shared_expert.,

@@ -54,9 +54,12 @@ void run_moe_check(const MoeCheckOptions& options) {
   nn::TensorMap grad_output;
   if (!options.grad_output.empty()) grad_output = nn::load_safetensors(options.grad_output);
   // Only the tensors under the prefix are read: --weights may be a whole (sharded) checkpoint.
+  nn::RoutingDiagnostics diagnostics;
   nn::TensorMap result = nn::run_hf_layer(config, nn::load_hf_weights(options.weights, options.prefix),
-                                          nn::load_safetensors(options.input), grad_output, options.prefix);
+                                          nn::load_safetensors(options.input), grad_output, options.prefix,
+                                          &diagnostics);
   nn::save_safetensors(options.out, result, {{"format", "pt"}});
+  std::cout << "the " << config.model_type << " layer's routing of this input:\n" << diagnostics.str() << "\n";
   if (!options.compare.empty()) compare_with_expected(result, options);
 }
 
