@@ -221,7 +221,13 @@ TEST_CASE("hf_layer: a fused expert layout that does not match is refused whole"
 
 TEST_CASE("hf_layer: without a grad_output only the forward tensors come back", "[hf_layer][hf]") {
   FixtureCase c = load_case("switch_capacity", "");
-  TensorMap result = run_hf_layer(c.config, c.weights, c.input);
+  RoutingDiagnostics diagnostics;
+  TensorMap result = run_hf_layer(c.config, c.weights, c.input, {}, "", &diagnostics);
+  // The routing's diagnostics come along: 16 tokens, top-1, 4 dropped by capacity (docs/hf_check.md).
+  int64_t kept = 0;
+  for (int64_t load : diagnostics.tokens_per_expert) kept += load;
+  CHECK(kept == 12);
+  CHECK(diagnostics.dropped_fraction == Approx(4.0 / 16.0));
   std::set<std::string> names;
   for (const auto& item : result) names.insert(item.first);
   CHECK(names == std::set<std::string>{"aux_loss", "output", "router_logits", "z_loss"});
