@@ -1,5 +1,6 @@
 #include "nn/router_presets.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "ops/elementwise.h"
@@ -35,8 +36,9 @@ void validate_expert_choice(const RouterConfig& c) {
   TINYMOE_CHECK(!c.capacity.enabled() && !c.weights.renormalize && !c.selection_bias && !c.gshard_random_second_choice,
                 kConfig, "expert choice has its own capacity and no per-token k: capacity, renormalisation, "
                 "selection bias and GShard's second choice do not apply");
-  TINYMOE_CHECK(!c.aux_loss.enabled && !c.seq_aux_loss.enabled && !c.importance_loss.enabled, kConfig,
-                "expert choice is balanced by construction: only the z-loss applies");
+  TINYMOE_CHECK(!c.aux_loss.enabled && !c.seq_aux_loss.enabled && !c.importance_loss.enabled &&
+                    !c.device_balance_loss.enabled && !c.communication_balance_loss.enabled,
+                kConfig, "expert choice is balanced by construction: only the z-loss applies");
 }
 
 void validate_capacity(const CapacityConfig& capacity) {
@@ -64,6 +66,24 @@ Tensor top_p_aux_loss(const RouterConfig& c, const Routing& routing, const Capac
   return load_balancing_loss_with_batch(routing.scores, 1, c.aux_loss_form, counts, divisor);
 }
 
+// D for DeepSeek-V2's device losses, and the most devices one token can reach.
+int64_t balance_devices(const RouterConfig& c) { return c.balance_devices > 0 ? c.balance_devices : c.n_group; }
+int64_t max_devices_per_token(const RouterConfig& c) {
+  const int64_t devices = balance_devices(c);
+  const bool device_limited = c.selection == SelectionKind::group_limited_topk && devices == c.n_group;
+  return device_limited ? c.topk_group : std::min(c.top_k, devices);
+}
+
+void add_device_losses(const RouterConfig& c, Routing& routing) {
+  if (c.device_balance_loss.enabled)
+    add_loss(routing, "device_balance_loss", c.device_balance_loss,
+             device_balance_loss(balance_probabilities(c, routing.scores), routing.expert_index, balance_devices(c)));
+  if (c.communication_balance_loss.enabled)
+    add_loss(routing, "communication_balance_loss", c.communication_balance_loss,
+             communication_balance_loss(balance_probabilities(c, routing.scores), routing.expert_index,
+                                        balance_devices(c), max_devices_per_token(c)));
+}
+
 void add_token_choice_losses(const RouterConfig& c, Routing& routing, const Tensor& weights,
                              const CapacityResult& kept, int64_t sequence_length) {
   if (c.aux_loss.enabled && c.top_p > 0.0) {
@@ -83,6 +103,7 @@ void add_token_choice_losses(const RouterConfig& c, Routing& routing, const Tens
   if (c.importance_loss.enabled)
     add_loss(routing, "importance_loss", c.importance_loss, importance_loss(weights, routing.expert_index, c.num_experts));
   if (c.entropy_loss.enabled) add_loss(routing, "entropy_loss", c.entropy_loss, entropy_loss(routing.router_logits));
+  add_device_losses(c, routing);
 }
 
 Tensor select_token_choice(const RouterConfig& c, const Tensor& bias, const Tensor& logits, const Tensor& scores,
@@ -155,6 +176,7 @@ void validate_top_p(const RouterConfig& c) {
   TINYMOE_CHECK(!c.weights.renormalize && c.weights.epsilon == 0.0, kConfig,
                 "top-p routing keeps the kept experts' probabilities as weights: renormalisation does not apply");
   TINYMOE_CHECK(!c.seq_aux_loss.enabled && !c.importance_loss.enabled && !c.load_loss.enabled &&
+                    !c.device_balance_loss.enabled && !c.communication_balance_loss.enabled &&
                     !c.aux_loss_global_batch && !c.aux_loss_first_choice_only &&
                     (!c.aux_loss.enabled || c.aux_loss_form != LoadBalanceForm::hf_switch),
                 kConfig, "with top-p each token keeps its own number of experts: only the whole-batch aux loss over "
@@ -197,6 +219,14 @@ void RouterConfig::validate() const {
   check_loss_switch(importance_loss, "importance_loss");
   check_loss_switch(load_loss, "load_loss");
   check_loss_switch(entropy_loss, "entropy_loss");
+  check_loss_switch(device_balance_loss, "device_balance_loss");
+  check_loss_switch(communication_balance_loss, "communication_balance_loss");
+  if (device_balance_loss.enabled || communication_balance_loss.enabled) {
+    const int64_t devices = balance_devices > 0 ? balance_devices : n_group;
+    TINYMOE_CHECK(balance_devices >= 0 && devices >= 1 && num_experts % devices == 0, kConfig,
+                  "the device balance losses need D = balance_devices (or n_group) >= 1 dividing E = ", num_experts,
+                  ", got ", devices);
+  }
   TINYMOE_CHECK(!aux_loss_global_batch || (aux_loss.enabled && aux_loss_form != LoadBalanceForm::hf_switch), kConfig,
                 "global-batch balancing counts the aux loss's f_i over every rank: it needs the aux loss enabled in "
                 "a whole-batch form (switch_megatron or hf_mixtral), got ",
