@@ -13,8 +13,6 @@
 #include "ops/topk.h"
 
 namespace tinymoe::nn {
-namespace {
-
 void check_probs_and_index(const Tensor& probs, const Tensor& expert_index, const char* op) {
   check_floating(probs, op, "probs");
   check_dim(probs, 2, op, "probs");
@@ -23,6 +21,8 @@ void check_probs_and_index(const Tensor& probs, const Tensor& expert_index, cons
   TINYMOE_CHECK(expert_index.size(0) == probs.size(0), op, "expected expert_index with ", probs.size(0),
                 " rows like probs ", shape_str(probs.shape()), ", got ", shape_str(expert_index.shape()));
 }
+
+namespace {
 
 // A zero that stays on the tape (its gradient is zeros): the loss of an empty batch.
 Tensor zero_loss(const Tensor& input) { return mul(sum(input), 0.0); }

@@ -35,6 +35,10 @@ const char* load_balance_form_name(LoadBalanceForm form);
 Tensor load_balancing_loss(const Tensor& probs, const Tensor& expert_index,
                            LoadBalanceForm form = LoadBalanceForm::switch_megatron, int64_t sequence_length = 0);
 
+// The arguments every loss over (probs, expert ids) takes: probs floating [T, E], expert_index
+// i64 [T, k] with T rows; errors name `op`.
+void check_probs_and_index(const Tensor& probs, const Tensor& expert_index, const char* op);
+
 // Pairs per expert in expert_index (i64 [T, k], ids in [0, E)), as load_balancing_loss counts
 // them: counts[i] = number of (t, j) with expert_index[t, j] == i.
 std::vector<double> expert_pair_counts(const Tensor& expert_index, int64_t num_experts);

@@ -10,12 +10,7 @@ namespace tinymoe::nn {
 namespace {
 
 void check_arguments(const Tensor& probs, const Tensor& expert_index, int64_t num_devices, const char* op) {
-  check_floating(probs, op, "probs");
-  check_dim(probs, 2, op, "probs");
-  check_dtype(expert_index, DType::i64, op, "expert_index");
-  check_dim(expert_index, 2, op, "expert_index");
-  TINYMOE_CHECK(expert_index.size(0) == probs.size(0), op, "expected expert_index with ", probs.size(0),
-                " rows like probs ", shape_str(probs.shape()), ", got ", shape_str(expert_index.shape()));
+  check_probs_and_index(probs, expert_index, op);
   TINYMOE_CHECK(num_devices >= 1 && probs.size(1) % num_devices == 0, op, "expected a number of devices >= 1 dividing E = ",
                 probs.size(1), ", got ", num_devices);
 }
