@@ -78,6 +78,17 @@ const char* kText =
     "is busy, and needs no balancing loss at all. Expert choice turns the question around: each "
     "expert picks the tokens it wants. Watch the loads below while the model learns this text.\n";
 
+// DeepSeek-V2 as trained in its paper (sec. 2.2): device-limited routing over 4 groups of 2
+// experts, at most 2 groups per token, with the expert-, device- and communication-level balance
+// losses (0.003, 0.05, 0.02).
+RouterConfig deepseek_v2_trained() {
+  RouterConfig c = deepseek_v2(8, 2, 4, 2, 1.0);
+  c.aux_loss = {true, 0.003};
+  c.device_balance_loss = {true, 0.05};
+  c.communication_balance_loss = {true, 0.02};
+  return c;
+}
+
 // E = 8 experts, each preset with the knobs its paper or HuggingFace config uses.
 RouterConfig router_by_name(const std::string& name) {
   const std::map<std::string, RouterConfig> presets = {
@@ -91,6 +102,8 @@ RouterConfig router_by_name(const std::string& name) {
       {"sinkhorn", sinkhorn(8, 1)},
       {"top_p", top_p(8, 0.4)},
       {"llama4", llama4(8, 1)},
+      {"deepseek_v2", deepseek_v2_trained()},
+      {"gpt_oss", gpt_oss(8, 2)},  // with GPT-OSS's experts (model_config)
   };
   return presets.at(name);
 }
@@ -169,7 +182,7 @@ CLI::Option* add_options(CLI::App& app, Options& o) {
   app.add_option("--batch", o.batch, "sequences per step (at most 4096)")->check(CLI::Range(1, 4096));
   app.add_option("--router", o.router, "routing preset")
       ->check(CLI::IsMember({"mixtral", "switch", "deepseek_v3", "qwen2_moe", "gshard", "noisy_topk", "expert_choice",
-                             "sinkhorn", "top_p", "llama4"}));
+                             "sinkhorn", "top_p", "llama4", "deepseek_v2", "gpt_oss"}));
   app.add_option("--device", o.device, "cpu, cuda or cuda:N");
   app.add_option("--seed", o.seed, "seed of the weights and the batches");
   auto* parallel = app.add_flag("--expert-parallel", o.expert_parallel,
@@ -215,6 +228,7 @@ MoETransformerConfig model_config(const Options& o, const CharacterCorpus& corpu
   config.moe.hidden_size = 64;
   config.moe.intermediate_size = 64;
   config.moe.router = router_by_name(o.router);
+  if (o.router == "gpt_oss") config.moe.expert_kind = ExpertKind::gpt_oss;  // clamped SwiGLU with biases
   config.moe.router.aux_loss_global_batch = o.global_balance;
   if (o.expert_parallel) config.expert_parallel = comm;
   return config;
