@@ -71,17 +71,18 @@ int64_t balance_devices(const RouterConfig& c) { return c.balance_devices > 0 ? 
 int64_t max_devices_per_token(const RouterConfig& c) {
   const int64_t devices = balance_devices(c);
   const bool device_limited = c.selection == SelectionKind::group_limited_topk && devices == c.n_group;
-  return device_limited ? c.topk_group : std::min(c.top_k, devices);
+  return std::min(c.top_k, device_limited ? c.topk_group : devices);
 }
 
-void add_device_losses(const RouterConfig& c, Routing& routing) {
+void add_device_losses(const RouterConfig& c, Routing& routing, int64_t sequence_length) {
   if (c.device_balance_loss.enabled)
     add_loss(routing, "device_balance_loss", c.device_balance_loss,
-             device_balance_loss(balance_probabilities(c, routing.scores), routing.expert_index, balance_devices(c)));
+             device_balance_loss(balance_probabilities(c, routing.scores), routing.expert_index, balance_devices(c),
+                                 sequence_length));
   if (c.communication_balance_loss.enabled)
     add_loss(routing, "communication_balance_loss", c.communication_balance_loss,
              communication_balance_loss(balance_probabilities(c, routing.scores), routing.expert_index,
-                                        balance_devices(c), max_devices_per_token(c)));
+                                        balance_devices(c), max_devices_per_token(c), sequence_length));
 }
 
 void add_token_choice_losses(const RouterConfig& c, Routing& routing, const Tensor& weights,
@@ -103,7 +104,7 @@ void add_token_choice_losses(const RouterConfig& c, Routing& routing, const Tens
   if (c.importance_loss.enabled)
     add_loss(routing, "importance_loss", c.importance_loss, importance_loss(weights, routing.expert_index, c.num_experts));
   if (c.entropy_loss.enabled) add_loss(routing, "entropy_loss", c.entropy_loss, entropy_loss(routing.router_logits));
-  add_device_losses(c, routing);
+  add_device_losses(c, routing, sequence_length);
 }
 
 Tensor select_token_choice(const RouterConfig& c, const Tensor& bias, const Tensor& logits, const Tensor& scores,

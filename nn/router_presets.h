@@ -85,10 +85,10 @@ struct RouterConfig {
   LossSwitch importance_loss;      // "importance_loss": CV^2 of importance (Shazeer 2017)
   LossSwitch load_loss;            // "load_loss": CV^2 of the smooth load (Shazeer 2017), noisy gating, training
   LossSwitch entropy_loss;         // "entropy_loss": mean entropy of softmax(logits) (Huang et al. 2024)
-  // DeepSeek-V2's losses over D devices of E / D contiguous experts (nn/device_balance_losses.h):
-  // "device_balance_loss" and "communication_balance_loss". D = balance_devices, or n_group when
-  // 0; a token reaches at most topk_group devices under group-limited routing with D = n_group,
-  // else at most min(k, D).
+  // DeepSeek-V2's losses over D devices of E / D contiguous experts, per sequence
+  // (nn/device_balance_losses.h): "device_balance_loss" and "communication_balance_loss". D =
+  // balance_devices, or n_group when 0; a token reaches at most M = min(k, topk_group) devices
+  // under group-limited routing with D = n_group, else M = min(k, D).
   LossSwitch device_balance_loss;
   LossSwitch communication_balance_loss;
   int64_t balance_devices = 0;

@@ -57,6 +57,17 @@ TEST_CASE("device_balance_losses: balanced routing gives 1", "[device_balance_lo
   CHECK(device_balance_loss(zeros({0, 4}, DType::f64), zeros({0, 2}, DType::i64), 2).item() == 0.0);
 }
 
+TEST_CASE("device_balance_losses: per sequence, as the paper's T", "[device_balance_losses]") {
+  // Two sequences of 2 tokens, E = D = 2, k = 1: the first all on expert 0, the second all on 1.
+  // Over the whole batch it looks balanced (1); per sequence each gives 2 * 0.9 = 1.8.
+  Tensor probs = from_vector(std::vector<double>{0.9, 0.1, 0.9, 0.1, 0.1, 0.9, 0.1, 0.9}, {4, 2});
+  Tensor chosen = from_vector(std::vector<int64_t>{0, 0, 1, 1}, {4, 1});
+  CHECK(device_balance_loss(probs, chosen, 2).item() == Approx(1.0).epsilon(1e-12));
+  CHECK(device_balance_loss(probs, chosen, 2, 2).item() == Approx(1.8).epsilon(1e-12));
+  CHECK(communication_balance_loss(probs, chosen, 2, 1, 2).item() == Approx(1.8).epsilon(1e-12));
+  CHECK_THROWS_WITH(device_balance_loss(probs, chosen, 2, 3), Catch::Contains("device_balance_loss"));
+}
+
 TEST_CASE("device_balance_losses: gradcheck through probs", "[device_balance_losses][gradcheck]") {
   Generator generator(5);
   Tensor logits = randn({6, 8}, DType::f64, &generator).requires_grad_();
@@ -67,6 +78,9 @@ TEST_CASE("device_balance_losses: gradcheck through probs", "[device_balance_los
   testing::check_gradients(
       "communication_balance_loss",
       [&](const TensorList& in) { return communication_balance_loss(softmax(in[0], -1), chosen, 4, 2); }, {logits});
+  testing::check_gradients(
+      "per-sequence device_balance_loss",
+      [&](const TensorList& in) { return device_balance_loss(softmax(in[0], -1), chosen, 4, 3); }, {logits});
 }
 
 TEST_CASE("device_balance_losses: bad arguments name the loss", "[device_balance_losses][errors]") {
@@ -102,6 +116,12 @@ TEST_CASE("device_balance_losses: RouterConfig adds them with the devices of its
   Routing plain_routing = make_rule(plain)(logits, context);
   CHECK(plain_routing.losses.at("communication_balance_loss").item() ==
         Approx(communication_balance_loss(probs, plain_routing.expert_index, 2, 2).item()).epsilon(1e-12));
+  // Top-1 under device-limited routing reaches one device, not topk_group = 2: M = min(k, topk_group).
+  RouterConfig top1 = deepseek_v2(8, 1, 4, 2, 1.0);
+  top1.communication_balance_loss = {true, 0.02};
+  Routing top1_routing = make_rule(top1)(logits, context);
+  CHECK(top1_routing.losses.at("communication_balance_loss").item() ==
+        Approx(communication_balance_loss(probs, top1_routing.expert_index, 4, 1).item()).epsilon(1e-12));
   plain.balance_devices = 3;
   CHECK_THROWS_WITH(plain.validate(), Catch::Contains("RouterConfig") && Catch::Contains("dividing E = 8"));
   RouterConfig chooser = expert_choice(8);
