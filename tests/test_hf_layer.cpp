@@ -106,7 +106,7 @@ TensorMap fused_weights(const FixtureCase& c) {
 
 TEST_CASE("hf_layer: every fixture case matches HuggingFace, forward and backward", "[hf_layer][hf]") {
   nlohmann::json manifest = nlohmann::json::parse(read_text(kHfData + "manifest.json"));
-  REQUIRE(manifest.at("cases").size() == 13);
+  REQUIRE(manifest.at("cases").size() == 14);
   for (const nlohmann::json& entry : manifest.at("cases")) {
     FixtureCase c = load_case(entry.at("name"), entry.at("prefix"));
     INFO(c.name);
@@ -156,7 +156,7 @@ TEST_CASE("hf_layer: the fused expert layout of transformers v5 gives the per-ex
       CHECK(relative_error(result.at(name), tensor) <= 1e-5);
     }
   }
-  CHECK(fused_cases == 9);
+  CHECK(fused_cases == 10);
 }
 
 TEST_CASE("hf_layer: a fused expert layout that does not match is refused whole", "[hf_layer][errors]") {

@@ -502,6 +502,7 @@ TEST_CASE("router_presets: matches the HuggingFace fixtures' router logits, loss
       {"olmoe_nonorm", "gate.weight", qwen2_moe(6, 2, false)},
       {"deepseek_v3_grouped", "gate.weight", deepseek_v3(8, 2, 4, 2, 2.5)},
       {"deepseek_v2_grouped", "model.layers.1.mlp.gate.weight", deepseek_v2(8, 3, 4, 2, 2.0)},
+      {"deepseek_v2_greedy", "gate.weight", deepseek_v2(6, 2, 1, 1, 16.0)},
       {"glm4_moe_ungrouped", "model.layers.1.mlp.gate.weight", deepseek_v3(8, 3, 1, 1, 2.5)},  // DeepSeek-V3's router
       {"llama4_text_top1", "model.layers.0.feed_forward.router.weight", llama4(4, 1)},
       {"gpt_oss_clamped", "model.layers.0.mlp.router.weight", gpt_oss(4, 2)},

@@ -293,7 +293,7 @@ class DeepseekV2MoE(nn.Module):
         d, f = cfg["hidden_size"], cfg["moe_intermediate_size"]
         self.E, self.top_k = cfg["n_routed_experts"], cfg["num_experts_per_tok"]
         self.grouped = cfg["topk_method"] == "group_limited_greedy"
-        self.n_group, self.topk_group = cfg["n_group"], cfg["topk_group"]
+        self.n_group, self.topk_group = cfg.get("n_group"), cfg.get("topk_group")  # HF defaults: None
         self.routed_scaling_factor = cfg["routed_scaling_factor"]
         self.gate = nn.Linear(d, self.E, bias=False)  # DeepseekV2MoEGate.weight [E, d]
         self.experts = nn.ModuleList([SwiGLUExpertProj(d, f) for _ in range(self.E)])
@@ -627,11 +627,13 @@ def dense_forward(model_type, block, cfg, h):
         out = torch.cat(rows, dim=0)
     elif model_type == "deepseek_v2":
         p = torch.softmax(x @ block.gate.weight.t(), dim=-1)
-        gsz = block.E // block.n_group
-        gmax = torch.stack([p[:, i * gsz:(i + 1) * gsz].max(dim=-1).values for i in range(block.n_group)], dim=-1)
-        keep = torch.argsort(gmax, dim=-1, descending=True)[:, :block.topk_group]
-        gmask = torch.zeros_like(gmax).scatter(1, keep, 1.0).repeat_interleave(gsz, dim=-1)
-        cand = torch.where(gmask > 0, p, torch.zeros_like(p))
+        cand = p
+        if block.grouped:
+            gsz = block.E // block.n_group
+            gmax = torch.stack([p[:, i * gsz:(i + 1) * gsz].max(dim=-1).values for i in range(block.n_group)], dim=-1)
+            keep = torch.argsort(gmax, dim=-1, descending=True)[:, :block.topk_group]
+            gmask = torch.zeros_like(gmax).scatter(1, keep, 1.0).repeat_interleave(gsz, dim=-1)
+            cand = torch.where(gmask > 0, p, torch.zeros_like(p))
         chosen = torch.argsort(cand, dim=-1, descending=True)[:, :block.top_k]
         w = p * torch.zeros_like(p).scatter(1, chosen, 1.0) * block.routed_scaling_factor
         out = dense_mix(x, block.experts, w) + block.shared_experts(x)
@@ -669,7 +671,12 @@ def topk_gap(v, k):
 def check_routing(model_type, block, cfg, x, logits, selected):
     """Return (ok, facts). facts records margins and the properties the case must exhibit."""
     facts = {}
-    if model_type == "deepseek_v2":
+    if model_type == "deepseek_v2" and not block.grouped:
+        p = torch.softmax(logits, dim=-1)
+        facts["min_topk_prob_gap"] = topk_gap(p, block.top_k)
+        facts["experts_used"] = len(set(selected.reshape(-1).tolist()))
+        ok = facts["min_topk_prob_gap"] >= MIN_MARGIN and facts["experts_used"] == block.E
+    if model_type == "deepseek_v2" and block.grouped:
         p = torch.softmax(logits, dim=-1)
         T, gsz = p.shape[0], block.E // block.n_group
         gmax = p.view(T, block.n_group, gsz).max(dim=-1).values
@@ -968,6 +975,32 @@ CASES = [
             "n_group": 4,
             "topk_group": 2,
             "routed_scaling_factor": 2.0,
+            "norm_topk_prob": False,
+            "hidden_act": "silu",
+            "first_k_dense_replace": 1,
+            "num_hidden_layers": 2,
+            "torch_dtype": "float32",
+        },
+    },
+    {
+        "name": "deepseek_v2_greedy",
+        "seed": 3400,
+        "input_shape": [10, 8],
+        "prefix": "",
+        "description": "DeepSeek-V2-Lite's routing: topk_method greedy (no group limit, n_group and "
+                       "topk_group absent), softmax top-2 of 6 times routed_scaling_factor 16, one "
+                       "shared expert; [T, d] input.",
+        "config": {
+            "architectures": ["DeepseekV2ForCausalLM"],
+            "model_type": "deepseek_v2",
+            "hidden_size": 8,
+            "intermediate_size": 32,
+            "moe_intermediate_size": 5,
+            "n_routed_experts": 6,
+            "n_shared_experts": 1,
+            "num_experts_per_tok": 2,
+            "topk_method": "greedy",
+            "routed_scaling_factor": 16.0,
             "norm_topk_prob": False,
             "hidden_act": "silu",
             "first_k_dense_replace": 1,
