@@ -166,6 +166,7 @@ MoEOutput ExpertParallelMoEBlock::forward(const Tensor& x) const {
   const int64_t tokens_count = tokens.size(0);
 
   Routing routing = gate_->forward(tokens, x.size(-2));
+  check_weight_placement(routing, *experts_, kOp);
   DispatchPlan plan = plan_dispatch(routing, tokens_count, num_experts_, x.dtype(), kOp);
 
   // Pairs per (rank, expert) on every rank: [N, E]. Rank j's experts are a contiguous block of the

@@ -60,6 +60,11 @@ class Experts : public Module {
   // x, the plan's sorted_weight and the weights get gradients.
   virtual Tensor forward_combined(const Tensor& x, const DispatchPlan& plan) const;
 
+  // Whether every expert maps a zero row to a zero row (no biases). Weighing expert inputs
+  // (Routing::weight_on_expert_input) needs it: a pair of weight 0, such as capacity padding, must
+  // then add nothing.
+  virtual bool maps_zero_to_zero() const { return true; }
+
   int64_t num_experts() const { return num_experts_; }
   int64_t hidden_size() const { return hidden_size_; }              // d
   int64_t intermediate_size() const { return intermediate_size_; }  // f

@@ -37,6 +37,7 @@ class GptOssExperts : public Experts {
                 const Tensor& b2, double limit = kDefaultLimit, double alpha = kDefaultAlpha);
 
   Tensor forward(const Tensor& x_perm, const Tensor& offsets) const override;
+  bool maps_zero_to_zero() const override { return false; }  // the biases
 
   const Tensor& w1() const { return w1_; }
   const Tensor& w3() const { return w3_; }

@@ -105,6 +105,12 @@ Tensor moe_block_tokens(const Tensor& x, int64_t hidden_size, DType dtype, Devic
   return x.reshape({tokens_count, d});  // shares x's storage
 }
 
+void check_weight_placement(const Routing& routing, const Experts& experts, const char* op) {
+  TINYMOE_CHECK(!routing.weight_on_expert_input || experts.maps_zero_to_zero(), op,
+                "the routing weighs the experts' inputs (weight_on_expert_input), which needs experts that map a "
+                "zero input to zero; these have biases (GPT-OSS's), so a pair of weight 0 would still add them");
+}
+
 Tensor shared_expert_output(const SharedExpert& expert, const Linear* gate, const Tensor& tokens) {
   Tensor shared = expert.forward(tokens);
   if (gate == nullptr) return shared;
@@ -121,6 +127,7 @@ MoEOutput SparseMoEBlock::forward(const Tensor& x) const {
   TINYMOE_CHECK(!routing.pair_token.defined() || routing.pair_token.device() == x.device(), kOp,
                 "the routing rule returned pairs on ", routing.pair_token.defined() ? routing.pair_token.device().str() : "",
                 " for x on ", x.device().str(), " (a rule makes its pairs on the logits' device)");
+  check_weight_placement(routing, *experts_, kOp);
   DispatchPlan plan = plan_dispatch(routing, tokens_count, num_experts(), x.dtype(), kOp);
   Tensor y = experts_->forward_combined(tokens, plan);
   if (shared_expert_) y = add(y, shared_expert_output(*shared_expert_, shared_expert_gate_.get(), tokens));

@@ -141,6 +141,11 @@ class SparseMoEBlock : public Module {
 // against the block's width, dtype and device; errors name `op`. Shared by the MoE blocks.
 Tensor moe_block_tokens(const Tensor& x, int64_t hidden_size, DType dtype, Device device, const char* op);
 
+// Weights on the expert input (Llama 4) need experts that map zero to zero (Experts::
+// maps_zero_to_zero): with biased experts a zero-weight pair would add the bias. An Error naming
+// `op` otherwise. Shared by the MoE blocks.
+void check_weight_placement(const Routing& routing, const Experts& experts, const char* op);
+
 // The shared expert on token rows: ungated (DeepSeek-V3), or times sigmoid(tokens gate^T) per
 // token when `gate` ([1, d]) is given (Qwen2-MoE).
 Tensor shared_expert_output(const SharedExpert& expert, const Linear* gate, const Tensor& tokens);

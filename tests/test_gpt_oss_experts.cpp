@@ -138,6 +138,26 @@ TEST_CASE("gpt_oss_experts: a GPT-OSS block, router bias included, gradchecks", 
       inputs);
 }
 
+TEST_CASE("gpt_oss_experts: biased experts refuse weights on their inputs", "[gpt_oss_experts][errors]") {
+  // A zero-weight pair (capacity padding) would feed the expert a zero row, and its biases would
+  // still be added: weighing inputs needs experts that map zero to zero.
+  SparseMoEConfig config;
+  config.num_experts = 4;
+  config.hidden_size = 4;
+  config.intermediate_size = 3;
+  config.expert_kind = ExpertKind::gpt_oss;
+  config.router = llama4(4, 1);
+  Generator generator(2);
+  SparseMoEBlock block(config, &generator);
+  CHECK_FALSE(block.experts()->maps_zero_to_zero());
+  CHECK_THROWS_WITH(block.forward(randn({5, 4}, DType::f32, &generator)),
+                    Catch::Contains("SparseMoEBlock") && Catch::Contains("weight_on_expert_input"));
+  config.expert_kind = ExpertKind::swiglu;  // bias-free: fine
+  SparseMoEBlock swiglu(config, &generator);
+  CHECK(swiglu.experts()->maps_zero_to_zero());
+  CHECK_NOTHROW(swiglu.forward(randn({5, 4}, DType::f32, &generator)));
+}
+
 TEST_CASE("gpt_oss_experts: expert_of_rows and argument errors", "[gpt_oss_experts][errors]") {
   CHECK(expert_of_rows(from_vector(std::vector<int64_t>{0, 2, 2, 5}, {4})).to_vector<int64_t>() ==
         std::vector<int64_t>{0, 0, 2, 2, 2});
