@@ -68,6 +68,18 @@ GptOssExperts clipping_experts(Generator& generator, DType dtype) {
                        randn({experts, f}, dtype, &generator), randn({experts, d}, dtype, &generator));
 }
 
+// A small block of 4 GPT-OSS experts (d 4, f 3) behind `router`.
+SparseMoEConfig gpt_oss_block(const RouterConfig& router, DType dtype) {
+  SparseMoEConfig config;
+  config.num_experts = 4;
+  config.hidden_size = 4;
+  config.intermediate_size = 3;
+  config.expert_kind = ExpertKind::gpt_oss;
+  config.router = router;
+  config.dtype = dtype;
+  return config;
+}
+
 }  // namespace
 
 TEST_CASE("gpt_oss_experts: the per-row formula, with both clamps cutting", "[gpt_oss_experts]") {
@@ -104,13 +116,7 @@ TEST_CASE("gpt_oss_experts: gradcheck through x, the weights and the biases", "[
 }
 
 TEST_CASE("gpt_oss_experts: a GPT-OSS block, router bias included, gradchecks", "[gpt_oss_experts][gradcheck]") {
-  SparseMoEConfig config;
-  config.num_experts = 4;
-  config.hidden_size = 4;
-  config.intermediate_size = 3;
-  config.expert_kind = ExpertKind::gpt_oss;
-  config.router = gpt_oss(4, 2);
-  config.dtype = DType::f64;
+  SparseMoEConfig config = gpt_oss_block(gpt_oss(4, 2), DType::f64);
   Generator generator(23);
   SparseMoEBlock block(config, &generator);
   REQUIRE(block.gate()->bias().defined());
@@ -141,12 +147,7 @@ TEST_CASE("gpt_oss_experts: a GPT-OSS block, router bias included, gradchecks", 
 TEST_CASE("gpt_oss_experts: biased experts refuse weights on their inputs", "[gpt_oss_experts][errors]") {
   // A zero-weight pair (capacity padding) would feed the expert a zero row, and its biases would
   // still be added: weighing inputs needs experts that map zero to zero.
-  SparseMoEConfig config;
-  config.num_experts = 4;
-  config.hidden_size = 4;
-  config.intermediate_size = 3;
-  config.expert_kind = ExpertKind::gpt_oss;
-  config.router = llama4(4, 1);
+  SparseMoEConfig config = gpt_oss_block(llama4(4, 1), DType::f32);
   Generator generator(2);
   SparseMoEBlock block(config, &generator);
   CHECK_FALSE(block.experts()->maps_zero_to_zero());
