@@ -104,6 +104,7 @@ RouterConfig router_by_name(const std::string& name) {
       {"llama4", llama4(8, 1)},
       {"deepseek_v2", deepseek_v2_trained()},
       {"gpt_oss", gpt_oss(8, 2)},  // with GPT-OSS's experts (model_config)
+      {"remoe", remoe(8, 2)},
   };
   return presets.at(name);
 }
@@ -114,6 +115,10 @@ void print_routing(const LMOutput& out) {
     std::printf("    layer %zu: load CV %.3f, dead experts %lld, dropped %.1f%%, experts per token %.2f, router entropy %.2f\n",
                 l, d.coefficient_of_variation, static_cast<long long>(d.dead_experts), 100.0 * d.dropped_fraction,
                 d.experts_per_token, d.router_entropy);
+    const auto& coefficients = out.layers[l].routing.loss_coefficients;
+    if (coefficients.count("l1_loss"))  // ReMoE: the controller's lambda this step
+      std::printf("             l1 coefficient %.3g, sparsity %.3f\n", coefficients.at("l1_loss"),
+                  out.layers[l].routing.sparsity());
   }
 }
 
@@ -182,7 +187,7 @@ CLI::Option* add_options(CLI::App& app, Options& o) {
   app.add_option("--batch", o.batch, "sequences per step (at most 4096)")->check(CLI::Range(1, 4096));
   app.add_option("--router", o.router, "routing preset")
       ->check(CLI::IsMember({"mixtral", "switch", "deepseek_v3", "qwen2_moe", "gshard", "noisy_topk", "expert_choice",
-                             "sinkhorn", "top_p", "llama4", "deepseek_v2", "gpt_oss"}));
+                             "sinkhorn", "top_p", "llama4", "deepseek_v2", "gpt_oss", "remoe"}));
   app.add_option("--device", o.device, "cpu, cuda or cuda:N");
   app.add_option("--seed", o.seed, "seed of the weights and the batches");
   auto* parallel = app.add_flag("--expert-parallel", o.expert_parallel,
@@ -346,6 +351,7 @@ class TrainingRun {
     if (o_.decay_steps > 0) optimizer_->set_lr(schedule_.lr(step));
     optimizer_->step();
     model_.update_router_biases(out, 1e-3);  // DeepSeek-V3's balancing; other routers have no bias
+    model_.update_router_l1_coefficients(out);  // ReMoE's L1 controller; other routers have no l1 loss
     loss_ = out.loss.item<double>();
     if (step == 1) first_loss_ = loss_;
     if (printing() && (step == 1 || step % 50 == 0 || step == o_.steps)) {

@@ -141,6 +141,19 @@ Tensor load_balancing_loss_with_batch(const Tensor& probs, int64_t k, LoadBalanc
   return balance_term(probs, scaled(batch_counts, 1.0 / (static_cast<double>(batch_tokens) * pairs_per_token)), 1);
 }
 
+Tensor relu_l1_loss(const Tensor& scores, const Tensor& pair_expert, int64_t target_k) {
+  const char* op = "relu_l1_loss";
+  check_floating(scores, op, "scores");
+  check_dim(scores, 2, op, "scores");
+  check_dtype(pair_expert, DType::i64, op, "pair_expert");
+  check_dim(pair_expert, 1, op, "pair_expert");
+  const int64_t experts = scores.size(1);
+  TINYMOE_CHECK(target_k >= 1 && target_k <= experts, op, "expected 1 <= target_k <= E = ", experts, ", got ",
+                target_k);
+  std::vector<double> counts = expert_pair_counts(pair_expert.reshape({pair_expert.numel(), 1}), experts);
+  return load_balancing_loss_with_batch(scores, target_k, LoadBalanceForm::switch_megatron, counts, scores.size(0));
+}
+
 Tensor sequence_aux_loss(const Tensor& probs, const Tensor& expert_index, int64_t sequence_length) {
   const char* op = "sequence_aux_loss";
   check_probs_and_index(probs, expert_index, op);

@@ -76,6 +76,17 @@ Tensor z_loss(const Tensor& logits);
 // logits [T, E]. Gradient: logits.
 Tensor entropy_loss(const Tensor& logits);
 
+// ReMoE's load-balanced L1 regularisation of ReLU routing (Wang et al. 2025, eq. 7; their Megatron
+// ReLURouter applies switch_load_balancing_loss_func to the relu scores):
+//   L = E * sum_i f_i R_i,   f_i = count_i / (T k),   R_i = mean over tokens of scores[t, i],
+// count_i = the tokens that use expert i (pair_expert counts them), k = target_k, the experts a
+// token should use on average, whatever number the tokens took. Read per token it is the L1 norm
+// of the token's scores with expert i's entry weighed by its load E count_i / (k T), which is 1 for
+// every expert at the target load: the L1 pushes scores to zero (sparsity), hardest on the busiest
+// experts (balance). scores [T, E] floating (relu(logits)), pair_expert i64 [P] with ids in [0, E),
+// 1 <= target_k <= E. Gradient: scores.
+Tensor relu_l1_loss(const Tensor& scores, const Tensor& pair_expert, int64_t target_k);
+
 // Importance loss (Shazeer et al. 2017, eq. 6): CV(Importance)^2, Importance_i = sum of the gate
 // weights sent to expert i, CV^2 = population variance / (mean^2 + 1e-10) as in the authors'
 // tensor2tensor cv_squared; 0 for E = 1. weights [T, k] floating, expert_index i64 [T, k].

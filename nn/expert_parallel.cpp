@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstring>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -46,6 +48,13 @@ std::shared_ptr<Experts> local_slice(const Experts& full, int64_t first, int64_t
 // would exchange rows of another size or gather another number of counts, which MPI and NCCL do
 // not detect (undefined behaviour, often a hang). A collective; every rank sees every rank's
 // fingerprint, so a difference anywhere is an Error everywhere.
+// A double's bits as an int64, so that a fingerprint tells any two values apart.
+int64_t bits_of(double value) {
+  int64_t bits = 0;
+  std::memcpy(&bits, &value, sizeof bits);
+  return bits;
+}
+
 void check_same_block_on_every_rank(const SparseMoEConfig& config, Communicator& comm) {
   const std::vector<int64_t> mine = {config.num_experts,
                                      config.hidden_size,
@@ -58,13 +67,20 @@ void check_same_block_on_every_rank(const SparseMoEConfig& config, Communicator&
                                      static_cast<int64_t>(config.router.top_p * 1e9),
                                      config.router.weight_on_expert_input ? 1 : 0,
                                      config.router.select_on_logits ? 1 : 0,
-                                     config.router.gate_bias ? 1 : 0};
+                                     config.router.gate_bias ? 1 : 0,
+                                     static_cast<int64_t>(config.router.score_function),
+                                     static_cast<int64_t>(config.router.selection),
+                                     config.router.relu_target_k,
+                                     config.router.l1_loss.enabled ? 1 : 0,
+                                     bits_of(config.router.l1_loss.coefficient),
+                                     bits_of(config.router.l1_coefficient_multiplier)};
   const std::vector<int64_t> all = comm.all_gather(mine);
   for (int r = 0; r < comm.size(); ++r)
     TINYMOE_CHECK(std::equal(mine.begin(), mine.end(), all.begin() + static_cast<std::ptrdiff_t>(r * mine.size())),
                   kOp, "rank ", r, " built another block than rank ", comm.rank(),
                   " (num_experts, hidden_size, intermediate_size, top_k, dtype, expert or shared-expert kind, "
-                  "global-batch balancing, top_p, where the weights apply, what selects or the gate's bias differ): every rank must build it from the same config");
+                  "global-batch balancing, top_p, where the weights apply, what selects, the gate's bias, the score "
+                  "function, the selection or ReLU routing's target or l1 loss differ): every rank must build it from the same config");
 }
 
 int64_t checked_experts(const SparseMoEConfig& config, const std::shared_ptr<Communicator>& comm) {
@@ -207,6 +223,17 @@ void ExpertParallelMoEBlock::update_bias(const MoEOutput& output, double rate) {
   std::vector<int64_t> loads(static_cast<size_t>(num_experts_), 0);
   for (size_t i = 0; i < all.size(); ++i) loads[i % loads.size()] += all[i];
   gate_->update_bias(loads, rate);
+}
+
+double ExpertParallelMoEBlock::routing_sparsity(const MoEOutput& output) const {
+  check_defined(output.routing.scores, "ExpertParallelMoEBlock::routing_sparsity", "output.routing.scores");
+  std::vector<int64_t> all = comm_->all_gather({output.routing.routed_pairs, output.routing.scores.numel()});
+  double pairs = 0.0, slots = 0.0;
+  for (size_t r = 0; r < all.size(); r += 2) {
+    pairs += static_cast<double>(all[r]);
+    slots += static_cast<double>(all[r + 1]);
+  }
+  return slots > 0.0 ? 1.0 - pairs / slots : std::numeric_limits<double>::quiet_NaN();
 }
 
 void all_reduce_gradients(const TensorList& parameters, Communicator& comm) {

@@ -26,7 +26,7 @@
 // all_reduce_gradients sums them (as data parallelism does). Routing losses and diagnostics
 // describe this rank's tokens, but for RouterConfig::aux_loss_global_batch, whose aux loss counts
 // the experts' load over every rank's tokens (load_balancing_loss_with_batch); update_bias sums
-// the loads over the ranks first.
+// the loads over the ranks first, and update_l1_coefficient counts the sparsity over them.
 //
 // Parameter names are SparseMoEBlock's; experts.* hold this rank's L experts (global expert
 // first_expert() + i at index i). It runs on any device (module.to(device)): over the mpi
@@ -67,6 +67,12 @@ class ExpertParallelMoEBlock : public Module {
   // tokens, so the replicated bias stays the same everywhere. A collective; needs a router with
   // a selection bias.
   void update_bias(const MoEOutput& output, double rate);
+  // Routing::sparsity over every rank's tokens: the share of the (token, expert) slots of the
+  // whole batch without a routed pair (NaN when no rank has a token). A collective.
+  double routing_sparsity(const MoEOutput& output) const;
+  // ReMoE's L1 controller (Router::update_l1_coefficient) moved by routing_sparsity, so the
+  // replicated lambda stays the same everywhere. A collective; needs a router with the l1 loss.
+  void update_l1_coefficient(const MoEOutput& output) { gate_->update_l1_coefficient(routing_sparsity(output)); }
   // The parameters every rank holds a copy of (gate, shared expert and its gate), whose
   // gradients all_reduce_gradients sums; the experts are this rank's alone.
   TensorList replicated_parameters() const;

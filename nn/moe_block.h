@@ -124,6 +124,9 @@ class SparseMoEBlock : public Module {
   // Auxiliary-loss-free balancing (DeepSeek-V3): moves the gate's selection bias by the loads of
   // output.routing (Router::update_bias), outside the gradient. Needs a router with a bias.
   void update_bias(const MoEOutput& output, double rate) { gate_->update_bias(output.routing, rate); }
+  // ReMoE's L1 controller: moves the gate's lambda by the sparsity of output.routing
+  // (Router::update_l1_coefficient). Needs a router with the l1 loss.
+  void update_l1_coefficient(const MoEOutput& output) { gate_->update_l1_coefficient(output.routing.sparsity()); }
 
   const std::shared_ptr<Router>& gate() const { return gate_; }
   const std::shared_ptr<Experts>& experts() const { return experts_; }

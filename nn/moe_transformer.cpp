@@ -114,6 +114,24 @@ void MoETransformer::update_router_biases(const LMOutput& output, double rate) {
   }
 }
 
+void MoETransformer::update_router_l1_coefficients(const LMOutput& output) {
+  const char* op = "MoETransformer::update_router_l1_coefficients";
+  TINYMOE_CHECK(output.layers.size() == layers_->size(), op, "expected ", layers_->size(), " layer outputs, got ",
+                output.layers.size());
+  std::vector<Router*> gates;
+  double total_sparsity = 0.0;
+  for (size_t l = 0; l < layers_->size(); ++l) {
+    const MoEDecoderLayer& decoder = layer(l);
+    const auto& local = decoder.block_sparse_moe();
+    Router& gate = local ? *local->gate() : *decoder.expert_parallel_moe()->gate();
+    if (!gate.config().l1_loss.enabled) continue;
+    gates.push_back(&gate);
+    total_sparsity += local ? output.layers[l].routing.sparsity()
+                            : decoder.expert_parallel_moe()->routing_sparsity(output.layers[l]);  // a collective
+  }
+  for (Router* gate : gates) gate->update_l1_coefficient(total_sparsity / static_cast<double>(gates.size()));
+}
+
 TensorList MoETransformer::local_expert_parameters() const {
   TensorList own;
   for (size_t l = 0; l < layers_->size(); ++l)

@@ -101,6 +101,12 @@ class MoETransformer : public Module {
   // selection bias moves it by that layer's loads in `output` (SparseMoEBlock::update_bias;
   // with expert parallelism, the loads of every rank). Layers without one are left alone.
   void update_router_biases(const LMOutput& output, double rate);
+  // ReMoE's L1 controller after a step (Wang et al. 2025, eq. 6), as the paper runs it: one lambda
+  // for the model, moved by the mean sparsity of every layer whose router has the l1 loss (with
+  // expert parallelism, each layer's sparsity over every rank's tokens: a collective). Each such
+  // router keeps its copy of lambda; they start equal and move together. Layers without the l1
+  // loss are left alone.
+  void update_router_l1_coefficients(const LMOutput& output);
 
   // The parameters every rank holds a copy of: all but the expert-parallel layers' experts. After
   // backward, all_reduce_gradients(model.replicated_parameters(), *comm) sums their gradients over

@@ -88,6 +88,7 @@ void Router::set_weights(const Tensor& weight, const Tensor& noise_weight, const
   if (bias.defined()) bias_ = register_parameter("bias", bias);
   state_ = make_router_state(config_);
   if (config_.selection_bias) register_buffer("e_score_correction_bias", state_->selection_bias);
+  if (config_.l1_loss.enabled) register_buffer("l1_coefficient", state_->l1_coefficient);
   rule_ = make_rule(config_, state_);
 }
 
@@ -148,6 +149,25 @@ void Router::update_bias(const std::vector<int64_t>& tokens_per_expert, double r
     bias[i] = static_cast<float>(bias[i] + rate * sign);  // underloaded experts rise, overloaded sink
   }
   write_values(state_->selection_bias, from_vector(bias, {config_.num_experts}), op);
+}
+
+double Router::l1_coefficient() const {
+  TINYMOE_CHECK(config_.l1_loss.enabled, "Router::l1_coefficient", "the rule '", config_.name, "' has no l1 loss");
+  return state_->l1_coefficient.item<double>();
+}
+
+void Router::update_l1_coefficient(double sparsity) {
+  const char* op = "Router::update_l1_coefficient";
+  TINYMOE_CHECK(config_.l1_loss.enabled, op, "the rule '", config_.name, "' has no l1 loss to adapt");
+  if (std::isnan(sparsity)) return;  // an empty batch: no evidence either way
+  TINYMOE_CHECK(sparsity >= 0.0 && sparsity <= 1.0, op, "expected a sparsity in [0, 1], got ", sparsity);
+  const double target = 1.0 - static_cast<double>(config_.relu_target_k) / static_cast<double>(config_.num_experts);
+  const double direction = target > sparsity ? 1.0 : (target < sparsity ? -1.0 : 0.0);
+  const double lambda = l1_coefficient() * std::pow(config_.l1_coefficient_multiplier, direction);
+  TINYMOE_CHECK(lambda >= 1e-300 && lambda <= 1e300, op, "lambda left [1e-300, 1e300] (", lambda, "): the rule '",
+                config_.name, "' never reaches its target sparsity ", target, " (last ", sparsity, ")");
+  NoGradGuard no_grad;
+  write_values(state_->l1_coefficient, full({1}, lambda, state_->l1_coefficient.dtype()), op);
 }
 
 }  // namespace tinymoe::nn

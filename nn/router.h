@@ -9,6 +9,8 @@
 //                              (GPT-OSS), drawn as torch.nn.Linear's bias
 //   "e_score_correction_bias"  [E] f32 buffer, only with config.selection_bias (DeepSeek-V3),
 //                              never trained by autograd: update_bias moves it.
+//   "l1_coefficient"           [1] f64 buffer, only with config.l1_loss (ReMoE): the lambda the
+//                              l1 loss is weighted by, moved by update_l1_coefficient.
 //
 // Dtype: the router computes in its own dtype (f32 by default, like HF, whose routers run in f32
 // whatever the model dtype); x of another dtype is cast first (differentiably). An f64 router is
@@ -62,6 +64,17 @@ class Router : public Module {
   // counts accumulated over several steps. Needs config.selection_bias; rate >= 0.
   void update_bias(const Routing& routing, double rate);
   void update_bias(const std::vector<int64_t>& tokens_per_expert, double rate);
+
+  // ReMoE's adaptive L1 coefficient (Wang et al. 2025, eq. 6):
+  //   lambda <- lambda * multiplier^sign(target - sparsity),   target = 1 - relu_target_k / E,
+  // after each training step, outside autograd: too few zero scores (a token uses more than k
+  // experts on average) raise lambda, too many lower it. sparsity is Routing::sparsity() of the
+  // step, or its mean over the layers that share the controller as in the paper (MoETransformer::
+  // update_router_l1_coefficients). Needs config.l1_loss; 0 <= sparsity <= 1, or NaN (an empty
+  // batch's Routing::sparsity), which leaves lambda as it is. A lambda pushed out of
+  // [1e-300, 1e300] (a target the routing never reaches, thousands of steps on end) is an Error.
+  void update_l1_coefficient(double sparsity);
+  double l1_coefficient() const;  // lambda now; needs config.l1_loss
 
   // Source of jitter and noise (null: the global generator). Not owned.
   void set_generator(Generator* generator) { noise_generator_ = generator; }

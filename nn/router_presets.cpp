@@ -107,6 +107,14 @@ void add_token_choice_losses(const RouterConfig& c, Routing& routing, const Tens
   add_device_losses(c, routing, sequence_length);
 }
 
+// i64 [T, E] with row t = 0, 1, ..., E-1, on the logits' device.
+Tensor every_expert(const Tensor& logits) {
+  const int64_t tokens = logits.size(0), experts = logits.size(1);
+  std::vector<int64_t> ids(static_cast<size_t>(tokens * experts));
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>(i) % experts;
+  return from_vector(ids, {tokens, experts}).to(logits.device());
+}
+
 Tensor select_token_choice(const RouterConfig& c, const Tensor& bias, const Tensor& logits, const Tensor& scores,
                            const RoutingContext& context) {
   switch (c.selection) {
@@ -116,6 +124,11 @@ Tensor select_token_choice(const RouterConfig& c, const Tensor& bias, const Tens
     case SelectionKind::sinkhorn_topk:
       // Megatron's sinkhorn_load_balancing: the balanced plan chooses in training only.
       return context.training ? select_topk(sinkhorn_plan(logits), c.top_k) : select_topk(scores, c.top_k);
+    case SelectionKind::positive:
+      // Uncapped, every expert is a candidate, in id order: no sort, and no order to report to
+      // gradcheck. With a cap the logits rank the positive scores as the scores do, and keep the
+      // zero scores apart (a tie among them at the cut would be a choice that changes nothing).
+      return c.top_k == c.num_experts ? every_expert(logits) : select_topk(logits, c.top_k);
     default:
       return select_topk(c.select_on_logits ? logits : scores, c.top_k, bias);
   }
@@ -128,10 +141,22 @@ Routing route_token_choice(const RouterConfig& c, const Tensor& bias, const Tens
   Tensor active;
   if (c.gshard_random_second_choice && context.training) active = gshard_second_choice_mask(weights, context.generator);
   if (c.top_p > 0.0) active = top_p_active(gather_selected(scores.detach(), expert_index), c.top_p);
+  if (c.selection == SelectionKind::positive) active = positive_active(gather_selected(logits.detach(), expert_index));
   CapacityResult kept = apply_capacity(expert_index, weights, c.num_experts, c.capacity, context.sequence_length, active);
   Routing routing = token_choice_routing(logits, scores, expert_index, kept);
   add_token_choice_losses(c, routing, weights, kept, context.sequence_length);
   return routing;
+}
+
+// ReMoE's L1 term, weighted by the controller's lambda when the Router keeps one.
+void add_l1_loss(const RouterConfig& c, const RouterState* state, Routing& routing) {
+  if (!c.l1_loss.enabled) return;
+  LossSwitch weighted = c.l1_loss;
+  if (state && state->l1_coefficient.defined()) weighted.coefficient = state->l1_coefficient.item<double>();
+  TINYMOE_CHECK(weighted.coefficient > 0.0 && std::isfinite(weighted.coefficient), "route",
+                "the l1 coefficient of the rule '", c.name, "' must be finite and > 0 (the controller only ever "
+                "multiplies it), got ", weighted.coefficient);
+  add_loss(routing, "l1_loss", weighted, relu_l1_loss(routing.scores, routing.pair_expert, c.relu_target_k));
 }
 
 Routing route_expert_choice(const RouterConfig& c, const Tensor& logits, const Tensor& scores) {
@@ -158,6 +183,7 @@ Routing route(const RouterConfig& c, const RouterState* state, const Tensor& log
   Tensor scores = apply_score_function(c.score_function, gate_logits);
   if (c.selection == SelectionKind::expert_choice) return route_expert_choice(c, logits, scores);
   Routing routing = route_token_choice(c, c.selection_bias ? state->selection_bias : Tensor(), logits, scores, context);
+  add_l1_loss(c, state, routing);
   // The top k of the (monotone) scores is the top k of H = gate_logits, which the load loss needs.
   if (c.load_loss.enabled && c.noisy_gating && context.training)
     add_loss(routing, "load_loss", c.load_loss,
@@ -184,6 +210,35 @@ void validate_top_p(const RouterConfig& c) {
                 "every kept pair (switch_megatron or hf_mixtral, per rank), the z-loss and the entropy loss count them");
 }
 
+// ReLU routing: relu scores and the positive selection come together, and only the losses that
+// read the relu scores as they are (the l1 loss) or the logits (the z-loss) apply.
+void validate_relu_routing(const RouterConfig& c) {
+  const bool relu_scores = c.score_function == ScoreFunction::relu, positive = c.selection == SelectionKind::positive;
+  TINYMOE_CHECK(relu_scores == positive, kConfig, "ReLU routing takes relu scores with the positive selection together, got ",
+                score_function_name(c.score_function), " scores with ", positive ? "the positive selection" : "another selection");
+  TINYMOE_CHECK(!c.l1_loss.enabled || positive, kConfig, "the l1 loss regularises relu scores: it needs ReLU routing");
+  TINYMOE_CHECK(c.relu_target_k == 0 || positive, kConfig, "relu_target_k is ReLU routing's target: it needs ReLU routing");
+  if (!positive) return;
+  TINYMOE_CHECK(c.relu_target_k >= 1 && c.relu_target_k <= c.top_k, kConfig,
+                "ReLU routing needs the target experts per token 1 <= relu_target_k <= top_k = ", c.top_k,
+                " (the most a token may take), got ", c.relu_target_k);
+  TINYMOE_CHECK(!c.l1_loss.enabled || c.l1_loss.coefficient > 0.0, kConfig,
+                "the l1 loss's starting coefficient must be > 0 (the controller only ever multiplies it), got ",
+                c.l1_loss.coefficient);
+  TINYMOE_CHECK(c.l1_coefficient_multiplier > 1.0 && std::isfinite(c.l1_coefficient_multiplier), kConfig,
+                "expected an l1 coefficient multiplier > 1, got ", c.l1_coefficient_multiplier);
+  TINYMOE_CHECK(!c.selection_bias && !c.noisy_gating && !c.gshard_random_second_choice && !c.capacity.enabled() &&
+                    c.top_p == 0.0 && !c.select_on_logits,
+                kConfig, "ReLU routing keeps every expert of positive score: a selection bias, noisy gating, GShard's "
+                "second choice, capacity, top-p or selecting on the logits do not apply");
+  TINYMOE_CHECK(!c.weights.renormalize && c.weights.epsilon == 0.0, kConfig,
+                "ReLU routing weighs each expert by its relu score: renormalisation does not apply");
+  TINYMOE_CHECK(!c.aux_loss.enabled && !c.seq_aux_loss.enabled && !c.importance_loss.enabled && !c.load_loss.enabled &&
+                    !c.entropy_loss.enabled && !c.device_balance_loss.enabled && !c.communication_balance_loss.enabled &&
+                    !c.aux_loss_global_batch,
+                kConfig, "ReLU routing's scores are no probabilities: only the l1 loss and the z-loss apply");
+}
+
 }  // namespace
 
 Tensor balance_probabilities(const RouterConfig& config, const Tensor& scores) {
@@ -207,6 +262,7 @@ void RouterConfig::validate() const {
                 "selecting on the logits needs a plain top-k, without a selection bias or noisy gating");
   validate_capacity(capacity);
   validate_top_p(*this);
+  validate_relu_routing(*this);
   TINYMOE_CHECK(weights.epsilon >= 0.0 && weights.scaling_factor > 0.0 && std::isfinite(weights.scaling_factor),
                 kConfig, "expected epsilon >= 0 and a scaling factor > 0, got ", weights.epsilon, " and ",
                 weights.scaling_factor);
@@ -222,6 +278,7 @@ void RouterConfig::validate() const {
   check_loss_switch(entropy_loss, "entropy_loss");
   check_loss_switch(device_balance_loss, "device_balance_loss");
   check_loss_switch(communication_balance_loss, "communication_balance_loss");
+  check_loss_switch(l1_loss, "l1_loss");
   if (device_balance_loss.enabled || communication_balance_loss.enabled) {
     const int64_t devices = balance_devices > 0 ? balance_devices : n_group;
     TINYMOE_CHECK(balance_devices >= 0 && devices >= 1 && num_experts % devices == 0, kConfig,
@@ -366,9 +423,21 @@ RouterConfig sinkhorn(int64_t num_experts, int64_t k) {
   return c;
 }
 
+RouterConfig remoe(int64_t num_experts, int64_t k) {
+  RouterConfig c;
+  c.name = "remoe";
+  c.num_experts = num_experts, c.top_k = num_experts;
+  c.score_function = ScoreFunction::relu;
+  c.selection = SelectionKind::positive;
+  c.relu_target_k = k;
+  c.l1_loss = {true, 1e-8};  // lambda_0 of the paper (and of its code's default)
+  return c;
+}
+
 std::shared_ptr<RouterState> make_router_state(const RouterConfig& config) {
   auto state = std::make_shared<RouterState>();
   if (config.selection_bias) state->selection_bias = zeros({config.num_experts}, DType::f32);
+  if (config.l1_loss.enabled) state->l1_coefficient = full({1}, config.l1_loss.coefficient, DType::f64);
   return state;
 }
 
@@ -381,6 +450,10 @@ RoutingRule make_rule(const RouterConfig& config, std::shared_ptr<const RouterSt
                   "expected a selection bias of shape [", config.num_experts, "], got ",
                   shape_str(state->selection_bias.shape()));
   }
+  if (state && state->l1_coefficient.defined())
+    TINYMOE_CHECK(state->l1_coefficient.numel() == 1 && is_floating(state->l1_coefficient.dtype()), "make_rule",
+                  "expected the l1 coefficient as one floating value, got ", dtype_name(state->l1_coefficient.dtype()),
+                  " ", shape_str(state->l1_coefficient.shape()));
   return [config, state](const Tensor& logits, const RoutingContext& context) {
     Routing routing = route(config, state.get(), logits, context);
     routing.weight_on_expert_input = config.weight_on_expert_input;

@@ -21,7 +21,8 @@ namespace tinymoe::nn {
 
 // sinkhorn_topk: in training, the top-k of the Sinkhorn-balanced plan of the logits
 // (sinkhorn_plan); in eval, the top-k of the scores (Megatron's sinkhorn load balancing).
-enum class SelectionKind { topk, group_limited_topk, expert_choice, sinkhorn_topk };
+// positive: every expert whose relu score is positive, at most top_k (ReLU routing, ReMoE).
+enum class SelectionKind { topk, group_limited_topk, expert_choice, sinkhorn_topk, positive };
 
 // A loss the rule adds to Routing::losses (under its name) when enabled, with its coefficient in
 // Routing::loss_coefficients. The raw loss is reported even with coefficient 0.
@@ -69,6 +70,18 @@ struct RouterConfig {
   // A trained bias on the logits, x W^T + b: the Router owns "bias" [E] (GPT-OSS's router, Switch
   // with router_bias). Unlike selection_bias it is a parameter and reaches the weights.
   bool gate_bias = false;
+  // ReLU routing (ReMoE, Wang et al. 2025): ScoreFunction::relu with SelectionKind::positive (the
+  // one needs the other). A token takes each expert whose score relu(logit) is positive, at most
+  // top_k of them (E in the preset: every expert a candidate, in id order; a smaller cap keeps the
+  // best by logit), weighted by that score; it may take none. relu_target_k (1 ..top_k) is the k
+  // of the top-k MoE it matches in compute: the L1 controller aims at the sparsity
+  // 1 - relu_target_k / E (Routing::sparsity), and the l1 loss counts f_i over T * relu_target_k
+  // pairs.
+  int64_t relu_target_k = 0;
+  double l1_coefficient_multiplier = 1.2;  // alpha of ReMoE eq. 6, > 1
+
+  LossSwitch l1_loss;              // "l1_loss": relu_l1_loss (ReMoE eq. 7), ReLU routing only; its
+                                   // coefficient is the controller's starting lambda (Router)
 
   LossSwitch aux_loss;             // "aux_loss": load_balancing_loss in aux_loss_form
   LoadBalanceForm aux_loss_form = LoadBalanceForm::switch_megatron;
@@ -165,16 +178,27 @@ RouterConfig llama4(int64_t num_experts, int64_t k = 1);
 // hf_mixtral aux loss with GptOssConfig's coefficient 0.9. Its experts are ExpertKind::gpt_oss.
 RouterConfig gpt_oss(int64_t num_experts, int64_t k = 4);
 
-// State a rule reads at every call, shared with its owner (the Router): the selection bias, an
-// f32 [E] tensor updated in place outside autograd.
+// ReLU routing (ReMoE: Wang et al. 2025, "ReMoE: Fully Differentiable Mixture-of-Experts with
+// ReLU Routing"): relu scores, each token takes every expert whose score is positive (at most
+// E), weighted by the score, not renormalised; the load-balanced L1 loss "l1_loss" (eq. 7) with
+// a coefficient lambda that starts at 1e-8 and is multiplied by 1.2^sign(target - sparsity) after
+// every step (eq. 6; Router::update_l1_coefficient), target = 1 - k / E, so that a token uses k
+// experts on average. No other loss: the L1 term balances.
+RouterConfig remoe(int64_t num_experts, int64_t k = 2);
+
+// State a rule reads at every call, shared with its owner (the Router), updated in place outside
+// autograd: the selection bias, an f32 [E] tensor, and ReMoE's L1 coefficient lambda, f64 [1].
 struct RouterState {
   Tensor selection_bias;
+  Tensor l1_coefficient;
 };
-// A state with a zero [E] f32 bias when the config uses one, else an empty state.
+// A state with a zero [E] f32 bias when the config uses one, and lambda = the l1 loss's
+// coefficient when it has one; else an empty state.
 std::shared_ptr<RouterState> make_router_state(const RouterConfig& config);
 
 // Validates config and returns the rule. A config with selection_bias needs a state holding an
-// [E] bias (make_router_state); the rule reads state->selection_bias at each call. Each call
+// [E] bias (make_router_state); the rule reads state->selection_bias at each call, and the l1
+// loss's coefficient from state->l1_coefficient when the state holds one (else the config's). Each call
 // checks logits ([T, E], floating) and context (sequence_length dividing T), naming "route".
 RoutingRule make_rule(const RouterConfig& config, std::shared_ptr<const RouterState> state = nullptr);
 

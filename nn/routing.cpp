@@ -1,5 +1,7 @@
 #include "nn/routing.h"
 
+#include <limits>
+
 #include "ops/elementwise.h"
 
 namespace tinymoe::nn {
@@ -16,6 +18,13 @@ Tensor Routing::weighted_loss() const {
     total = total.defined() ? add(total, term) : term;
   }
   return total.defined() ? total : zeros({}, dtype, device);
+}
+
+double Routing::sparsity() const {
+  check_defined(scores, "Routing::sparsity", "scores");
+  check_dim(scores, 2, "Routing::sparsity", "scores");
+  const double slots = static_cast<double>(scores.numel());
+  return slots > 0.0 ? 1.0 - static_cast<double>(routed_pairs) / slots : std::numeric_limits<double>::quiet_NaN();
 }
 
 }  // namespace tinymoe::nn

@@ -42,6 +42,11 @@ struct Routing {
   bool weight_on_expert_input = false;
   // sum over losses of coefficient * loss (a scalar; zero when there are no losses)
   Tensor weighted_loss() const;
+  // The fraction of the T * E (token, expert) slots that carry no routed pair, before capacity:
+  // 1 - routed_pairs / (T E), with T E from scores. ReMoE's sparsity (its L1 controller's input;
+  // with a cap below E, positive scores past the cap count as zeros). NaN for T = 0: an empty
+  // batch has no sparsity, and the controllers leave lambda alone on NaN.
+  double sparsity() const;
 };
 
 // A routing rule: logits -> Routing. Presets and user rules are RoutingRules built from the parts in

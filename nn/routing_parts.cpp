@@ -132,12 +132,22 @@ Tensor largest_indices(const Tensor& keys, int64_t k) {
 // ---- Score functions ----
 
 const char* score_function_name(ScoreFunction function) {
-  return function == ScoreFunction::softmax ? "softmax" : "sigmoid";
+  switch (function) {
+    case ScoreFunction::softmax: return "softmax";
+    case ScoreFunction::sigmoid: return "sigmoid";
+    case ScoreFunction::relu: return "relu";
+  }
+  return "unknown";
 }
 
 Tensor apply_score_function(ScoreFunction function, const Tensor& logits) {
   check_floating(logits, "apply_score_function", "logits");
-  return function == ScoreFunction::softmax ? softmax(logits, -1) : sigmoid(logits);
+  switch (function) {
+    case ScoreFunction::softmax: return softmax(logits, -1);
+    case ScoreFunction::sigmoid: return sigmoid(logits);
+    case ScoreFunction::relu: return relu(logits);
+  }
+  fail("apply_score_function", "unknown score function");
 }
 
 // ---- Noise ----
@@ -309,6 +319,22 @@ Tensor top_p_active(const Tensor& selected, double p) {
     }
   }
   note_choice("top_p", flags.data(), tokens * k, margin);
+  return ids_on(flags, selected.shape(), selected.device());
+}
+
+Tensor positive_active(const Tensor& selected) {
+  const char* op = "positive_active";
+  check_floating(selected, op, "selected");
+  TINYMOE_CHECK(selected.dim() == 2, op, "expected the selected logits [T, k], got ", shape_str(selected.shape()));
+  std::vector<double> logits = host_values(selected);  // decided on the host, as capacity is
+  std::vector<int64_t> flags(logits.size(), 0);
+  double margin = std::numeric_limits<double>::infinity();
+  for (size_t i = 0; i < logits.size(); ++i) {
+    TINYMOE_CHECK(!std::isnan(logits[i]), op, "a selected logit is NaN (slot ", i, ")");
+    flags[i] = logits[i] > 0.0 ? 1 : 0;
+    margin = std::min(margin, std::abs(logits[i]));
+  }
+  note_choice("relu", flags.data(), static_cast<int64_t>(flags.size()), margin);
   return ids_on(flags, selected.shape(), selected.device());
 }
 

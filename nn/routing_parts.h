@@ -31,6 +31,7 @@ namespace tinymoe::nn {
 enum class ScoreFunction {
   softmax,  // p = softmax(logits) over experts (Shazeer 2017, Switch, Mixtral, Qwen2-MoE)
   sigmoid,  // s = sigmoid(logits), each expert on its own (DeepSeek-V3)
+  relu,     // r = relu(logits): zero for every expert a token does not use (ReMoE, Wang et al. 2025)
 };
 const char* score_function_name(ScoreFunction function);
 Tensor apply_score_function(ScoreFunction function, const Tensor& logits);
@@ -114,6 +115,13 @@ Tensor gshard_second_choice_mask(const Tensor& weights, Generator* generator = n
 // 0 always, slot j when the j before it sum to less than p. 0 < p <= 1; with k < E a token whose
 // k best sum to less than p keeps all k.
 Tensor top_p_active(const Tensor& selected, double p);
+
+// ReLU routing (ReMoE: Wang et al. 2025, "ReMoE: Fully Differentiable Mixture-of-Experts with ReLU
+// Routing", eq. 3): a token uses every expert whose score relu(logit) is positive. selected [T, k]:
+// the logits of each token's k candidate experts (gather_selected of the logits). Returns i64
+// [T, k] flags for apply_capacity's `active`: 1 where the logit is > 0. A token may keep none.
+// The smallest |logit| is gradcheck's margin (a step across 0 flips a flag).
+Tensor positive_active(const Tensor& selected);
 
 // ---- Pairs: what the block computes. ----
 struct Pairs {

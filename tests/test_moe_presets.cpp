@@ -39,6 +39,10 @@ std::vector<int64_t> top_indices(const std::vector<double>& v, int64_t n) {
 
 std::vector<double> score_row(ScoreFunction function, const double* logits, int64_t experts) {
   std::vector<double> scores(logits, logits + experts);
+  if (function == ScoreFunction::relu) {
+    for (double& s : scores) s = std::max(s, 0.0);
+    return scores;
+  }
   if (function == ScoreFunction::sigmoid) {
     for (double& s : scores) s = 1.0 / (1.0 + std::exp(-s));
     return scores;
@@ -84,6 +88,9 @@ TokenChoice choose_for_token(const RouterConfig& c, const std::vector<double>& s
     while (keep < choice.experts.size() && (keep == 0 || reached < c.top_p)) reached += scores[choice.experts[keep++]];
     choice.experts.resize(keep);
   }
+  if (c.selection == SelectionKind::positive)  // ReMoE: every expert of positive relu score
+    choice.experts.erase(std::remove_if(choice.experts.begin(), choice.experts.end(), [&](int64_t e) { return scores[e] <= 0.0; }),
+                         choice.experts.end());
   double total = 0.0;
   for (int64_t e : choice.experts) total += scores[e];
   for (int64_t e : choice.experts) {
@@ -245,6 +252,13 @@ RouterConfig without_capacity(RouterConfig config) {
   return config;
 }
 
+// ReLU routing with a cap: each token keeps at most its 2 best positive experts.
+RouterConfig remoe_at_most_two() {
+  RouterConfig config = remoe(4, 1);
+  config.top_k = 2;
+  return config;
+}
+
 // Every preset, with capacity where it has one and dropless; training where it adds randomness.
 std::vector<PresetCase> preset_cases() {
   RouterConfig deepseek_ungrouped = deepseek_v3(8, 3, 2, 1, 1.0, false);
@@ -277,6 +291,8 @@ std::vector<PresetCase> preset_cases() {
       {"deepseek_v2 greedy", deepseek_v2(4, 2), ExpertKind::swiglu},
       {"gpt_oss (router bias)", gpt_oss(4, 2), ExpertKind::swiglu},
       {"llama4 top-2, gelu experts", llama4(4, 2), ExpertKind::gelu},
+      {"remoe (relu routing), shared", remoe(4, 2), ExpertKind::swiglu, SharedExpertKind::ungated},
+      {"remoe at most 2 of 4, gelu experts", remoe_at_most_two(), ExpertKind::gelu},
   };
 }
 

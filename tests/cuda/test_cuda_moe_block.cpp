@@ -87,6 +87,7 @@ std::vector<BlockCase> preset_cases() {
       {"llama4 weights on the expert input, shared expert", llama4(8, 1), ExpertKind::swiglu,
        SharedExpertKind::ungated},
       {"gpt_oss router bias, clamped SwiGLU experts with biases", gpt_oss(8, 2), ExpertKind::gpt_oss},
+      {"remoe relu routing with its l1 loss, shared expert", remoe(8, 2), ExpertKind::swiglu, SharedExpertKind::ungated},
   };
 }
 

@@ -310,13 +310,16 @@ TEST_CASE("cuda nn routing parts: capacity on device selections keeps what the c
 
 TEST_CASE("cuda nn diagnostics and losses: device routings give the cpu's numbers", "[cuda][diagnostics]") {
   uint64_t seed = 700;
+  RouterConfig relu_routing = remoe(6, 2);
+  relu_routing.l1_loss.coefficient = 0.5;  // a lambda the weighted loss shows
   for (const RouterConfig& config : {switch_transformer(6, CapacityConfig::per_sequence_count(3)), gshard(6, 1.0),
-                                     noisy_topk(6, 2), deepseek_v3(6, 2, 3, 2)}) {
+                                     noisy_topk(6, 2), deepseek_v3(6, 2, 3, 2), relu_routing}) {
     INFO(config.name);
     Tensor logits = random_input({24, 6}, DType::f64, ++seed), noise = random_input({24, 6}, DType::f64, ++seed);
     auto state = make_router_state(config);
     if (config.selection_bias) state->selection_bias = mul(random_input({6}, DType::f32, ++seed), 0.1);
-    auto gpu_state = std::make_shared<RouterState>(RouterState{config.selection_bias ? state->selection_bias.to(kGpu) : Tensor()});
+    auto on_gpu = [](const Tensor& t) { return t.defined() ? t.to(kGpu) : Tensor(); };
+    auto gpu_state = std::make_shared<RouterState>(RouterState{on_gpu(state->selection_bias), on_gpu(state->l1_coefficient)});
     Generator cpu_generator(seed), gpu_generator(seed);
     RoutingContext cpu_context{6, 12, true, &cpu_generator, noise};
     RoutingContext gpu_context{6, 12, true, &gpu_generator, noise.to(kGpu)};

@@ -100,7 +100,7 @@ inline void check_uneven_exchange(const std::shared_ptr<Communicator>& comm, Dev
   CHECK(sources == expected_sources);
 }
 
-// EP=N on `device` against EP=1 on the cpu, for four kinds of block: this rank's outputs and
+// EP=N on `device` against EP=1 on the cpu, for each kind of block below: this rank's outputs and
 // input gradients, its experts' gradients, and the replicated parameters' once summed.
 inline void check_matches_single_process(const std::shared_ptr<Communicator>& comm, Device device) {
   const int64_t ranks = comm->size(), me = comm->rank();
@@ -119,6 +119,8 @@ inline void check_matches_single_process(const std::shared_ptr<Communicator>& co
              block_config(gpt_oss(experts, 2), ExpertKind::gpt_oss, SharedExpertKind::none)},
         Case{"top-p (a varying number of experts per token)",
              block_config(top_p(experts, 0.6), ExpertKind::swiglu, SharedExpertKind::none)},
+        Case{"remoe (relu routing: tokens may use no expert) with a shared expert",
+             block_config(remoe(experts, 1), ExpertKind::swiglu, SharedExpertKind::ungated)},
         Case{"switch relu, per-sequence capacity (whole sequences per rank)",
              block_config(switch_transformer(experts, CapacityConfig::per_sequence_count(2)), ExpertKind::relu,
                           SharedExpertKind::none)}}) {

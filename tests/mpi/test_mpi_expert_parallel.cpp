@@ -60,6 +60,17 @@ TEST_CASE("mpi expert parallel: ranks that build different blocks are an Error o
   if (comm->rank() == comm->size() - 1) config.hidden_size += 2;  // one rank with wider rows
   CHECK_THROWS_WITH(ExpertParallelMoEBlock(config, comm),
                     Catch::Contains("ExpertParallelMoEBlock") && Catch::Contains("another block"));
+  // ReLU routing with and without its l1 loss would call the controller's collective on some
+  // ranks only; another starting lambda would let the replicated lambdas drift apart.
+  for (bool with_loss : {false, true}) {
+    RouterConfig router = remoe(2 * comm->size(), 1);
+    if (comm->rank() == 0) {
+      if (with_loss) router.l1_loss.coefficient = 2e-8;
+      else router.l1_loss = {};
+    }
+    SparseMoEConfig relu = block_config(router, ExpertKind::swiglu, SharedExpertKind::none);
+    CHECK_THROWS_WITH(ExpertParallelMoEBlock(relu, comm), Catch::Contains("another block"));
+  }
 }
 
 TEST_CASE("mpi expert parallel: experts that do not divide over the ranks are an Error", "[mpi][errors]") {
@@ -108,6 +119,26 @@ TEST_CASE("mpi expert parallel: DeepSeek-V3's bias moves by the loads of every r
   }
   CHECK(parallel.gate()->e_score_correction_bias().to_vector<float>() ==
         single.gate()->e_score_correction_bias().to_vector<float>());
+}
+
+TEST_CASE("mpi expert parallel: ReMoE's lambda moves by the sparsity of every rank's tokens", "[mpi][expert_parallel]") {
+  auto comm = world();
+  const int64_t ranks = comm->size(), me = comm->rank();
+  auto first_token = [](int64_t rank) { return rank * (rank + 3); };  // rank r holds 4 + 2r tokens
+  SparseMoEConfig config = block_config(remoe(2 * ranks, 1), ExpertKind::swiglu, SharedExpertKind::none);
+  Generator single_generator(99), parallel_generator(99);
+  SparseMoEBlock single(config, &single_generator);
+  ExpertParallelMoEBlock parallel(config, comm, &parallel_generator);
+  Generator data(100);
+  Tensor x = randn({first_token(ranks), 8}, DType::f64, &data);
+  for (int step = 0; step < 3; ++step) {
+    MoEOutput whole = single(x), mine = parallel(slice(x, 0, first_token(me), first_token(me + 1)));
+    CHECK(parallel.routing_sparsity(mine) == Approx(whole.routing.sparsity()).epsilon(1e-14));
+    single.update_l1_coefficient(whole);
+    parallel.update_l1_coefficient(mine);
+    CHECK(parallel.gate()->l1_coefficient() == single.gate()->l1_coefficient());
+  }
+  CHECK(single.gate()->l1_coefficient() != 1e-8);
 }
 
 TEST_CASE("mpi expert parallel: global-batch balancing, the ranks' aux losses average to the whole batch's",

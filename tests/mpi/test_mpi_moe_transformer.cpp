@@ -1,6 +1,7 @@
 // The small language model with expert-parallel MoE layers (MoETransformerConfig::expert_parallel)
 // under mpirun, against the single-process model on the whole batch: each rank's logits and
-// next-token loss, and, once the replicated gradients are summed over the ranks, every gradient.
+// next-token loss, and, once the replicated gradients are summed over the ranks, every gradient;
+// DeepSeek-V3's bias and ReMoE's L1 coefficient move as the single model's do.
 #include <catch2/catch.hpp>
 
 #include <string>
@@ -41,7 +42,7 @@ TEST_CASE("mpi moe transformer: expert-parallel layers give the single model's l
           "[mpi][moe_transformer]") {
   std::shared_ptr<Communicator> comm = mpi_communicator();
   const int64_t ranks = comm->size(), me = comm->rank(), per_rank = 2, length = 6, vocabulary = 9;
-  for (const RouterConfig& router : {mixtral(2 * ranks, 2), deepseek_v3(2 * ranks, 2, 2, 1)}) {
+  for (const RouterConfig& router : {mixtral(2 * ranks, 2), deepseek_v3(2 * ranks, 2, 2, 1), remoe(2 * ranks, 1)}) {
     INFO(router.name << ", rank " << me << " of " << ranks);
     MoETransformerConfig config = small_config(router, vocabulary, length);
     Generator single_generator(97), parallel_generator(97);
@@ -102,6 +103,20 @@ TEST_CASE("mpi moe transformer: expert-parallel layers give the single model's l
       if (bias.defined() && expected_bias.defined()) {
         CHECK(bias.to_vector<float>() == expected_bias.to_vector<float>());
         CHECK(sum(mul(bias, bias)).item<double>() > 0);  // it did move
+      }
+    }
+    // ReMoE's lambda moves by the mean over layers of each layer's sparsity over every rank's tokens.
+    if (router.l1_loss.enabled) {
+      for (size_t l = 0; l < 2; ++l) {
+        const double sparsity = parallel.layer(l).expert_parallel_moe()->routing_sparsity(local.layers[l]);  // a collective
+        CHECK(sparsity == Approx(whole.layers[l].routing.sparsity()).epsilon(1e-14));
+      }
+      single.update_router_l1_coefficients(whole);
+      parallel.update_router_l1_coefficients(local);
+      for (size_t l = 0; l < 2; ++l) {
+        const double lambda = parallel.layer(l).expert_parallel_moe()->gate()->l1_coefficient();
+        CHECK(lambda == single.layer(l).block_sparse_moe()->gate()->l1_coefficient());
+        CHECK(lambda != 1e-8);  // it did move
       }
     }
   }
