@@ -1,13 +1,13 @@
-// Writing a new routing rule from tinymoe's parts (nn/routing_parts.h, docs/routing.md):
-// softmax top-k with a temperature, plus the ST-MoE z-loss and the Switch load-balancing loss.
-// The rule is a plain function logits -> Routing; it reuses the score function, selection, weight
-// function, pair assembly and losses, and changes only the temperature. The program routes a
-// batch with it and with the Mixtral preset, prints both rules' diagnostics, runs it as the gate
-// of a SparseMoEBlock (a Router built from the rule) and prints the block's diagnostics, then
-// gradient-checks the new rule in f64 through its pair weights and its weighted loss.
+// Writing a new routing rule from tinymoe's parts (nn/routing_parts.h, docs/routing.md): the rule,
+// softmax top-k with a temperature plus the ST-MoE z-loss and the Switch load-balancing loss, is
+// the dozen lines of examples/temperature_topk.h. The program routes a batch with it and with the
+// Mixtral preset, prints both rules' diagnostics, runs it as the gate of a SparseMoEBlock (a
+// Router built from the rule) and prints the block's diagnostics, then gradient-checks the new
+// rule in f64 through its pair weights and its weighted loss. compare_routers trains a language
+// model with it next to the presets.
 #include <cstdio>
 
-#include "nn/balance_losses.h"
+#include "examples/temperature_topk.h"
 #include "nn/diagnostics.h"
 #include "nn/moe_block.h"
 #include "nn/router_presets.h"
@@ -16,21 +16,7 @@
 
 using namespace tinymoe;
 using namespace tinymoe::nn;
-
-// The new rule: p = softmax(logits / temperature), top-k of p, renormalised over the k.
-RoutingRule temperature_topk(int64_t k, double temperature, double z_loss_coefficient) {
-  return [=](const Tensor& logits, const RoutingContext&) {
-    Tensor scores = apply_score_function(ScoreFunction::softmax, mul(logits, 1.0 / temperature));
-    Tensor expert_index = select_topk(scores, k);
-    Tensor weights = WeightFunction{/*renormalize=*/true}(gather_selected(scores, expert_index));
-    Routing routing = token_choice_routing(logits, scores, expert_index, weights);
-    routing.losses["z_loss"] = z_loss(logits);  // keeps the logits small (ST-MoE)
-    routing.loss_coefficients["z_loss"] = z_loss_coefficient;
-    routing.losses["aux_loss"] = load_balancing_loss(scores, expert_index);  // E * sum_i f_i P_i
-    routing.loss_coefficients["aux_loss"] = 0.01;
-    return routing;
-  };
-}
+using tiny_lm::temperature_topk;
 
 Tensor abs_difference(const Tensor& a, const Tensor& b) {
   Tensor difference = sub(a, b);

@@ -44,12 +44,12 @@
 #include <cstdlib>
 #include <filesystem>
 #include <limits>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "examples/char_corpus.h"
+#include "examples/tiny_lm_models.h"
 #include "nn/checkpoint.h"
 #include "nn/expert_parallel_state.h"
 #include "nn/lr_schedule.h"
@@ -63,51 +63,6 @@ using namespace tinymoe::nn;
 using namespace tiny_lm;
 
 namespace {
-
-// The training windows' length, and so the model's longest context.
-constexpr int64_t kWindow = 64;
-
-const char* kText =
-    "A mixture of experts replaces one wide feed-forward layer with many narrow ones. A router "
-    "looks at each token and sends it to a few experts; the others never see it. The model holds "
-    "the knowledge of all its experts but pays, for each token, only for the few it uses. The hard "
-    "part is balance. A router left alone sends most tokens to the experts that are already good, "
-    "they get better, and the rest starve. Switch adds a loss that rewards even loads and caps how "
-    "many tokens an expert may take. Mixtral renormalises the weights of its two chosen experts. "
-    "DeepSeek-V3 keeps a bias for each expert, raised when the expert is idle and lowered when it "
-    "is busy, and needs no balancing loss at all. Expert choice turns the question around: each "
-    "expert picks the tokens it wants. Watch the loads below while the model learns this text.\n";
-
-// DeepSeek-V2 as trained in its paper (sec. 2.2): device-limited routing over 4 groups of 2
-// experts, at most 2 groups per token, with the expert-, device- and communication-level balance
-// losses (0.003, 0.05, 0.02).
-RouterConfig deepseek_v2_trained() {
-  RouterConfig c = deepseek_v2(8, 2, 4, 2, 1.0);
-  c.aux_loss = {true, 0.003};
-  c.device_balance_loss = {true, 0.05};
-  c.communication_balance_loss = {true, 0.02};
-  return c;
-}
-
-// E = 8 experts, each preset with the knobs its paper or HuggingFace config uses.
-RouterConfig router_by_name(const std::string& name) {
-  const std::map<std::string, RouterConfig> presets = {
-      {"mixtral", mixtral(8, 2)},
-      {"switch", switch_transformer(8, CapacityConfig::factor(1.25))},
-      {"deepseek_v3", deepseek_v3(8, 2, 4, 2)},
-      {"qwen2_moe", qwen2_moe(8, 2, true)},
-      {"gshard", gshard(8, 2.0)},
-      {"noisy_topk", noisy_topk(8, 2)},
-      {"expert_choice", expert_choice(8, 2.0)},
-      {"sinkhorn", sinkhorn(8, 1)},
-      {"top_p", top_p(8, 0.4)},
-      {"llama4", llama4(8, 1)},
-      {"deepseek_v2", deepseek_v2_trained()},
-      {"gpt_oss", gpt_oss(8, 2)},  // with GPT-OSS's experts (model_config)
-      {"remoe", remoe(8, 2)},
-  };
-  return presets.at(name);
-}
 
 void print_routing(const LMOutput& out) {
   for (size_t l = 0; l < out.layers.size(); ++l) {
@@ -185,9 +140,7 @@ CLI::Option* add_options(CLI::App& app, Options& o) {
   app.add_option("--steps", o.steps, "training steps (0: only write the sample)")->check(CLI::NonNegativeNumber);
   // Bounded: a batch of 64-character windows is built in memory at once.
   app.add_option("--batch", o.batch, "sequences per step (at most 4096)")->check(CLI::Range(1, 4096));
-  app.add_option("--router", o.router, "routing preset")
-      ->check(CLI::IsMember({"mixtral", "switch", "deepseek_v3", "qwen2_moe", "gshard", "noisy_topk", "expert_choice",
-                             "sinkhorn", "top_p", "llama4", "deepseek_v2", "gpt_oss", "remoe"}));
+  app.add_option("--router", o.router, "routing preset")->check(CLI::IsMember(router_names()));
   app.add_option("--device", o.device, "cpu, cuda or cuda:N");
   app.add_option("--seed", o.seed, "seed of the weights and the batches");
   auto* parallel = app.add_flag("--expert-parallel", o.expert_parallel,
@@ -221,19 +174,10 @@ CLI::Option* add_options(CLI::App& app, Options& o) {
   return prompt;
 }
 
-// The model of the run: 2 layers of 4 heads, E = 8 experts of width 64 over the text's alphabet.
+// The model of the run (tiny_lm_model) over the text's alphabet.
 MoETransformerConfig model_config(const Options& o, const CharacterCorpus& corpus,
                                   const std::shared_ptr<Communicator>& comm) {
-  MoETransformerConfig config;
-  config.vocab_size = static_cast<int64_t>(corpus.alphabet.size());
-  config.max_sequence_length = kWindow;
-  config.num_layers = 2;
-  config.num_heads = 4;
-  config.moe.num_experts = 8;
-  config.moe.hidden_size = 64;
-  config.moe.intermediate_size = 64;
-  config.moe.router = router_by_name(o.router);
-  if (o.router == "gpt_oss") config.moe.expert_kind = ExpertKind::gpt_oss;  // clamped SwiGLU with biases
+  MoETransformerConfig config = tiny_lm_model(router_by_name(o.router), static_cast<int64_t>(corpus.alphabet.size()));
   config.moe.router.aux_loss_global_batch = o.global_balance;
   if (o.expert_parallel) config.expert_parallel = comm;
   return config;
