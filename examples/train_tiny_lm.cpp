@@ -35,6 +35,10 @@
 //   mpirun -np 2 train_tiny_lm --expert-parallel --export weights.safetensors
 //   train_tiny_lm --init weights.safetensors --steps 0
 //
+// --log PATH writes one JSON object per step and line (the loss, the rate and each layer's routing:
+// loads, CV, experts per token, entropy, losses and coefficients), for plotting; a resumed run
+// appends to it.
+//
 // It exits with status 1 when the final loss is not below the first one (not checked with
 // --steps 0).
 #include <CLI/CLI.hpp>
@@ -43,6 +47,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <memory>
 #include <string>
@@ -51,6 +56,7 @@
 #include "examples/char_corpus.h"
 #include "examples/tiny_lm_models.h"
 #include "nn/checkpoint.h"
+#include "nn/diagnostics.h"
 #include "nn/expert_parallel_state.h"
 #include "nn/lr_schedule.h"
 #include "nn/moe_transformer.h"
@@ -83,6 +89,34 @@ std::string exact_text(double value) {
   std::snprintf(text, sizeof text, "%.17g", value);
   return text;
 }
+
+// A JSON number that reads back as the same double, or null (JSON has no NaN or infinity).
+std::string json_number(double value) { return std::isfinite(value) ? exact_text(value) : "null"; }
+
+// --log: one JSON object per step and line (JSON lines), for plotting: the step, the next-token
+// loss, the weighted routing losses, the learning rate, and each layer's routing as
+// nn::routing_json writes it (loads, CV, experts per token, entropy, each loss with its
+// coefficient, sparsity, ...).
+class StepLog {
+ public:
+  StepLog(const std::string& path, bool append) : file_(path, append ? std::ios::app : std::ios::trunc) {
+    TINYMOE_CHECK(file_.is_open(), "train_tiny_lm", "cannot open the log '", path, "' for writing");
+  }
+
+  void write(int64_t step, const LMOutput& out, double lr) {
+    file_ << "{\"step\":" << step << ",\"loss\":" << json_number(out.loss.item<double>())
+          << ",\"routing_loss\":" << json_number(out.aux_loss.item<double>()) << ",\"lr\":" << json_number(lr)
+          << ",\"layers\":[";
+    for (size_t l = 0; l < out.layers.size(); ++l)
+      file_ << (l ? "," : "") << routing_json(out.layers[l].routing, out.layers[l].diagnostics);
+    file_ << "]}\n";
+    file_.flush();  // a run cut short keeps every finished step
+    TINYMOE_CHECK(file_.good(), "train_tiny_lm", "writing the log failed at step ", step);
+  }
+
+ private:
+  std::ofstream file_;
+};
 
 // FNV-1a, 64 bits: a fingerprint of settings, texts and weights, for the ranks to compare.
 uint64_t fingerprint(const void* data, size_t size, uint64_t hash = 14695981039346656037ull) {
@@ -132,7 +166,7 @@ struct Options {
   uint64_t seed = 0;
   bool expert_parallel = false, global_balance = false;
   double lr = 3e-3, temperature = 0.0;
-  std::string save, resume, init, export_path, text, prompt;
+  std::string save, resume, init, export_path, text, prompt, log;
 };
 
 // Registers every flag; returns --prompt, whose default depends on the text.
@@ -165,6 +199,9 @@ CLI::Option* add_options(CLI::App& app, Options& o) {
       ->excludes(resume);
   app.add_option("--export", o.export_path, "after training, write the whole model's weights to one file (rank 0)");
   app.add_option("--text", o.text, "train on this file's text instead of the built-in paragraph");
+  app.add_option("--log", o.log,
+                 "write one JSON object per step to this file: loss, rate and each layer's routing (rank 0's tokens; "
+                 "appended to when resuming)");
   auto* prompt = app.add_option(
       "--prompt", o.prompt, "what the sample starts from, characters of the text (\"A router \", or --text's first 9)");
   app.add_option("--sample-length", o.sample_length, "characters to write after the prompt")
@@ -225,6 +262,7 @@ class TrainingRun {
   void start() {
     if (!o_.init.empty()) load_initial_weights();
     if (!o_.resume.empty()) resume();
+    if (printing() && !o_.log.empty()) log_ = std::make_unique<StepLog>(o_.log, /*append=*/!o_.resume.empty());
     if (printing())
       std::printf("tinymoe: %lld-layer MoE LM, %zu characters, router %s, 8 experts over %d process(es) (%s), on %s%s\n",
                   static_cast<long long>(model_.config().num_layers), corpus_.alphabet.size(), o_.router.c_str(),
@@ -298,6 +336,7 @@ class TrainingRun {
     model_.update_router_l1_coefficients(out);  // ReMoE's L1 controller; other routers have no l1 loss
     loss_ = out.loss.item<double>();
     if (step == 1) first_loss_ = loss_;
+    if (log_) log_->write(step, out, optimizer_->lr());
     if (printing() && (step == 1 || step % 50 == 0 || step == o_.steps)) {
       std::printf("step %4lld  loss %.6f  routing losses %.6f\n", static_cast<long long>(step), loss_,
                   out.aux_loss.item<double>());
@@ -343,6 +382,7 @@ class TrainingRun {
   WarmupCosineSchedule schedule_{o_.lr, o_.decay_steps / 10, std::max<int64_t>(o_.decay_steps, 1), o_.lr / 10};
   TrainingState training_;
   double first_loss_ = 0, loss_ = 0;
+  std::unique_ptr<StepLog> log_;  // rank 0 with --log
 };
 
 // The prompt (by default "A router ", or the text's first characters) must be made of the text's

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include <Eigen/Core>
+#include <nlohmann/json.hpp>
 
 #include "nn/id_range.h"
 #include "ops/counting.h"
@@ -107,6 +108,39 @@ RoutingDiagnostics diagnose(const Routing& routing, const Tensor& selection_bias
     d.selection_bias = selection_bias.detach().to(Device::cpu()).to(DType::f64).to_vector<double>();  // [E] to the host
   }
   return d;
+}
+
+namespace {
+
+nlohmann::json diagnostics_object(const RoutingDiagnostics& d) {
+  return {{"tokens_per_expert", d.tokens_per_expert},
+          {"max_load", d.max_load},
+          {"mean_load", d.mean_load},
+          {"coefficient_of_variation", d.coefficient_of_variation},
+          {"dropped_fraction", d.dropped_fraction},
+          {"experts_per_token", d.experts_per_token},
+          {"router_entropy", d.router_entropy},
+          {"dead_experts", d.dead_experts},
+          {"collapsed", d.collapsed},
+          {"selection_bias", d.selection_bias}};
+}
+
+}  // namespace
+
+std::string RoutingDiagnostics::json() const { return diagnostics_object(*this).dump(); }
+
+std::string routing_json(const Routing& routing, const RoutingDiagnostics& diagnostics) {
+  nlohmann::json object = diagnostics_object(diagnostics);
+  nlohmann::json losses = nlohmann::json::object();
+  for (const auto& [name, loss] : routing.losses) losses[name] = loss.item<double>();
+  object["losses"] = losses;
+  object["loss_coefficients"] = routing.loss_coefficients;
+  object["routed_pairs"] = routing.routed_pairs;
+  object["dropped_pairs"] = routing.dropped_pairs;
+  object["padded_pairs"] = routing.padded_pairs;
+  object["capacity"] = routing.capacity;
+  object["sparsity"] = routing.sparsity();  // NaN is written as null
+  return object.dump();
 }
 
 std::string RoutingDiagnostics::str() const {

@@ -32,6 +32,9 @@ struct RoutingDiagnostics {
 
   // A few lines: loads, max/mean, CV, dropped, entropy (and its maximum log E), dead, collapse, bias.
   std::string str() const;
+  // One JSON object with every field above under its name (for logs a plotting script reads);
+  // numbers in the shortest form that reads back exactly.
+  std::string json() const;
 };
 
 // Reads routing.pair_expert (less the padded_pairs at its end), routed/dropped counts and
@@ -39,5 +42,11 @@ struct RoutingDiagnostics {
 // live on any device: the counts and the entropy are computed there, and only [E] counts, the
 // bias and one number come to the host. Errors name "diagnose".
 RoutingDiagnostics diagnose(const Routing& routing, const Tensor& selection_bias = Tensor());
+
+// One routing step as one JSON object: the fields of diagnostics.json(), then "losses" (each raw
+// loss by name), "loss_coefficients", "routed_pairs", "dropped_pairs", "padded_pairs",
+// "capacity" and "sparsity" (Routing::sparsity; null for an empty batch, as any non-finite
+// number). The losses come to the host (one copy each from a device).
+std::string routing_json(const Routing& routing, const RoutingDiagnostics& diagnostics);
 
 }  // namespace tinymoe::nn

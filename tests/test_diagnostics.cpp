@@ -1,12 +1,15 @@
 // Routing diagnostics on hand-made routings: loads, CV, dead experts, collapse, entropy, dropped
-// fraction, padding left out, the selection bias, and bad inputs.
+// fraction, padding left out, the selection bias, the JSON forms, and bad inputs.
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "nn/diagnostics.h"
+#include "nn/router_presets.h"
 #include "tinymoe/tinymoe.h"
 
 using namespace tinymoe;
@@ -117,4 +120,35 @@ TEST_CASE("diagnostics: bad inputs name diagnose", "[diagnostics][errors]") {
   Routing too_many_pads = hand_routing(2, 2, {0, 1});
   too_many_pads.padded_pairs = 3;
   CHECK_THROWS_WITH(diagnose(too_many_pads), Catch::Contains("diagnose"));
+}
+
+TEST_CASE("diagnostics: the JSON forms hold every field, exactly", "[diagnostics][json]") {
+  Generator generator(8);
+  Tensor logits = randn({12, 4}, DType::f64, &generator);
+  RoutingContext context;
+  context.num_experts = 4;
+  RouterConfig config = deepseek_v3(4, 2, 2, 1, 2.5, true, 1e-3);
+  auto state = make_router_state(config);
+  state->selection_bias = from_vector(std::vector<float>{0.1f, -0.2f, 0.0f, 0.3f}, {4});
+  Routing routing = make_rule(config, state)(logits, context);
+  RoutingDiagnostics d = diagnose(routing, state->selection_bias);
+  nlohmann::json alone = nlohmann::json::parse(d.json());
+  CHECK(alone.at("tokens_per_expert").get<std::vector<int64_t>>() == d.tokens_per_expert);
+  CHECK(alone.at("coefficient_of_variation").get<double>() == d.coefficient_of_variation);  // read back exactly
+  CHECK(alone.at("router_entropy").get<double>() == d.router_entropy);
+  CHECK(alone.at("selection_bias").get<std::vector<double>>() == d.selection_bias);
+  CHECK(alone.at("collapsed").get<bool>() == d.collapsed);
+  CHECK(alone.size() == 10);
+
+  nlohmann::json step = nlohmann::json::parse(routing_json(routing, d));
+  for (const auto& [key, value] : alone.items()) CHECK(step.at(key) == value);
+  CHECK(step.at("losses").at("seq_aux_loss").get<double>() == routing.losses.at("seq_aux_loss").item<double>());
+  CHECK(step.at("loss_coefficients").at("seq_aux_loss").get<double>() == 1e-3);
+  CHECK(step.at("routed_pairs").get<int64_t>() == 24);
+  CHECK(step.at("sparsity").get<double>() == 0.5);  // 2 of 4 experts per token
+  // An empty batch has no sparsity: null, as JSON has no NaN.
+  Routing empty = make_rule(mixtral(4, 2))(zeros({0, 4}, DType::f64), context);
+  nlohmann::json none = nlohmann::json::parse(routing_json(empty, diagnose(empty)));
+  CHECK(none.at("sparsity").is_null());
+  CHECK(none.at("tokens_per_expert").get<std::vector<int64_t>>() == std::vector<int64_t>{0, 0, 0, 0});
 }
