@@ -2,8 +2,9 @@
 // character per token, then continues a prompt with it (--prompt, by default "A router " or the
 // text's first characters; --sample-length; greedy, or drawn at --temperature). Every few steps it
 // prints the losses and each layer's routing: how evenly the experts are loaded (coefficient of
-// variation), dead experts, dropped pairs, experts per token and router entropy. Try another
-// router to see balancing at work:
+// variation), dead experts, dropped pairs, experts per token and router entropy. At the end it
+// shows what each expert reads: its commonest characters. Try another router to see balancing at
+// work:
 //
 //   train_tiny_lm                         # Mixtral top-2 over 8 experts, 300 steps on the CPU
 //   train_tiny_lm --router deepseek_v3    # sigmoid routing balanced by its bias, no aux loss
@@ -43,14 +44,18 @@
 // --steps 0).
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "examples/char_corpus.h"
@@ -286,6 +291,7 @@ class TrainingRun {
       StateDict whole = gather_expert_parallel_state(model_);  // a collective: every rank takes part
       if (printing()) save_safetensors(o_.export_path, whole, export_notes());
     }
+    print_expert_characters();
     write_sample();
     // One step's loss is measured before its update: the loss can fall only over two or more.
     if (o_.steps >= 2 && !(loss_ < first_loss_)) {
@@ -359,6 +365,46 @@ class TrainingRun {
 
   // Every rank decodes (the expert-parallel layers exchange rows, so every rank makes the same
   // forwards, with the same draws); rank 0 prints, with fwrite since the text may hold NUL bytes.
+  // What each expert reads: the text's first windows (at most 16) in eval mode, and for every
+  // layer and expert the characters routed to it most often, with their share of its tokens. A
+  // router that specialises its experts shows it here (spaces to one, vowels to another). Every
+  // rank runs the forward (the expert-parallel layers exchange rows); rank 0 prints.
+  void print_expert_characters() {
+    model_.eval();
+    NoGradGuard no_grad;
+    const int64_t windows = std::min<int64_t>(16, static_cast<int64_t>(corpus_.ids.size()) / kWindow);
+    std::vector<int64_t> ids(corpus_.ids.begin(), corpus_.ids.begin() + windows * kWindow);
+    LMOutput out = model_(from_vector(ids, {windows, kWindow}).to(device_));
+    if (!printing()) return;
+    std::printf("\nwhat each expert reads (the text's first %lld characters, eval mode): its tokens and its "
+                "most frequent characters\n", static_cast<long long>(windows * kWindow));
+    for (size_t l = 0; l < out.layers.size(); ++l) {
+      const Routing& routing = out.layers[l].routing;
+      std::vector<int64_t> token = routing.pair_token.to(Device::cpu()).to_vector<int64_t>();
+      std::vector<int64_t> expert = routing.pair_expert.to(Device::cpu()).to_vector<int64_t>();
+      const int64_t experts = model_.config().moe.num_experts;
+      std::vector<std::map<int64_t, int64_t>> counts(static_cast<size_t>(experts));
+      for (size_t p = 0; p + routing.padded_pairs < token.size(); ++p) ++counts[expert[p]][ids[token[p]]];
+      for (int64_t e = 0; e < experts; ++e) print_expert_line(l, e, counts[e]);
+    }
+  }
+
+  void print_expert_line(size_t layer, int64_t expert, const std::map<int64_t, int64_t>& counts) const {
+    std::vector<std::pair<int64_t, int64_t>> ranked;  // (count, character id)
+    int64_t total = 0;
+    for (const auto& [id, count] : counts) ranked.emplace_back(count, id), total += count;
+    std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
+      return a.first != b.first ? a.first > b.first : a.second < b.second;
+    });
+    std::printf("  layer %zu expert %lld: %5lld tokens", layer, static_cast<long long>(expert), static_cast<long long>(total));
+    for (size_t i = 0; i < std::min<size_t>(ranked.size(), 5); ++i) {
+      const char c = corpus_.alphabet[static_cast<size_t>(ranked[i].second)];
+      const std::string shown = c == '\n' ? "\\n" : (std::isprint(static_cast<unsigned char>(c)) ? std::string(1, c) : "?");
+      std::printf("  '%s' %2.0f%%", shown.c_str(), 100.0 * static_cast<double>(ranked[i].first) / static_cast<double>(total));
+    }
+    std::printf("\n");
+  }
+
   void write_sample() {
     model_.eval();
     Generator sampling(o_.seed + 2);
