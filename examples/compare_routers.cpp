@@ -6,6 +6,7 @@
 //
 //   compare_routers                                          # mixtral, switch, deepseek_v3, remoe, temperature_topk
 //   compare_routers --routers mixtral,top_p,sinkhorn --steps 300
+//   compare_routers --json > routers.jsonl                  # one JSON object per router instead of the table
 //
 // The routing figures are means over the layers and over the last tenth of the steps (at least
 // one), so that one lucky batch does not decide; the loss is the next-token loss over the same
@@ -39,6 +40,7 @@ struct Options {
   uint64_t seed = 0;
   double lr = 3e-3;
   std::string device = "cpu", text;
+  bool json = false;
 };
 
 // The model a router name stands for: a preset, or a rule of your own.
@@ -107,10 +109,28 @@ Summary train(const std::string& router, const Options& o, const CharacterCorpus
   return summary;
 }
 
-void print_row(const std::string& router, const Summary& s) {
+void print_row(const std::string& router, const Summary& s, bool json) {
+  if (json) {
+    std::printf("{\"router\":\"%s\",\"loss\":%.17g,\"load_cv\":%.17g,\"max_over_mean\":%.17g,\"dead_experts\":%.17g,"
+                "\"experts_per_token\":%.17g,\"dropped_fraction\":%.17g,\"ms_per_step\":%.17g}\n",
+                router.c_str(), s.loss, s.load_cv, s.max_over_mean, s.dead_experts, s.experts_per_token, s.dropped,
+                s.step_ms);
+    std::fflush(stdout);
+    return;
+  }
   std::printf("%-17s %7.3f %8.3f %9.2f %6.2f %14.2f %8.1f%% %8.1f\n", router.c_str(), s.loss, s.load_cv,
               s.max_over_mean, s.dead_experts, s.experts_per_token, 100.0 * s.dropped, s.step_ms);
   std::fflush(stdout);
+}
+
+void print_header(const Options& o, Device device) {
+  std::printf("tinymoe: %zu routers, %lld steps each of %lld windows of %lld characters, 2 layers of 8 experts, on %s\n"
+              "means over the last %lld steps and the layers; ms per step is the median\n\n",
+              o.routers.size(), static_cast<long long>(o.steps), static_cast<long long>(o.batch),
+              static_cast<long long>(kWindow), device.str().c_str(),
+              static_cast<long long>(std::max<int64_t>(1, o.steps / 10)));
+  std::printf("%-17s %7s %8s %9s %6s %14s %9s %8s\n", "router", "loss", "load CV", "max/mean", "dead",
+              "experts/token", "dropped", "ms/step");
 }
 
 }  // namespace
@@ -127,20 +147,15 @@ int main(int argc, char** argv) {
   app.add_option("--lr", o.lr, "AdamW's learning rate")->check(CLI::PositiveNumber);
   app.add_option("--device", o.device, "cpu, cuda or cuda:N");
   app.add_option("--text", o.text, "train on this file's text instead of the built-in paragraph");
+  app.add_flag("--json", o.json, "one JSON object per router (the table's columns) instead of the table");
   CLI11_PARSE(app, argc, argv);
 
   try {
     TINYMOE_CHECK(std::isfinite(o.lr), "compare_routers", "--lr must be a finite number");  // CLI11 lets NaN through
     const Device device = Device::parse(o.device);
     const CharacterCorpus corpus(o.text.empty() ? std::string(kText) : read_text_file(o.text), kWindow);
-    std::printf("tinymoe: %zu routers, %lld steps each of %lld windows of %lld characters, 2 layers of 8 experts, on %s\n"
-                "means over the last %lld steps and the layers; ms per step is the median\n\n",
-                o.routers.size(), static_cast<long long>(o.steps), static_cast<long long>(o.batch),
-                static_cast<long long>(kWindow), device.str().c_str(),
-                static_cast<long long>(std::max<int64_t>(1, o.steps / 10)));
-    std::printf("%-17s %7s %8s %9s %6s %14s %9s %8s\n", "router", "loss", "load CV", "max/mean", "dead",
-                "experts/token", "dropped", "ms/step");
-    for (const std::string& router : o.routers) print_row(router, train(router, o, corpus, device));
+    if (!o.json) print_header(o, device);
+    for (const std::string& router : o.routers) print_row(router, train(router, o, corpus, device), o.json);
     return 0;
   } catch (const std::exception& error) {  // tinymoe::Error, and std's (bad_alloc, filesystem_error)
     std::fprintf(stderr, "%s\n", error.what());
