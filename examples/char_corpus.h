@@ -1,4 +1,4 @@
-// A text as character tokens, for train_tiny_lm: its alphabet (the distinct bytes, sorted), the
+// A text as character tokens, for train_tiny_lm and compare_routers: its alphabet (the distinct bytes, sorted), the
 // text as ids into it, random training windows, and decoding a model's continuation of a prompt.
 #pragma once
 
@@ -23,15 +23,16 @@ using namespace tinymoe;
 struct CharacterCorpus {
   std::string alphabet;
   std::vector<int64_t> ids;
+  const char* program;  // what errors name
 
   // `window`: the training windows' length; the text must hold at least one window and its target.
-  CharacterCorpus(const std::string& text, int64_t window) {
-    TINYMOE_CHECK(static_cast<int64_t>(text.size()) >= window + 1, "train_tiny_lm", "the text has ", text.size(),
+  CharacterCorpus(const std::string& text, int64_t window, const char* program_name) : program(program_name) {
+    TINYMOE_CHECK(static_cast<int64_t>(text.size()) >= window + 1, program, "the text has ", text.size(),
                   " characters; a training window needs ", window + 1);
     // Keyed by byte value, so the alphabet's order does not depend on whether char is signed.
     std::map<unsigned char, int64_t> index;
     for (char c : text) index.emplace(static_cast<unsigned char>(c), 0);
-    TINYMOE_CHECK(index.size() >= 2, "train_tiny_lm", "the text has ", index.size(),
+    TINYMOE_CHECK(index.size() >= 2, program, "the text has ", index.size(),
                   " distinct character(s); there is nothing to predict with fewer than 2");
     for (auto& [c, id] : index) id = static_cast<int64_t>(alphabet.size()), alphabet.push_back(static_cast<char>(c));
     for (char c : text) ids.push_back(index.at(static_cast<unsigned char>(c)));
@@ -39,7 +40,7 @@ struct CharacterCorpus {
 
   int64_t id_of(char c) const {
     size_t found = alphabet.find(c);
-    TINYMOE_CHECK(found != std::string::npos, "train_tiny_lm", "the character '", std::string(1, c),
+    TINYMOE_CHECK(found != std::string::npos, program, "the character '", std::string(1, c),
                   "' (byte ", static_cast<int>(static_cast<unsigned char>(c)), ") is not in the text's alphabet");
     return static_cast<int64_t>(found);
   }
@@ -52,15 +53,15 @@ struct CharacterCorpus {
   }
 };
 
-inline std::string read_text_file(const std::string& path) {
+inline std::string read_text_file(const std::string& path, const char* program) {
   constexpr std::uintmax_t kMaxBytes = 64u << 20;  // a character-level toy: 64 MiB is plenty
   std::error_code error;
-  TINYMOE_CHECK(std::filesystem::is_regular_file(path, error), "train_tiny_lm", "the text '", path,
+  TINYMOE_CHECK(std::filesystem::is_regular_file(path, error), program, "the text '", path,
                 "' is not a file that can be read (missing, a directory or a device)");
-  TINYMOE_CHECK(std::filesystem::file_size(path, error) <= kMaxBytes, "train_tiny_lm", "the text '", path,
+  TINYMOE_CHECK(std::filesystem::file_size(path, error) <= kMaxBytes, program, "the text '", path,
                 "' is larger than ", kMaxBytes, " bytes");
   std::ifstream file(path, std::ios::binary);
-  TINYMOE_CHECK(file.good(), "train_tiny_lm", "cannot read the text file '", path, "'");
+  TINYMOE_CHECK(file.good(), program, "cannot read the text file '", path, "'");
   std::stringstream text;
   text << file.rdbuf();
   return text.str();
@@ -103,7 +104,7 @@ inline std::string generate(const nn::MoETransformer& model, const CharacterCorp
   NoGradGuard no_grad;
   std::vector<int64_t> context;
   for (char c : prompt) context.push_back(corpus.id_of(c));
-  TINYMOE_CHECK(!context.empty(), "train_tiny_lm", "the prompt is empty");
+  TINYMOE_CHECK(!context.empty(), corpus.program, "the prompt is empty");
   std::string text = prompt;
   const int64_t window = model.config().max_sequence_length, vocabulary = model.config().vocab_size;
   for (int64_t n = 0; n < count; ++n) {

@@ -1,7 +1,8 @@
 # Checks train_tiny_lm's --log: a run of STEPS/2 steps with --save and --log, resumed up to STEPS
-# with the same --log, leaves STEPS lines, one JSON object each, for steps 1..STEPS in order, each
-# with the loss and every layer's routing (8 experts' loads that add up to the batch's pairs,
-# k = 2 for the default Mixtral router: 2 x 16 windows x 64 characters).
+# with the same --log, and then resumed from the same checkpoint once more (the log's later steps
+# are replaced, not repeated), leaves STEPS lines, one JSON object each, for steps 1..STEPS in
+# order, each with the loss and every layer's routing (8 experts' loads that add up to the
+# batch's pairs, k = 2 for the default Mixtral router: 2 x 16 windows x 64 characters).
 # Arguments (-D): TRAIN (the program), STEPS, WORK_DIR.
 cmake_minimum_required(VERSION 3.19)  # string(JSON)
 math(EXPR half "${STEPS} / 2")
@@ -10,7 +11,8 @@ set(checkpoint "${WORK_DIR}/train_tiny_lm_log.safetensors")
 file(MAKE_DIRECTORY "${WORK_DIR}")
 file(REMOVE "${log}")
 
-foreach(run "--steps;${half};--save;${checkpoint}" "--steps;${STEPS};--resume;${checkpoint}")
+foreach(run "--steps;${half};--save;${checkpoint}" "--steps;${STEPS};--resume;${checkpoint}"
+            "--steps;${STEPS};--resume;${checkpoint}")
   execute_process(COMMAND ${TRAIN} ${run} --log "${log}" RESULT_VARIABLE status OUTPUT_QUIET ERROR_VARIABLE errors)
   if(NOT status EQUAL 0)
     message(FATAL_ERROR "train_tiny_lm ${run} --log failed (${status}): ${errors}")

@@ -11,8 +11,10 @@
 // The routing figures are means over the layers and over the last tenth of the steps (at least
 // one), so that one lucky batch does not decide; the loss is the next-token loss over the same
 // steps, without the routing losses. The time per step is a median, on this machine, for the
-// whole step (forward, backward, optimizer, balancing updates): compare it between rows of one run.
+// whole step (forward, backward, optimizer, balancing updates), the first step left out: compare
+// it between rows of one run.
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -78,7 +80,8 @@ void add_step(Summary& sum, const LMOutput& out, double share) {
 
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
+  const size_t middle = values.size() / 2;
+  return values.size() % 2 ? values[middle] : (values[middle - 1] + values[middle]) / 2.0;
 }
 
 Summary train(const std::string& router, const Options& o, const CharacterCorpus& corpus, Device device) {
@@ -87,21 +90,18 @@ Summary train(const std::string& router, const Options& o, const CharacterCorpus
   MoETransformer model(candidate(router, static_cast<int64_t>(corpus.alphabet.size())), &weights);
   model.to(device);
   AdamW optimizer(model.parameters(), AdamWOptions{o.lr, 0.9, 0.95, 1e-8, 0.01});
+  std::shared_ptr<Communicator> local = local_communicator();
   const int64_t measured = std::max<int64_t>(1, o.steps / 10);
   Summary summary;
   std::vector<double> step_ms;
   for (int64_t step = 1; step <= o.steps; ++step) {
     auto [ids, targets] = sample_batch(corpus, o.batch, kWindow, batches, device);
     const auto start = std::chrono::steady_clock::now();
-    model.zero_grad();
-    LMOutput out = model(ids, targets);
-    out.total_loss().backward();
-    clip_grad_norm(model.parameters(), 1.0);
-    optimizer.step();
-    model.update_router_biases(out, 1e-3);      // DeepSeek-V3's balancing
-    model.update_router_l1_coefficients(out);  // ReMoE's L1 controller
+    LMOutput out = train_on_batch(model, optimizer, *local, ids, targets);
     const double loss = out.loss.item<double>();  // waits for a GPU's work
-    step_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    // The first step also pays for warming the allocator and the caches: left out unless alone.
+    if (step > 1 || o.steps == 1)
+      step_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
     TINYMOE_CHECK(std::isfinite(loss), "compare_routers", "router ", router, ": the loss is ", loss, " at step ", step);
     if (step > o.steps - measured) add_step(summary, out, 1.0 / static_cast<double>(measured));
   }
@@ -111,10 +111,11 @@ Summary train(const std::string& router, const Options& o, const CharacterCorpus
 
 void print_row(const std::string& router, const Summary& s, bool json) {
   if (json) {
-    std::printf("{\"router\":\"%s\",\"loss\":%.17g,\"load_cv\":%.17g,\"max_over_mean\":%.17g,\"dead_experts\":%.17g,"
-                "\"experts_per_token\":%.17g,\"dropped_fraction\":%.17g,\"ms_per_step\":%.17g}\n",
-                router.c_str(), s.loss, s.load_cv, s.max_over_mean, s.dead_experts, s.experts_per_token, s.dropped,
-                s.step_ms);
+    nlohmann::ordered_json row = {{"router", router},          {"loss", s.loss},
+                                  {"load_cv", s.load_cv},        {"max_over_mean", s.max_over_mean},
+                                  {"dead_experts", s.dead_experts}, {"experts_per_token", s.experts_per_token},
+                                  {"dropped_fraction", s.dropped}, {"ms_per_step", s.step_ms}};
+    std::printf("%s\n", row.dump().c_str());
     std::fflush(stdout);
     return;
   }
@@ -153,7 +154,9 @@ int main(int argc, char** argv) {
   try {
     TINYMOE_CHECK(std::isfinite(o.lr), "compare_routers", "--lr must be a finite number");  // CLI11 lets NaN through
     const Device device = Device::parse(o.device);
-    const CharacterCorpus corpus(o.text.empty() ? std::string(kText) : read_text_file(o.text), kWindow);
+    zeros({1}).to(device);  // an unusable device is an Error before the table starts
+    const CharacterCorpus corpus(o.text.empty() ? std::string(kText) : read_text_file(o.text, "compare_routers"), kWindow,
+                                 "compare_routers");
     if (!o.json) print_header(o, device);
     for (const std::string& router : o.routers) print_row(router, train(router, o, corpus, device), o.json);
     return 0;

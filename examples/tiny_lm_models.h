@@ -1,6 +1,6 @@
 // The small MoE language model the examples train (train_tiny_lm, compare_routers): its training
 // window, the built-in text, the routers they offer by name (each with the knobs its paper or
-// HuggingFace config uses), and the model itself.
+// HuggingFace config uses), the model itself, and one training step.
 #pragma once
 
 #include <cstdint>
@@ -8,7 +8,9 @@
 #include <utility>
 #include <vector>
 
+#include "nn/expert_parallel.h"
 #include "nn/moe_transformer.h"
+#include "nn/optim.h"
 #include "nn/router_presets.h"
 #include "tinymoe/tinymoe.h"
 
@@ -86,6 +88,25 @@ inline tinymoe::nn::MoETransformerConfig tiny_lm_model(const tinymoe::nn::Router
   config.moe.router = router;
   if (router.name == "gpt_oss") config.moe.expert_kind = tinymoe::nn::ExpertKind::gpt_oss;
   return config;
+}
+
+// One optimisation step on a batch: forward, backward, the replicated parameters' gradients summed
+// over the ranks (nothing to sum on one process), every gradient clipped to norm 1 over the whole
+// model, every rank's experts included (so that every rank scales its copies alike), the
+// optimizer's step, then the routers' updates outside the gradient: DeepSeek-V3's bias and
+// ReMoE's L1 coefficient (no-ops for the other routers). Returns the forward's output.
+inline tinymoe::nn::LMOutput train_on_batch(tinymoe::nn::MoETransformer& model, tinymoe::nn::Optimizer& optimizer,
+                                            tinymoe::Communicator& comm, const tinymoe::Tensor& ids,
+                                            const tinymoe::Tensor& targets) {
+  model.zero_grad();
+  tinymoe::nn::LMOutput out = model(ids, targets);
+  out.total_loss().backward();
+  tinymoe::nn::all_reduce_gradients(model.replicated_parameters(), comm);
+  tinymoe::nn::clip_grad_norm(model.replicated_parameters(), model.local_expert_parameters(), 1.0, comm);
+  optimizer.step();
+  model.update_router_biases(out, 1e-3);
+  model.update_router_l1_coefficients(out);
+  return out;
 }
 
 }  // namespace tiny_lm

@@ -43,6 +43,7 @@
 // It exits with status 1 when the final loss is not below the first one (not checked with
 // --steps 0).
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -95,31 +96,54 @@ std::string exact_text(double value) {
   return text;
 }
 
-// A JSON number that reads back as the same double, or null (JSON has no NaN or infinity).
-std::string json_number(double value) { return std::isfinite(value) ? exact_text(value) : "null"; }
-
 // --log: one JSON object per step and line (JSON lines), for plotting: the step, the next-token
 // loss, the weighted routing losses, the learning rate, and each layer's routing as
 // nn::routing_json writes it (loads, CV, experts per token, entropy, each loss with its
-// coefficient, sparsity, ...).
+// coefficient, sparsity, ...). Non-finite numbers are written as null.
 class StepLog {
  public:
-  StepLog(const std::string& path, bool append) : file_(path, append ? std::ios::app : std::ios::trunc) {
+  // A new log, or with resumed_step >= 0 the log of a resumed run: the lines of the steps the
+  // checkpoint holds are kept and later ones (from a run that went on past that checkpoint, or
+  // was cut short) dropped, so that each step appears once and in order.
+  StepLog(const std::string& path, int64_t resumed_step) {
+    std::vector<std::string> kept = resumed_step >= 0 ? lines_up_to(path, resumed_step) : std::vector<std::string>();
+    file_.open(path, std::ios::trunc);
     TINYMOE_CHECK(file_.is_open(), "train_tiny_lm", "cannot open the log '", path, "' for writing");
+    for (const std::string& line : kept) file_ << line << '\n';
+    file_.flush();
   }
 
   void write(int64_t step, const LMOutput& out, double lr) {
-    file_ << "{\"step\":" << step << ",\"loss\":" << json_number(out.loss.item<double>())
-          << ",\"routing_loss\":" << json_number(out.aux_loss.item<double>()) << ",\"lr\":" << json_number(lr)
-          << ",\"layers\":[";
-    for (size_t l = 0; l < out.layers.size(); ++l)
-      file_ << (l ? "," : "") << routing_json(out.layers[l].routing, out.layers[l].diagnostics);
-    file_ << "]}\n";
+    nlohmann::ordered_json line = {{"step", step},
+                                   {"loss", out.loss.item<double>()},
+                                   {"routing_loss", out.aux_loss.item<double>()},
+                                   {"lr", lr},
+                                   {"layers", nlohmann::ordered_json::array()}};
+    for (const MoEOutput& layer : out.layers)
+      line["layers"].push_back(nlohmann::ordered_json::parse(routing_json(layer.routing, layer.diagnostics)));
+    file_ << line.dump() << '\n';
     file_.flush();  // a run cut short keeps every finished step
     TINYMOE_CHECK(file_.good(), "train_tiny_lm", "writing the log failed at step ", step);
   }
 
  private:
+  // The lines of an existing log whose step is at most `step` (none when there is no file). A
+  // line that is not one of this program's is an Error, but for a last line cut short mid-write.
+  static std::vector<std::string> lines_up_to(const std::string& path, int64_t step) {
+    std::vector<std::string> lines, kept;
+    std::ifstream file(path);
+    for (std::string line; std::getline(file, line);) lines.push_back(line);
+    for (size_t i = 0; i < lines.size(); ++i) {
+      nlohmann::json parsed = nlohmann::json::parse(lines[i], nullptr, /*allow_exceptions=*/false);
+      const bool ours = parsed.is_object() && parsed.contains("step") && parsed["step"].is_number_integer();
+      if (!ours && i + 1 == lines.size()) break;
+      TINYMOE_CHECK(ours, "train_tiny_lm", "line ", i + 1, " of the log '", path,
+                    "' is not a step of train_tiny_lm's --log; give another --log to resume with");
+      if (parsed["step"].get<int64_t>() <= step) kept.push_back(lines[i]);
+    }
+    return kept;
+  }
+
   std::ofstream file_;
 };
 
@@ -231,7 +255,8 @@ class TrainingRun {
  public:
   TrainingRun(const Options& options, std::shared_ptr<Communicator> comm, Device device)
       : o_(options), comm_(std::move(comm)), device_(device),
-        text_(o_.text.empty() ? std::string(kText) : read_text_file(o_.text)), corpus_(text_, kWindow),
+        text_(o_.text.empty() ? std::string(kText) : read_text_file(o_.text, "train_tiny_lm")),
+        corpus_(text_, kWindow, "train_tiny_lm"),
         weights_(o_.seed), batches_(o_.seed + 1 + static_cast<uint64_t>(comm_->rank())),  // the same weights everywhere
         model_(model_config(o_, corpus_, comm_), &weights_) {
     model_.to(device_);
@@ -267,7 +292,7 @@ class TrainingRun {
   void start() {
     if (!o_.init.empty()) load_initial_weights();
     if (!o_.resume.empty()) resume();
-    if (printing() && !o_.log.empty()) log_ = std::make_unique<StepLog>(o_.log, /*append=*/!o_.resume.empty());
+    if (printing() && !o_.log.empty()) log_ = std::make_unique<StepLog>(o_.log, o_.resume.empty() ? -1 : training_.step);
     if (printing())
       std::printf("tinymoe: %lld-layer MoE LM, %zu characters, router %s, 8 experts over %d process(es) (%s), on %s%s\n",
                   static_cast<long long>(model_.config().num_layers), corpus_.alphabet.size(), o_.router.c_str(),
@@ -329,17 +354,8 @@ class TrainingRun {
 
   void train_step(int64_t step) {
     auto [ids, targets] = sample_batch(corpus_, o_.batch, kWindow, batches_, device_);
-    model_.zero_grad();
-    LMOutput out = model_(ids, targets);
-    out.total_loss().backward();
-    all_reduce_gradients(model_.replicated_parameters(), *comm_);  // nothing to sum on one process
-    // The norm of the whole model's gradients, every rank's experts included, so that every rank
-    // scales its copies alike.
-    clip_grad_norm(model_.replicated_parameters(), model_.local_expert_parameters(), 1.0, *comm_);
     if (o_.decay_steps > 0) optimizer_->set_lr(schedule_.lr(step));
-    optimizer_->step();
-    model_.update_router_biases(out, 1e-3);  // DeepSeek-V3's balancing; other routers have no bias
-    model_.update_router_l1_coefficients(out);  // ReMoE's L1 controller; other routers have no l1 loss
+    LMOutput out = train_on_batch(model_, *optimizer_, *comm_, ids, targets);
     loss_ = out.loss.item<double>();
     if (step == 1) first_loss_ = loss_;
     if (log_) log_->write(step, out, optimizer_->lr());
@@ -363,8 +379,6 @@ class TrainingRun {
     std::filesystem::rename(file + ".staged", file);
   }
 
-  // Every rank decodes (the expert-parallel layers exchange rows, so every rank makes the same
-  // forwards, with the same draws); rank 0 prints, with fwrite since the text may hold NUL bytes.
   // What each expert reads: the text's first windows (at most 16) in eval mode, and for every
   // layer and expert the characters routed to it most often, with their share of its tokens. A
   // router that specialises its experts shows it here (spaces to one, vowels to another). Every
@@ -405,6 +419,8 @@ class TrainingRun {
     std::printf("\n");
   }
 
+  // Every rank decodes (the expert-parallel layers exchange rows, so every rank makes the same
+  // forwards, with the same draws); rank 0 prints, with fwrite since the text may hold NUL bytes.
   void write_sample() {
     model_.eval();
     Generator sampling(o_.seed + 2);
