@@ -1,6 +1,12 @@
 // gradcheck itself: it passes right gradients, catches wrong ones (full and fast mode), catches a
-// non-reentrant backward, says "selection unstable" at a top-k tie, and rejects bad use.
+// non-reentrant backward, says "selection unstable" at a top-k tie and where a choice changes the
+// number of outputs, and rejects bad use.
 #include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
 
 #include "tinymoe/tinymoe.h"
 
@@ -70,6 +76,41 @@ TEST_CASE("gradcheck: a top-k tie gives selection_unstable, not a failure", "[gr
   GradcheckResult away = gradcheck(fn, {apart});
   CHECK(away.passed());
   CHECK(away.smallest_choice_margin == Approx(0.5));
+}
+
+namespace {
+// The entries of x that are positive: as many outputs as positive entries, the choice reported
+// as "positive" with the smallest |x| as its margin (as ReLU routing reports its pairs).
+Tensor positive_entries(const Tensor& x, bool report) {
+  std::vector<double> values = x.to_vector<double>();
+  std::vector<int64_t> flags, kept;
+  double margin = std::numeric_limits<double>::infinity();
+  for (size_t i = 0; i < values.size(); ++i) {
+    flags.push_back(values[i] > 0.0);
+    if (values[i] > 0.0) kept.push_back(static_cast<int64_t>(i));
+    margin = std::min(margin, std::abs(values[i]));
+  }
+  if (report) note_choice("positive", flags.data(), static_cast<int64_t>(flags.size()), margin);
+  return index_select(x, from_vector(kept, {static_cast<int64_t>(kept.size())}));
+}
+}  // namespace
+
+TEST_CASE("gradcheck: a choice that changes the number of outputs is reported, never read past", "[gradcheck]") {
+  // Entry 1 sits within eps of 0: a perturbation adds or removes an output element.
+  Tensor near_zero = from_vector(std::vector<double>{0.8, 4e-7, -0.5, 1.3}, {4}).requires_grad_();
+  for (bool fast : {false, true}) {
+    GradcheckOptions options;
+    options.fast_mode = fast;
+    GradcheckResult result = gradcheck([](const TensorList& in) { return positive_entries(in[0], true); }, {near_zero},
+                                       options);
+    CHECK(result.status == GradcheckStatus::selection_unstable);
+    CHECK_THAT(result.report, Catch::Contains("positive"));
+  }
+  Tensor apart = from_vector(std::vector<double>{0.8, 0.4, -0.5, 1.3}, {4}).requires_grad_();
+  CHECK(gradcheck([](const TensorList& in) { return positive_entries(in[0], true); }, {apart}).passed());
+  // The same size change with no choice reported is an Error, not a read past the outputs.
+  CHECK_THROWS_WITH(gradcheck([](const TensorList& in) { return positive_entries(in[0], false); }, {near_zero}),
+                    Catch::Contains("gradcheck") && Catch::Contains("no choice reported"));
 }
 
 TEST_CASE("gradcheck: leaves the caller's tensors and gradients alone", "[gradcheck]") {

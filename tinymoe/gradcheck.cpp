@@ -120,11 +120,12 @@ struct Comparison {
   }
 };
 
-// Perturbs element `index` of `input` by +-eps; returns (f(x+eps) - f(x-eps)) / 2eps, or
-// sets `flipped` when a choice changed.
+// Perturbs `input` by +-eps along `direction`; returns (f(x+eps) - f(x-eps)) / 2eps, or sets
+// `flipped` (and returns nothing) when a choice changed. A choice can change how many elements f
+// returns (a pair more or less); an output of another size without a reported choice is an Error.
 std::vector<double> central_difference(const GradcheckFn& fn, const TensorList& inputs, const Tensor& input,
                                        const std::vector<double>& direction, double eps,
-                                       const ChoiceRecorder& base, std::string& flipped) {
+                                       const ChoiceRecorder& base, int64_t outputs, std::string& flipped) {
   double* values = input.data<double>();
   std::vector<double> original(values, values + input.numel());
   auto evaluate = [&](double sign) {
@@ -140,6 +141,11 @@ std::vector<double> central_difference(const GradcheckFn& fn, const TensorList& 
     minus = evaluate(-1.0);
   }
   std::copy(original.begin(), original.end(), values);
+  if (!flipped.empty()) return {};
+  const size_t expected = static_cast<size_t>(outputs);
+  TINYMOE_CHECK(plus.size() == expected && minus.size() == expected, "gradcheck", "the function returned ", outputs,
+                " elements at the inputs and ", plus.size(), " and ", minus.size(),
+                " at a perturbation of eps with no choice reported (tinymoe::note_choice) that would explain it");
   for (size_t o = 0; o < plus.size(); ++o) plus[o] = (plus[o] - minus[o]) / (2.0 * eps);
   return plus;
 }
@@ -191,7 +197,8 @@ void check_full(const GradcheckFn& fn, const TensorList& inputs, const std::vect
       std::vector<double> direction(input.numel(), 0.0);
       direction[j] = 1.0;
       std::string flipped;
-      std::vector<double> column = central_difference(fn, inputs, input, direction, comparison.options.eps, base, flipped);
+      std::vector<double> column =
+          central_difference(fn, inputs, input, direction, comparison.options.eps, base, outputs, flipped);
       if (!flipped.empty()) {
         std::ostringstream out;
         out << "gradcheck: selection unstable: perturbing input " << checked[c] << " flat index " << j << " by eps="
@@ -222,7 +229,8 @@ void check_fast(const GradcheckFn& fn, const TensorList& inputs, const std::vect
     for (size_t c = 0; c < checked.size(); ++c) {
       for (size_t j = 0; j < u[c].size(); ++j) analytic += grads[c][j] * u[c][j];
       std::string flipped;
-      std::vector<double> column = central_difference(fn, inputs, inputs[checked[c]], u[c], comparison.options.eps, base, flipped);
+      std::vector<double> column = central_difference(fn, inputs, inputs[checked[c]], u[c], comparison.options.eps, base,
+                                                      base_output.numel(), flipped);
       if (!flipped.empty()) {
         result.status = GradcheckStatus::selection_unstable;
         result.input = static_cast<int64_t>(checked[c]);
