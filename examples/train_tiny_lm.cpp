@@ -38,7 +38,7 @@
 //
 // --log PATH writes one JSON object per step and line (the loss, the rate and each layer's routing:
 // loads, CV, experts per token, entropy, losses and coefficients), for plotting; a resumed run
-// appends to it.
+// keeps its lines up to the checkpoint's step and writes on from there.
 //
 // It exits with status 1 when the final loss is not below the first one (not checked with
 // --steps 0).
@@ -230,7 +230,7 @@ CLI::Option* add_options(CLI::App& app, Options& o) {
   app.add_option("--text", o.text, "train on this file's text instead of the built-in paragraph");
   app.add_option("--log", o.log,
                  "write one JSON object per step to this file: loss, rate and each layer's routing (rank 0's tokens; "
-                 "appended to when resuming)");
+                 "a resumed run keeps the lines up to its checkpoint's step)");
   auto* prompt = app.add_option(
       "--prompt", o.prompt, "what the sample starts from, characters of the text (\"A router \", or --text's first 9)");
   app.add_option("--sample-length", o.sample_length, "characters to write after the prompt")

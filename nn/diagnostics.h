@@ -18,7 +18,7 @@ struct RoutingDiagnostics {
   double coefficient_of_variation = 0;  // population std / mean of tokens_per_expert (0 when the mean is 0)
   double dropped_fraction = 0;          // dropped_pairs / routed_pairs (0 when nothing was routed)
   // Kept pairs per token: k for a dropless top-k, less with drops, varying per token with top-p
-  // (the number to watch there) and expert choice. 0 for no tokens.
+  // and ReLU routing (the number to watch there) and expert choice. 0 for no tokens.
   double experts_per_token = 0;
   // Mean over tokens of the entropy (nats) of the token's score distribution: softmax scores as
   // they are, other scores (sigmoid) normalised to sum to 1 first (entries <= 0 count as 0).

@@ -27,6 +27,7 @@
 //   gate.noise_weight                [E, d]   noisy top-k only (Shazeer 2017)
 //   gate.bias                        [E]      with RouterConfig::gate_bias only (GPT-OSS)
 //   gate.e_score_correction_bias     [E] f32 buffer, DeepSeek-V3 only (update_bias moves it)
+//   gate.l1_coefficient              [1] f64 buffer, ReMoE only (update_l1_coefficient moves it)
 //   experts.w1, experts.w3 [E, d, f], experts.w2 [E, f, d]   (swiglu; nn/experts.h)
 //   experts.wi [E, d, f], experts.wo [E, f, d]               (relu / gelu)
 //   shared_experts.{gate,up,down}_proj.weight    ungated shared experts (DeepSeek-V3)

@@ -2,7 +2,8 @@
 // make_rule, which builds a RoutingRule (nn/routing.h) from the parts of nn/routing_parts.h:
 //
 //   [noise, training] -> score function -> selection (+ bias) -> weight function
-//     -> [GShard random 2nd choice, training] -> capacity -> pairs -> losses
+//     -> [GShard random 2nd choice, training | top-p cut | positive scores] -> capacity
+//     -> pairs -> losses
 //
 // Formulas and sources per preset: docs/routing.md. The HF-named presets reproduce HuggingFace
 // transformers' layers exactly (docs/hf_check.md) in eval mode.

@@ -1,8 +1,8 @@
 // nn/routing.h: the contract between routing rules and the SparseMoEBlock.
 // A routing rule turns router logits [T, E] into the (token, expert, weight) pairs the block
 // computes, plus named losses. Token choice (Mixtral, Switch, DeepSeek-V3, ...) gives each token
-// k pairs (top-p: between 1 and k, its own number); expert choice gives each expert `capacity`
-// pairs. Capacity drops remove pairs.
+// k pairs (top-p: between 1 and k, its own number; ReLU routing: between 0 and k); expert choice
+// gives each expert `capacity` pairs. Capacity drops remove pairs.
 #pragma once
 
 #include <cstdint>
@@ -25,7 +25,7 @@ struct RoutingContext {
 
 struct Routing {
   Tensor router_logits;  // [T, E] the gate output before the score function (HF router_logits)
-  Tensor scores;         // [T, E] after the score function (softmax probabilities or sigmoid)
+  Tensor scores;         // [T, E] after the score function (softmax probabilities, sigmoid or relu)
   Tensor expert_index;   // i64 [T, k]: the selection before capacity (token choice; top-p: all k slots,
                          // the ones past p included); [E, C] token ids (expert choice)
   Tensor pair_token;     // i64 [P]: token of each kept pair

@@ -9,8 +9,8 @@
 // token ids are i64. Gradients: score functions, noisy_logits, multiplicative_jitter,
 // gather_selected and WeightFunction are differentiable (ordinary ops on the tape); selections,
 // capacity decisions and masks are discrete and carry no gradient. Every discrete choice is
-// reported through tinymoe::note_choice (by the topk op, or as "capacity"), so gradcheck says
-// `selection_unstable` at a tie instead of a false failure.
+// reported through tinymoe::note_choice (by the topk op, or as "capacity", "top_p" or "relu"), so
+// gradcheck says `selection_unstable` at a tie instead of a false failure.
 //
 // Devices: every part returns its tensors on its inputs' device (cpu or cuda:N; mixed devices
 // are an Error). Selections run as ops there; on cuda past the topk kernel's limits (k > 8 or
