@@ -1,4 +1,4 @@
-// The MoE permutation on a cuda device (DESIGN.md, "Permute"): sort the T*k (expert id, pair
+// The MoE permutation on a cuda device (docs/design.md, block step 3, "Permute"): sort the T*k (expert id, pair
 // index) pairs by expert, stably; count tokens per expert; turn counts into offsets. Built on
 // CUB (cuda/permute.cu is the only translation unit that includes it: CUB takes ~20 s to
 // compile). Also the small top-k of routing and scatter_add, the combine step.

@@ -1,5 +1,5 @@
 // A sparse MoE layer written directly with tinymoe's ops, the way nn::SparseMoEBlock does it
-// (Megatron-style dropless dispatch, DESIGN.md "The sparse MoE block"):
+// (Megatron-style dropless dispatch, docs/design.md, "The sparse MoE block"):
 //   route (softmax, top-k, renormalise) -> sort pairs by expert -> index_select tokens ->
 //   grouped SwiGLU GEMMs -> weight -> scatter_add back to tokens.
 // It runs forward and backward in f32, then gradient-checks the whole layer in f64.

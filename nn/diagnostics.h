@@ -1,4 +1,4 @@
-// Load-balance diagnostics of one Routing (DESIGN.md: "Diagnostics every rule reports").
+// Load-balance diagnostics of one Routing (docs/design.md, "Routing rules as composable parts": the diagnostics every rule reports).
 // Plain numbers computed outside autograd; nothing here records on the tape.
 #pragma once
 

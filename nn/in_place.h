@@ -1,7 +1,7 @@
 // Writes into the storage of existing tensors, on any device: the in-place updates that keep
 // every handle to a tensor valid (Module::load_state_dict, Module::to, the optimizers' steps,
 // DeepSeek-V3's bias update, loading one expert from an HF checkpoint). The ops never write in
-// place (DESIGN.md: every op allocates); these helpers are the few places that do.
+// place (docs/design.md, "Core": every op allocates); these helpers are the few places that do.
 //
 // Nothing here records on the autograd tape: write only into tensors whose history does not
 // matter (parameters between steps, buffers, gradients), under a NoGradGuard.

@@ -1,5 +1,5 @@
 // nn/moe_block.h: SparseMoEBlock, the sparse Mixture-of-Experts layer (Megatron-style dropless
-// dispatch; DESIGN.md "The sparse MoE block"; docs/moe_block.md walks through it with shapes).
+// dispatch; docs/design.md, "The sparse MoE block"; docs/moe_block.md walks through it with shapes).
 //
 //   x [T, d] or [B, S, d]  (viewed as T = B*S token rows, no copy)
 //   routing = gate(x, S)  (nn::Router: logits = x gate.weight^T [T, E], then its rule with

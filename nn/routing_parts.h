@@ -1,4 +1,4 @@
-// The parts routing rules are built from (DESIGN.md "Routing rules as composable parts"):
+// The parts routing rules are built from (docs/design.md, "Routing rules as composable parts"):
 //
 //   logits --(noise)--> score function --> selection --> weight function --> capacity --> pairs
 //

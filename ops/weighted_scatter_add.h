@@ -1,4 +1,4 @@
-// weighted_scatter_add: the combine step of a MoE layer (DESIGN.md, "The sparse MoE block",
+// weighted_scatter_add: the combine step of a MoE layer (docs/design.md, "The sparse MoE block",
 // step 6) as one op:
 //   out[t, :] = sum over pairs p with index[p] == t of weight[p] * source[p, :]
 // source [P, d] floating (each expert output row), index i64 [P] (the row's token, in

@@ -1,5 +1,5 @@
 // memory: a training loop and an evaluation loop run for 10,000 steps must not grow the tape or
-// the process's resident memory (DESIGN.md "Tape": a training loop must not grow memory).
+// the process's resident memory (docs/design.md, "Core": a training loop must not grow memory).
 #include <catch2/catch.hpp>
 
 #include <unistd.h>

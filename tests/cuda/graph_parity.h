@@ -27,7 +27,7 @@ struct GraphRun {
 };
 
 // How a parity check compares: exactly (indices, counts, moves of values, the deterministic
-// scatter sums), or by relative error at DESIGN.md's tolerance for f32 work (f64 is held to 1e-12).
+// scatter sums), or by relative error at docs/design.md's tolerance for f32 work (f64 is held to 1e-12).
 struct Compare {
   bool exact = false;
   double f32_tolerance = kElementwiseF32;

@@ -1,5 +1,5 @@
 // Helpers of the CUDA tests: random inputs, host copies and the relative error that
-// DESIGN.md's tolerances are stated in (||a - b|| / ||b||).
+// docs/design.md's tolerances are stated in (||a - b|| / ||b||).
 #pragma once
 
 #include <cmath>
@@ -14,7 +14,7 @@ using namespace tinymoe;
 
 inline const Device kGpu = Device::cuda(0);
 
-// DESIGN.md: f32 elementwise 1e-5, GEMM 1e-4, TF32 1e-3; f64 work is held to 1e-12.
+// docs/design.md: f32 elementwise 1e-5, GEMM 1e-4, TF32 1e-3; f64 work is held to 1e-12.
 constexpr double kElementwiseF32 = 1e-5;
 constexpr double kGemmF32 = 1e-4;
 constexpr double kTf32 = 1e-3;

@@ -6,7 +6,7 @@
 // GShard's coin flips come from one generator per device with the same seed, drawn on the host:
 // the same numbers on both. Also DeepSeek-V3's bias update on the device, routers past the topk
 // kernel's limits, optimizer steps on both devices, and bit-identical reruns on the GPU.
-// Tolerances: DESIGN.md's GEMM tolerance for f32 (the block is GEMMs end to end), 1e-12 for f64.
+// Tolerances: docs/design.md's GEMM tolerance for f32 (the block is GEMMs end to end), 1e-12 for f64.
 #include <catch2/catch.hpp>
 
 #include <cmath>

@@ -2,7 +2,7 @@
 // names, gradients, tied weights, the way back), load_state_dict across devices, in-place writes,
 // the optimizers and gradient clipping, the HF expert layout, and the routing parts (selections,
 // capacity with every drop policy, GShard's coin flips, diagnostics) on inputs larger than the
-// block tests use. Selections, ids and counts must match exactly; values within DESIGN.md's
+// block tests use. Selections, ids and counts must match exactly; values within docs/design.md's
 // tolerances.
 #include <catch2/catch.hpp>
 

@@ -1,7 +1,7 @@
 // The math ops (ops/elementwise, reduce, softmax, matmul, grouped_matmul, topk) on cuda tensors,
 // forward and backward through the tape: each graph runs once on the CPU and once on cuda from
 // the same values, with the same output gradient, and the outputs and input gradients are
-// compared with DESIGN.md's tolerances (parity.h).
+// compared with docs/design.md's tolerances (parity.h).
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -349,7 +349,7 @@ TEST_CASE("cuda ops: grouped_matmul with empty and unbalanced groups, forward an
 }
 
 TEST_CASE("cuda ops: a SwiGLU expert layer built from the wired ops", "[cuda][ops][grouped_matmul]") {
-  // h = silu(x W1_e) * (x W3_e), y = h W2_e (DESIGN.md step 5); x feeds two products, so its
+  // h = silu(x W1_e) * (x W3_e), y = h W2_e (docs/design.md, block step 5); x feeds two products, so its
   // gradient is a sum on the tape.
   const std::vector<int64_t> offset_values = {0, 3, 3, 11, 12};
   const int64_t experts = 4, rows = 12, model = 8, hidden = 10;

@@ -2,7 +2,7 @@
 // cuda device (--device).
 //  - tape: what recording one op costs on 1-element tensors, where the arithmetic is nothing and
 //    only the autograd bookkeeping (and on cuda the kernel launch) is left (target: <= 1 us per
-//    op, DESIGN.md "Tape").
+//    op, docs/design.md, "Core").
 //  - grouped_matmul: an MoE layer's expert GEMMs (T tokens, top-k, E experts, balanced) forward
 //    and backward, next to one dense GEMM of equal FLOPs; the ratio says what the segmentation
 //    costs (target: >= 0.9 of dense on the cpu). On cuda at Mixtral 8x7B's sizes (512 rows per
