@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "nn/balance_losses.h"
+#include "nn/id_range.h"
 #include "nn/routing_parts.h"
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
@@ -55,7 +56,7 @@ Tensor per_sequence(const Tensor& probs, const Tensor& expert_index, int64_t seq
   const int64_t tokens = probs.size(0), experts = probs.size(1), k = expert_index.size(1);
   const int64_t sequences = sequence_count(tokens, sequence_length, op);
   if (tokens == 0) return mul(sum(probs), 0.0);
-  expert_pair_counts(expert_index, experts);  // checks every id is in [0, E)
+  check_id_range(expert_index, experts, "expert_index", "an expert", op);
   const std::vector<int64_t> ids = expert_index.to(Device::cpu()).to_vector<int64_t>();
   const int64_t length = tokens / sequences;
   Tensor total;

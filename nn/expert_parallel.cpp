@@ -44,16 +44,17 @@ std::shared_ptr<Experts> local_slice(const Experts& full, int64_t first, int64_t
                                       mlp.activation());
 }
 
-// Every rank must build the same block: one built with another width, expert count or routing
-// would exchange rows of another size or gather another number of counts, which MPI and NCCL do
-// not detect (undefined behaviour, often a hang). A collective; every rank sees every rank's
-// fingerprint, so a difference anywhere is an Error everywhere.
 // A double's bits as an int64, so that a fingerprint tells any two values apart.
 int64_t bits_of(double value) {
   int64_t bits = 0;
   std::memcpy(&bits, &value, sizeof bits);
   return bits;
 }
+
+// Every rank must build the same block: one built with another width, expert count or routing
+// would exchange rows of another size or gather another number of counts, which MPI and NCCL do
+// not detect (undefined behaviour, often a hang). A collective; every rank sees every rank's
+// fingerprint, so a difference anywhere is an Error everywhere.
 
 void check_same_block_on_every_rank(const SparseMoEConfig& config, Communicator& comm) {
   const std::vector<int64_t> mine = {config.num_experts,
@@ -64,7 +65,7 @@ void check_same_block_on_every_rank(const SparseMoEConfig& config, Communicator&
                                      static_cast<int64_t>(config.expert_kind),
                                      static_cast<int64_t>(config.shared.kind),
                                      config.router.aux_loss_global_batch ? 1 : 0,
-                                     static_cast<int64_t>(config.router.top_p * 1e9),
+                                     bits_of(config.router.top_p),
                                      config.router.weight_on_expert_input ? 1 : 0,
                                      config.router.select_on_logits ? 1 : 0,
                                      config.router.gate_bias ? 1 : 0,

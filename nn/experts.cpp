@@ -12,23 +12,17 @@
 
 namespace tinymoe {
 namespace nn {
-namespace {
-
 void check_positive_sizes(int64_t num_experts, int64_t hidden_size, int64_t intermediate_size, const char* op) {
   TINYMOE_CHECK(num_experts > 0 && hidden_size > 0 && intermediate_size > 0, op,
                 "expected positive num_experts, hidden_size and intermediate_size, got ", num_experts, ", ",
                 hidden_size, " and ", intermediate_size);
 }
 
-// [E, in, out], each expert's slice uniform(-1/sqrt(in), 1/sqrt(in)): torch's nn.Linear default
-// (kaiming_uniform_ with a = sqrt(5)) for a layer of fan-in `in`.
 Tensor stacked_init(int64_t num_experts, int64_t in, int64_t out, Generator* generator, DType dtype, const char* op) {
   TINYMOE_CHECK(is_floating(dtype), op, "expected a floating dtype (f32 or f64), got ", dtype_name(dtype));
   double bound = 1.0 / std::sqrt(static_cast<double>(in));
   return rand({num_experts, in, out}, dtype, generator, -bound, bound);
 }
-
-}  // namespace
 
 const char* activation_name(Activation activation) {
   switch (activation) {

@@ -131,6 +131,12 @@ class MLPExperts : public Experts {
   Tensor wi_, wo_;
 };
 
+// What every stacked-experts module checks and draws: positive sizes (errors name `op`), and a
+// weight [E, in, out] with each expert's slice uniform(-1/sqrt(in), 1/sqrt(in)), torch's nn.Linear
+// default (kaiming_uniform_ with a = sqrt(5)) for a layer of fan-in `in`, of a floating dtype.
+void check_positive_sizes(int64_t num_experts, int64_t hidden_size, int64_t intermediate_size, const char* op);
+Tensor stacked_init(int64_t num_experts, int64_t in, int64_t out, Generator* generator, DType dtype, const char* op);
+
 // Expert `expert` of a stacked weight [E, in, out] (or of its gradient) in the HF nn.Linear
 // layout [out, in]: a new tensor on stacked's device, not recorded on the tape.
 Tensor expert_weight_to_hf(const Tensor& stacked, int64_t expert);

@@ -29,16 +29,10 @@ Tensor clamp_both(const Tensor& z, double limit) { return add(clamp_above(z, lim
 GptOssExperts::GptOssExperts(int64_t num_experts, int64_t hidden_size, int64_t intermediate_size,
                              Generator* generator, DType dtype, double limit, double alpha)
     : limit_(limit), alpha_(alpha) {
-  TINYMOE_CHECK(num_experts > 0 && hidden_size > 0 && intermediate_size > 0, kOp,
-                "expected positive num_experts, hidden_size and intermediate_size, got ", num_experts, ", ",
-                hidden_size, " and ", intermediate_size);
-  TINYMOE_CHECK(is_floating(dtype), kOp, "expected a floating dtype (f32 or f64), got ", dtype_name(dtype));
-  auto stacked = [&](int64_t in, int64_t out) {
-    const double bound = 1.0 / std::sqrt(static_cast<double>(in));
-    return rand({num_experts, in, out}, dtype, generator, -bound, bound);
-  };
-  Tensor w1 = stacked(hidden_size, intermediate_size), w3 = stacked(hidden_size, intermediate_size);
-  Tensor w2 = stacked(intermediate_size, hidden_size);
+  check_positive_sizes(num_experts, hidden_size, intermediate_size, kOp);
+  Tensor w1 = stacked_init(num_experts, hidden_size, intermediate_size, generator, dtype, kOp);
+  Tensor w3 = stacked_init(num_experts, hidden_size, intermediate_size, generator, dtype, kOp);
+  Tensor w2 = stacked_init(num_experts, intermediate_size, hidden_size, generator, dtype, kOp);
   register_all(w1, w3, w2, zeros({num_experts, intermediate_size}, dtype), zeros({num_experts, intermediate_size}, dtype),
                zeros({num_experts, hidden_size}, dtype));
 }

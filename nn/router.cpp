@@ -14,19 +14,18 @@ namespace {
 
 constexpr const char* kOp = "Router";
 
-// torch.nn.Linear's default init: uniform(-1/sqrt(in), 1/sqrt(in)).
-Tensor linear_init(int64_t num_experts, int64_t hidden_size, Generator* generator, DType dtype) {
+// torch.nn.Linear's default init, for its weight [E, d] and its bias [E] alike:
+// uniform(-1/sqrt(d), 1/sqrt(d)).
+Tensor linear_init(const Shape& shape, int64_t hidden_size, Generator* generator, DType dtype) {
+  double bound = 1.0 / std::sqrt(static_cast<double>(hidden_size));
+  return rand(shape, dtype, generator, -bound, bound);
+}
+
+Tensor weight_init(int64_t num_experts, int64_t hidden_size, Generator* generator, DType dtype) {
   TINYMOE_CHECK(num_experts >= 1 && hidden_size >= 1, kOp, "expected num_experts >= 1 and hidden_size >= 1, got ",
                 num_experts, " and ", hidden_size);
   TINYMOE_CHECK(is_floating(dtype), kOp, "expected a floating dtype (f32 or f64), got ", dtype_name(dtype));
-  double bound = 1.0 / std::sqrt(static_cast<double>(hidden_size));
-  return rand({num_experts, hidden_size}, dtype, generator, -bound, bound);
-}
-
-// torch.nn.Linear's bias init: uniform(-1/sqrt(in), 1/sqrt(in)) as well.
-Tensor linear_bias_init(int64_t num_experts, int64_t hidden_size, Generator* generator, DType dtype) {
-  double bound = 1.0 / std::sqrt(static_cast<double>(hidden_size));
-  return rand({num_experts}, dtype, generator, -bound, bound);
+  return linear_init({num_experts, hidden_size}, hidden_size, generator, dtype);
 }
 
 RouterConfig user_rule_config(int64_t num_experts) {
@@ -40,15 +39,15 @@ RouterConfig user_rule_config(int64_t num_experts) {
 Router::Router(const RouterConfig& config, int64_t hidden_size, Generator* generator, DType dtype)
     : config_(config) {
   config_.validate();
-  Tensor weight = linear_init(config_.num_experts, hidden_size, generator, dtype);
-  Tensor bias = config_.gate_bias ? linear_bias_init(config_.num_experts, hidden_size, generator, dtype) : Tensor();
+  Tensor weight = weight_init(config_.num_experts, hidden_size, generator, dtype);
+  Tensor bias = config_.gate_bias ? linear_init({config_.num_experts}, hidden_size, generator, dtype) : Tensor();
   // Zero-initialised as in Shazeer et al. 2017, sec. 2.1: no signal, some noise.
   set_weights(weight, config_.noisy_gating ? zeros(weight.shape(), dtype) : Tensor(), bias);
 }
 
 Router::Router(RoutingRule rule, int64_t num_experts, int64_t hidden_size, Generator* generator, DType dtype)
     : config_(user_rule_config(num_experts)) {
-  set_weights(linear_init(num_experts, hidden_size, generator, dtype), Tensor(), Tensor());
+  set_weights(weight_init(num_experts, hidden_size, generator, dtype), Tensor(), Tensor());
   set_user_rule(std::move(rule));
 }
 
